@@ -1,0 +1,216 @@
+"""Token-aware chunking that keeps headings, paragraphs and sentences together.
+
+A document's blocks are cut into sentence units (Japanese 。！？ included); units are packed
+into chunks of at most ``size`` tokens of the embedder's tokenizer. A new chunk starts at a
+page change and at a heading once the current chunk holds enough text; a chunk cut in the
+middle of a section repeats up to ``overlap`` tokens of trailing sentences.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from knowledge.errors import ConfigError
+from knowledge.parse.base import ParsedDocument
+
+
+@dataclass(frozen=True)
+class ChunkConfig:
+    size: int = 200
+    """Most tokens (of the embedder's tokenizer) in one chunk; all-MiniLM reads 256 at most."""
+    overlap: int = 40
+    """Tokens of trailing sentences repeated at the start of the next chunk of a section."""
+    min_size: int = 50
+    """A heading starts a new chunk only when the current one has at least this many tokens."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.size < 16:
+            problems.append(f"`size` should be at least 16 tokens, got {self.size}.")
+        if not 0 <= self.overlap < self.size // 2:
+            problems.append(
+                f"`overlap` should be between 0 and half of `size` ({self.size // 2}), got {self.overlap}."
+            )
+        if not 0 <= self.min_size <= self.size:
+            problems.append(f"`min_size` should be between 0 and `size`, got {self.min_size}.")
+        if problems:
+            raise ConfigError(" ".join(problems))
+
+
+class Tokenizer(Protocol):
+    def __call__(self, texts: list[str], **kwargs): ...
+
+
+@dataclass
+class Chunk:
+    text: str
+    page: int | None
+    headings: tuple[str, ...]
+    tokens: int
+    ordinal: int = 0
+
+    @property
+    def heading(self) -> str:
+        return " > ".join(self.headings)
+
+    @property
+    def indexed_text(self) -> str:
+        return indexed_text(self.heading, self.text)
+
+
+def indexed_text(heading: str, text: str) -> str:
+    """What is embedded and searched: the heading path gives the passage its context."""
+    return f"{heading}\n{text}" if heading else text
+
+
+@dataclass
+class _Unit:
+    text: str
+    tokens: int
+    page: int | None
+    headings: tuple[str, ...]
+    block: int
+    is_heading: bool
+    joiner: str = field(default="\n\n")
+    """Text that joins this unit to the previous one in the same chunk."""
+
+
+# A sentence ends at . ! ? followed by space, or at Japanese 。！？ (with closing brackets),
+# or at a line break.
+_SENTENCE = re.compile(r".+?(?:[.!?](?=\s)|[。！？!?][」』）)\"']*|\n|$)", re.DOTALL)
+
+
+def split_sentences(text: str) -> list[tuple[str, str]]:
+    """Split into ``(sentence, separator_before)`` pairs that rejoin to the original text."""
+    pieces: list[tuple[str, str]] = []
+    pos = 0
+    for match in _SENTENCE.finditer(text):
+        raw = match.group(0)
+        sentence = raw.strip()
+        if not sentence:
+            continue
+        start = match.start() + (len(raw) - len(raw.lstrip()))
+        pieces.append((sentence, text[pos:start]))
+        pos = start + len(sentence)
+    return pieces
+
+
+def _count(tokenizer, texts: list[str]) -> list[int]:
+    if not texts:
+        return []
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [len(ids) for ids in encoded]
+
+
+def _split_long(tokenizer, text: str, size: int, overlap: int) -> list[str]:
+    """Cut a sentence longer than ``size`` tokens into overlapping windows at token boundaries."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = enc["offset_mapping"]
+    windows = []
+    step = max(1, size - overlap)
+    for start in range(0, len(offsets), step):
+        end = min(start + size, len(offsets))
+        windows.append(text[offsets[start][0] : offsets[end - 1][1]])
+        if end == len(offsets):
+            break
+    return windows
+
+
+def _units(doc: ParsedDocument, tokenizer, config: ChunkConfig) -> list[_Unit]:
+    raw: list[tuple[str, str, int]] = []
+    for b, block in enumerate(doc.blocks):
+        if block.kind == "heading":
+            raw.append((block.text.strip(), "\n\n", b))
+            continue
+        for i, (sentence, sep) in enumerate(split_sentences(block.text)):
+            joiner = "\n\n" if i == 0 else (sep if sep else "")
+            raw.append((sentence, joiner, b))
+    counts = _count(tokenizer, [r[0] for r in raw])
+    units: list[_Unit] = []
+    for (text, joiner, b), tokens in zip(raw, counts):
+        block = doc.blocks[b]
+        is_heading = block.kind == "heading"
+        pieces = (
+            _split_long(tokenizer, text, config.size, config.overlap)
+            if tokens > config.size
+            else [text]
+        )
+        piece_tokens = _count(tokenizer, pieces) if len(pieces) > 1 else [tokens]
+        for k, (piece, n) in enumerate(zip(pieces, piece_tokens)):
+            units.append(
+                _Unit(piece, n, block.page, block.headings, b, is_heading, joiner if k == 0 else " ")
+            )
+    return units
+
+
+def _common_prefix(paths: list[tuple[str, ...]]) -> tuple[str, ...]:
+    prefix = paths[0]
+    for path in paths[1:]:
+        n = 0
+        while n < min(len(prefix), len(path)) and prefix[n] == path[n]:
+            n += 1
+        prefix = prefix[:n]
+    return prefix
+
+
+def _make_chunk(units: list[_Unit]) -> Chunk:
+    text = units[0].text
+    for unit in units[1:]:
+        text += (unit.joiner or "") + unit.text
+    # A chunk that starts with its own heading carries it in the text; its path stops above.
+    paths = [u.headings[:-1] if u.is_heading else u.headings for u in units]
+    return Chunk(
+        text=text,
+        page=units[0].page,
+        headings=_common_prefix(paths),
+        tokens=sum(u.tokens for u in units),
+    )
+
+
+def chunk_document(doc: ParsedDocument, tokenizer, config: ChunkConfig | None = None) -> list[Chunk]:
+    """Cut ``doc`` into chunks; ``tokenizer`` is a Hugging Face tokenizer (the embedder's)."""
+    config = config or ChunkConfig()
+    units = _units(doc, tokenizer, config)
+    chunks: list[Chunk] = []
+    current: list[_Unit] = []
+    tokens = 0
+
+    def close() -> None:
+        nonlocal current, tokens
+        # A chunk of nothing but headings says nothing on its own: carry it forward.
+        if current and not all(u.is_heading for u in current):
+            chunks.append(_make_chunk(current))
+            current, tokens = [], 0
+
+    for unit in units:
+        if current and unit.page != current[-1].page:
+            close()
+        elif current and unit.is_heading and tokens >= config.min_size:
+            close()
+        if current and tokens + unit.tokens > config.size:
+            previous = current
+            close()
+            if current:  # only headings were pending and they do not fit with this unit
+                current, tokens = [], 0
+            else:
+                # Repeat trailing sentences of the same block as overlap.
+                carry: list[_Unit] = []
+                carried = 0
+                for old in reversed(previous):
+                    if old.is_heading or old.block != unit.block and old.headings != unit.headings:
+                        break
+                    if carried + old.tokens > config.overlap:
+                        break
+                    carry.insert(0, old)
+                    carried += old.tokens
+                if carry and carried + unit.tokens <= config.size:
+                    current, tokens = list(carry), carried
+        current.append(unit)
+        tokens += unit.tokens
+    if current:
+        chunks.append(_make_chunk(current))
+    for i, chunk in enumerate(chunks):
+        chunk.ordinal = i
+    return chunks

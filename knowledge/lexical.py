@@ -1,0 +1,47 @@
+"""Terms for the BM25 side, for English and Japanese alike.
+
+Latin words are lower-cased and NFKC-normalised. Japanese has no spaces, so runs of kanji,
+katakana and hiragana become overlapping character bigrams within each script run (a run of
+one character stays a unigram): the standard CJK approach that needs no dictionary, works for
+unknown product names, and does not create junk terms across script boundaries such as
+particle + noun.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?|[\u4e00-\u9fff\u3400-\u4dbf々〆]+|[\u30a0-\u30ffー]+|[\u3040-\u309f]+|[^\W_]+")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff々〆ー]")
+
+# Words so common in English questions that they only add noise to term matching.
+STOPWORDS = frozenset(
+    """a an and are as at be but by can could did do does for from had has have how i if in into
+    is it its me my no not of on or our so that the their them then there these they this to
+    was we what when where which who why will with would you your""".split()
+)
+
+
+def terms(text: str, keep_stopwords: bool = False) -> list[str]:
+    """Split ``text`` into index terms (words, CJK bigrams)."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    out: list[str] = []
+    for match in _WORD.finditer(text):
+        word = match.group(0)
+        if _CJK.match(word):
+            if len(word) == 1:
+                out.append(word)
+            else:
+                out.extend(word[i : i + 2] for i in range(len(word) - 1))
+        elif keep_stopwords or word not in STOPWORDS:
+            out.append(word.replace("’", "'"))
+    return out
+
+
+def is_japanese(text: str) -> bool:
+    """True when a good share of the letters in ``text`` are Japanese."""
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return False
+    return sum(1 for c in letters if _CJK.match(c)) >= 0.3 * len(letters)

@@ -1,0 +1,56 @@
+"""Progress events shared by every long stage (ingestion, re-embedding, and later training)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Progress:
+    """One step of long work: ``done`` of ``total`` units, with an estimate of the time left."""
+
+    stage: str
+    done: float
+    total: float
+    unit: str = "files"
+    message: str = ""
+    elapsed: float = 0.0
+    eta: float | None = None
+
+    @property
+    def fraction(self) -> float:
+        return 0.0 if self.total <= 0 else min(1.0, self.done / self.total)
+
+    def describe(self) -> str:
+        parts = [f"{self.stage}: {self.done:g}/{self.total:g} {self.unit}"]
+        if self.message:
+            parts.append(self.message)
+        if self.eta is not None:
+            parts.append(f"about {format_seconds(self.eta)} left")
+        return " · ".join(parts)
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+@dataclass
+class Clock:
+    """Turns a fraction of work done into an ETA."""
+
+    start: float = field(default_factory=time.monotonic)
+
+    def event(self, stage: str, done: float, total: float, unit: str, message: str = "",
+              fraction: float | None = None) -> Progress:
+        elapsed = time.monotonic() - self.start
+        frac = fraction if fraction is not None else (done / total if total else 0.0)
+        eta = elapsed * (1 - frac) / frac if frac > 0.02 and elapsed > 0.5 else None
+        return Progress(stage, done, total, unit, message, elapsed, eta)

@@ -1,0 +1,185 @@
+"""Hybrid retrieval: dense (FAISS) and BM25 (FTS5) rankings fused by reciprocal rank.
+
+Reciprocal rank fusion (Cormack et al., 2009) needs no score calibration between the two
+rankers, which matters here: cosine similarities and BM25 scores live on different scales,
+and the English-only default embedder is weak on Japanese while BM25 on bigrams is not.
+
+The relevance cut-off keeps a passage only when the embedder finds it similar enough to the
+question, or when it contains most of the question's informative terms (IDF-weighted term
+coverage). A question about something the documents never mention fails both, so the
+answer can say so instead of inventing one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from knowledge.embed import get_embedder
+from knowledge.errors import ConfigError
+from knowledge.lexical import terms
+from knowledge.store import KnowledgeBase
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    top_k: int = 5
+    """Passages returned."""
+    candidates: int = 50
+    """Passages each ranker contributes to the fusion."""
+    mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
+    """Which rankings to use; hybrid fuses both."""
+    rrf_k: int = 60
+    """Reciprocal rank fusion constant: larger flattens the difference between ranks."""
+    min_similarity: float = 0.35
+    """Cosine similarity at or above which a passage counts as relevant."""
+    min_coverage: float = 0.6
+    """Share of the question's IDF-weighted terms a passage must contain to count as relevant."""
+    cutoff: bool = True
+    """Drop passages that pass neither relevance test."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 1 <= self.top_k <= 100:
+            problems.append(f"`top_k` should be between 1 and 100, got {self.top_k}.")
+        if self.candidates < self.top_k:
+            problems.append(f"`candidates` should be at least `top_k` ({self.top_k}), got {self.candidates}.")
+        if self.mode not in ("hybrid", "dense", "lexical"):
+            problems.append(f"`mode` should be hybrid, dense or lexical, got {self.mode!r}.")
+        if self.rrf_k < 1:
+            problems.append(f"`rrf_k` should be positive, got {self.rrf_k}.")
+        if not -1 <= self.min_similarity <= 1:
+            problems.append(f"`min_similarity` should be between -1 and 1, got {self.min_similarity}.")
+        if not 0 <= self.min_coverage <= 1:
+            problems.append(f"`min_coverage` should be between 0 and 1, got {self.min_coverage}.")
+        if problems:
+            raise ConfigError(" ".join(problems))
+
+
+@dataclass
+class Hit:
+    chunk_id: int
+    doc: str
+    page: int | None
+    heading: str
+    text: str
+    score: float
+    """Fused score scaled to 0-1 (1: first in every ranking used)."""
+    similarity: float | None = None
+    bm25: float | None = None
+    coverage: float = 0.0
+    ranks: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "text": self.text,
+            "doc": self.doc,
+            "page": self.page,
+            "heading": self.heading or None,
+            "score": round(self.score, 6),
+            "similarity": None if self.similarity is None else round(self.similarity, 4),
+            "bm25": None if self.bm25 is None else round(self.bm25, 4),
+            "coverage": round(self.coverage, 4),
+        }
+
+
+def _coverage(kb: KnowledgeBase, query_terms: list[str], ids: list[int]) -> dict[int, float]:
+    unique = list(dict.fromkeys(query_terms))
+    if not unique or not ids:
+        return {i: 0.0 for i in ids}
+    n = max(1, kb.count_chunks())
+    df = kb.document_frequencies(unique)
+    # A term the corpus never contains gets the highest weight: missing it matters most.
+    idf = {t: math.log(1 + (n - df.get(t, 0) + 0.5) / (df.get(t, 0) + 0.5)) for t in unique}
+    total = sum(idf.values()) or 1.0
+    chunk_terms = kb.chunk_terms(ids)
+    return {i: sum(idf[t] for t in unique if t in chunk_terms.get(i, ())) / total for i in ids}
+
+
+def retrieve(
+    kb: KnowledgeBase,
+    query: str,
+    config: RetrievalConfig | None = None,
+    context: list[str] | None = None,
+) -> list[Hit]:
+    """The passages of ``kb`` most relevant to ``query``, best first.
+
+    ``context`` holds earlier user turns of a conversation: a follow-up such as "and how
+    much does it weigh?" is also searched together with the previous question, and both
+    rankings join the fusion.
+    """
+    config = config or RetrievalConfig()
+    queries = [query]
+    if context:
+        queries.append(f"{context[-1]} {query}")
+    rankings: list[tuple[str, list[tuple[int, float]]]] = []
+    embedder = None
+    dense_vectors = []
+    for q in queries:
+        if config.mode in ("hybrid", "dense"):
+            embedder = embedder or get_embedder(kb.embed_model)
+            vector = embedder.encode([q])[0]
+            dense_vectors.append(vector)
+            rankings.append(("dense", kb.dense_search(vector, config.candidates)))
+        if config.mode in ("hybrid", "lexical"):
+            rankings.append(("bm25", kb.lexical_search(terms(q), config.candidates)))
+
+    fused: dict[int, float] = {}
+    best: dict[int, dict[str, float]] = {}
+    ranks: dict[int, dict[str, int]] = {}
+    for kind, ranking in rankings:
+        for rank, (chunk_id, score) in enumerate(ranking, start=1):
+            fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (config.rrf_k + rank)
+            slot = best.setdefault(chunk_id, {})
+            slot[kind] = max(slot.get(kind, -math.inf), score)
+            ranks.setdefault(chunk_id, {}).setdefault(kind, rank)
+    if not fused:
+        return []
+    ordered = sorted(fused, key=lambda i: -fused[i])[: max(config.candidates, config.top_k)]
+
+    # Relevance tests on the candidates: similarity (also for those only BM25 found) and coverage.
+    similarity: dict[int, float] = {}
+    if dense_vectors:
+        index = kb.index()
+        stacked = np.vstack(dense_vectors)
+        for chunk_id in ordered:
+            if "dense" in best[chunk_id] and len(dense_vectors) == 1:
+                similarity[chunk_id] = best[chunk_id]["dense"]
+            else:
+                similarity[chunk_id] = float(np.max(stacked @ index.reconstruct(int(chunk_id))))
+    # A follow-up counts as covered when the question alone or with its context is.
+    coverage = {i: 0.0 for i in ordered}
+    for q in queries:
+        for chunk_id, value in _coverage(kb, terms(q), ordered).items():
+            coverage[chunk_id] = max(coverage[chunk_id], value)
+
+    kept = []
+    for chunk_id in ordered:
+        relevant = similarity.get(chunk_id, -1.0) >= config.min_similarity or (
+            coverage[chunk_id] >= config.min_coverage
+        )
+        if relevant or not config.cutoff:
+            kept.append(chunk_id)
+        if len(kept) == config.top_k:
+            break
+    stored = kb.chunks_by_id(kept)
+    scale = len(rankings) / (config.rrf_k + 1)
+    return [
+        Hit(
+            chunk_id=i,
+            doc=stored[i].doc,
+            page=stored[i].page,
+            heading=stored[i].heading,
+            text=stored[i].text,
+            score=fused[i] / scale,
+            similarity=similarity.get(i),
+            bm25=best[i].get("bm25"),
+            coverage=coverage[i],
+            ranks=ranks[i],
+        )
+        for i in kept
+        if i in stored
+    ]
