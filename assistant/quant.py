@@ -1,0 +1,27 @@
+"""bitsandbytes quantization (8-bit and 4-bit NF4), kept apart so the rest imports without it."""
+
+from __future__ import annotations
+
+from knowledge.errors import ConfigError
+
+
+def bnb_config(precision: str):
+    """A ``BitsAndBytesConfig`` for ``8bit`` or ``4bit`` (NF4 with double quantization)."""
+    try:
+        import bitsandbytes  # noqa: F401
+        import torch
+        from transformers import BitsAndBytesConfig
+    except ImportError as exc:
+        raise ConfigError(
+            f"{precision} precision needs the bitsandbytes package; install it or choose fp32/bf16."
+        ) from exc
+    if precision == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if precision == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+    raise ConfigError(f"`precision` {precision!r} is not a bitsandbytes precision.")
