@@ -119,6 +119,11 @@ def _ingest_one(kb, source, embedder, chunking, clock, i, total, cancel, max_pag
         note = "" if same.name == source.name else f" (same content as {same.name})"
         return FileResult(source.name, "unchanged", same.chunks, f"Already in the knowledge base{note}.")
     doc = parse_bytes(data, source.name, max_pages=max_pages)
+    text_sha = hashlib.sha256(" ".join(doc.text.split()).encode("utf-8")).hexdigest()
+    same = kb.find_by_text_hash(text_sha)
+    if same is not None and same.name != source.name:
+        return FileResult(source.name, "unchanged", same.chunks,
+                          f"Already in the knowledge base (same text as {same.name}).")
     chunks = chunk_document(doc, embedder.tokenizer, chunking)
     texts = [c.indexed_text for c in chunks]
     vectors = np.zeros((len(texts), embedder.dim), dtype=np.float32)
@@ -131,10 +136,10 @@ def _ingest_one(kb, source, embedder, chunking, clock, i, total, cancel, max_pag
         yield clock.event("Embedding", i, total, "files", f"{source.name}: {done}/{len(texts)} chunks",
                           fraction=(i + done / max(1, len(texts))) / max(1, total))
     previous = kb.find_by_name(source.name)
-    kb.add_document(source.name, data, sha, doc.kind, doc.pages, chunks, vectors,
+    kb.add_document(source.name, data, sha, text_sha, doc.kind, doc.pages, chunks, vectors,
                     replace=previous.id if previous else None)
     status: Status = "updated" if previous else "added"
-    where = f", {doc.pages} pages" if doc.pages else ""
+    where = f", {doc.pages} page{'s' if doc.pages != 1 else ''}" if doc.pages else ""
     return FileResult(source.name, status, len(chunks), f"{len(chunks)} chunks{where}.")
 
 

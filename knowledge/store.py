@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS documents(
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
     sha256 TEXT NOT NULL UNIQUE,
+    text_sha256 TEXT NOT NULL,
     kind TEXT NOT NULL,
     size INTEGER NOT NULL,
     pages INTEGER,
@@ -50,6 +51,7 @@ CREATE TABLE IF NOT EXISTS chunks(
     vector BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
+CREATE INDEX IF NOT EXISTS documents_text ON documents(text_sha256);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(terms, tokenize="unicode61 remove_diacritics 0");
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_vocab USING fts5vocab(chunks_fts, row);
 """
@@ -193,6 +195,9 @@ class KnowledgeBase:
     def find_by_hash(self, sha256: str) -> DocumentInfo | None:
         return next(iter(self._documents("WHERE d.sha256=?", (sha256,))), None)
 
+    def find_by_text_hash(self, text_sha256: str) -> DocumentInfo | None:
+        return next(iter(self._documents("WHERE d.text_sha256=?", (text_sha256,))), None)
+
     def find_by_name(self, name: str) -> DocumentInfo | None:
         return next(iter(self._documents("WHERE d.name=?", (name,))), None)
 
@@ -213,6 +218,7 @@ class KnowledgeBase:
         name: str,
         data: bytes,
         sha256: str,
+        text_sha256: str,
         kind: str,
         pages: int | None,
         chunks: list[Chunk],
@@ -232,9 +238,9 @@ class KnowledgeBase:
             if replace is not None:
                 self._delete_rows(replace)
             cur = db.execute(
-                "INSERT INTO documents(name, sha256, kind, size, pages, file, added_at) "
-                "VALUES(?, ?, ?, ?, ?, ?, ?)",
-                (name, sha256, kind, len(data), pages, file_name, _now()),
+                "INSERT INTO documents(name, sha256, text_sha256, kind, size, pages, file, added_at) "
+                "VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, sha256, text_sha256, kind, len(data), pages, file_name, _now()),
             )
             doc_id = int(cur.lastrowid)
             for chunk, vector in zip(chunks, vectors):

@@ -1,0 +1,109 @@
+"""Settings from environment variables, validated once at start-up."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from assistant.models import EMBEDDED_MODEL, ModelConfig
+from knowledge.embed import DEFAULT_EMBED_MODEL
+from knowledge.errors import ConfigError
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return default if value is None or value.strip() == "" else value.strip()
+
+
+def _env_int(name: str, default: int, problems: list[str]) -> int:
+    raw = _env(name, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        problems.append(f"{name} should be a whole number, got {raw!r}.")
+        return default
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    return _env(name, "1" if default else "0").lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data")
+    """TSUMUGI_DATA: where knowledge bases, models and jobs live (/data on a Space with storage)."""
+    model_cache: Path = Path("data/models")
+    """TSUMUGI_MODEL_CACHE: converted and cached base models."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """TSUMUGI_MODEL, TSUMUGI_PRECISION, TSUMUGI_DEVICE: the chat model."""
+    embed_model: str = DEFAULT_EMBED_MODEL
+    """TSUMUGI_EMBED_MODEL: embedding model for new knowledge bases."""
+    host: str = "127.0.0.1"
+    """TSUMUGI_HOST: address the app listens on."""
+    port: int = 7860
+    """TSUMUGI_PORT: port the app listens on."""
+    allow_downloads: bool = False
+    """TSUMUGI_ALLOW_DOWNLOADS: let models be fetched from the Hugging Face hub (off: offline)."""
+    max_pages: int = 2000
+    """TSUMUGI_MAX_PAGES: longest PDF accepted, in pages."""
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        problems: list[str] = []
+        data_dir = Path(_env("TSUMUGI_DATA", _default_data_dir()))
+        try:
+            model = ModelConfig(
+                name=_env("TSUMUGI_MODEL", EMBEDDED_MODEL),
+                precision=_env("TSUMUGI_PRECISION", "auto"),  # type: ignore[arg-type]
+                device=_env("TSUMUGI_DEVICE", "auto"),  # type: ignore[arg-type]
+            )
+        except ConfigError as exc:
+            problems.append(str(exc))
+            model = ModelConfig()
+        settings = cls(
+            data_dir=data_dir,
+            model_cache=Path(_env("TSUMUGI_MODEL_CACHE", str(data_dir / "models"))),
+            model=model,
+            embed_model=_env("TSUMUGI_EMBED_MODEL", DEFAULT_EMBED_MODEL),
+            host=_env("TSUMUGI_HOST", "127.0.0.1"),
+            port=_env_int("TSUMUGI_PORT", 7860, problems),
+            allow_downloads=_env_bool("TSUMUGI_ALLOW_DOWNLOADS", False),
+            max_pages=_env_int("TSUMUGI_MAX_PAGES", 2000, problems),
+        )
+        if not 1 <= settings.port <= 65535:
+            problems.append(f"TSUMUGI_PORT should be between 1 and 65535, got {settings.port}.")
+        if settings.max_pages < 1:
+            problems.append(f"TSUMUGI_MAX_PAGES should be positive, got {settings.max_pages}.")
+        if problems:
+            raise ConfigError(" ".join(problems))
+        return settings
+
+
+def _default_data_dir() -> str:
+    # A Hugging Face Space with persistent storage mounts it at /data.
+    if os.environ.get("SPACE_ID") and os.path.isdir("/data") and os.access("/data", os.W_OK):
+        return "/data"
+    return "data"
+
+
+def prepare_environment(settings: Settings) -> None:
+    """Offline by default, and quiet about optional kernels that are not installed."""
+    if not settings.allow_downloads:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    # bitsandbytes logs a warning at import when the optional `kernels` package is absent.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    for noisy in ("transformers", "sentence_transformers", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
