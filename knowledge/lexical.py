@@ -45,3 +45,15 @@ def is_japanese(text: str) -> bool:
     if not letters:
         return False
     return sum(1 for c in letters if _CJK.match(c)) >= 0.3 * len(letters)
+
+
+_HIRAGANA_ONLY = re.compile(r"^[\u3040-\u309f]+$")
+
+
+def content_terms(term_list: list[str]) -> list[str]:
+    """Terms that carry meaning: hiragana-only terms are mostly particles and inflections.
+
+    They stay in the BM25 index (IDF keeps them harmless there) but are left out when
+    judging whether a passage covers a question.
+    """
+    return [t for t in term_list if not _HIRAGANA_ONLY.match(t)]

@@ -27,6 +27,9 @@ from knowledge.chunk import Chunk, ChunkConfig
 from knowledge.errors import StoreError
 from knowledge.lexical import terms
 
+SCHEMA_VERSION = 1
+"""Bumped, with a migration, whenever the tables below change."""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents(
@@ -146,6 +149,7 @@ class KnowledgeBase:
                 self._set_meta("chunking", json.dumps(chunking.__dict__))
                 self._set_meta("created", _now())
                 self._set_meta("generation", "0")
+                self._set_meta("schema", str(SCHEMA_VERSION))
 
     @property
     def embed_model(self) -> str:

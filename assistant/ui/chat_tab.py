@@ -1,0 +1,88 @@
+"""Chat tab: streamed answers grounded in a knowledge base, with a sources panel."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from assistant.answer import AnswerConfig
+from assistant.ui.common import sources_markdown
+from knowledge.errors import TsumugiError
+from knowledge.retrieve import RetrievalConfig
+
+
+def _text(content) -> str:
+    """Text of a chatbot message, whether a string or Gradio's list of typed parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def _pairs(history: list[dict]) -> list[tuple[str, str]]:
+    """Chatbot messages as (question, answer) pairs."""
+    pairs, question = [], None
+    for message in history:
+        text = _text(message.get("content"))
+        if message.get("role") == "user":
+            question = text
+        elif question is not None:
+            pairs.append((question, text))
+            question = None
+    return pairs
+
+
+def build(app, kb_selector: gr.Dropdown) -> None:
+    with gr.Row():
+        with gr.Column(scale=3):
+            chatbot = gr.Chatbot(label="Assistant", height=480)
+            with gr.Row():
+                question = gr.Textbox(
+                    placeholder="Ask a question about your documents…", show_label=False, scale=5,
+                    submit_btn=False,
+                )
+                send = gr.Button("Send", variant="primary", scale=1)
+                stop = gr.Button("Stop", scale=1)
+            clear = gr.Button("New conversation", size="sm")
+        with gr.Column(scale=2):
+            sources = gr.Markdown(
+                "_Sources appear here with each answer._", label="Sources", max_height=560,
+                container=True,
+            )
+    with gr.Accordion("Settings", open=False):
+        with gr.Row():
+            top_k = gr.Slider(1, 10, value=5, step=1, label="Passages to retrieve (top-k)")
+            temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.1, label="Temperature (0 = most precise)")
+            max_new = gr.Slider(32, 1024, value=256, step=32, label="Longest answer (tokens)")
+        gr.Markdown(
+            f"Model: `{app.settings.model.name}` · precision `{app.settings.model.precision}` · "
+            f"device `{app.settings.model.device}` (set with TSUMUGI_MODEL, TSUMUGI_PRECISION, TSUMUGI_DEVICE)"
+        )
+
+    def respond(message, history, kb_name, k, temp, max_tokens):
+        message = (message or "").strip()
+        if not message:
+            raise gr.Error("Type a question first.")
+        if not kb_name:
+            raise gr.Error("Choose a knowledge base (or create one in the Knowledge tab) first.")
+        history = list(history or [])
+        config = AnswerConfig(
+            max_new_tokens=int(max_tokens), temperature=float(temp),
+            retrieval=RetrievalConfig(top_k=int(k)),
+        )
+        pairs = _pairs(history)
+        history = history + [{"role": "user", "content": message}, {"role": "assistant", "content": "…"}]
+        yield history, "", "_Searching the documents…_"
+        try:
+            for answer in app.ask(kb_name, message, pairs, config):
+                history[-1] = {"role": "assistant", "content": answer.text or "…"}
+                yield history, "", sources_markdown(answer.passages, answer.cited)
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
+
+    inputs = [question, chatbot, kb_selector, top_k, temperature, max_new]
+    outputs = [chatbot, question, sources]
+    send_event = send.click(respond, inputs, outputs)
+    submit_event = question.submit(respond, inputs, outputs)
+    stop.click(None, None, None, cancels=[send_event, submit_event])
+    clear.click(lambda: ([], "_Sources appear here with each answer._"), None, [chatbot, sources])

@@ -1,0 +1,124 @@
+"""Knowledge tab: choose or create a knowledge base, upload files, list and delete documents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from knowledge.errors import TsumugiError
+from knowledge.ingest import Source
+from knowledge.progress import format_seconds
+
+STATUS_LABEL = {
+    "waiting": "⏳ waiting",
+    "added": "✅ added",
+    "updated": "🔄 updated",
+    "unchanged": "➖ already there",
+    "failed": "❌ failed",
+    "cancelled": "⏹ cancelled",
+}
+
+
+def _documents_table(app, kb_name: str | None) -> list[list]:
+    if not kb_name or not app.library.exists(kb_name):
+        return []
+    return [
+        [d.name, d.kind, d.pages or "", d.chunks, d.added_at.replace("T", " ")[:16]]
+        for d in app.library.get(kb_name).documents()
+    ]
+
+
+def _doc_choices(app, kb_name: str | None) -> list[tuple[str, int]]:
+    if not kb_name or not app.library.exists(kb_name):
+        return []
+    return [(d.name, d.id) for d in app.library.get(kb_name).documents()]
+
+
+def build(app, kb_selector: gr.Dropdown) -> None:
+    with gr.Row():
+        new_name = gr.Textbox(label="New knowledge base", placeholder="e.g. support-manuals", scale=3)
+        create_btn = gr.Button("Create", scale=1)
+    summary = gr.Markdown()
+    files = gr.File(label="Documents (PDF, DOCX, XLSX, HTML, Markdown, text, CSV)", file_count="multiple")
+    with gr.Row():
+        add_btn = gr.Button("Add to knowledge base", variant="primary")
+        cancel_btn = gr.Button("Cancel", variant="stop")
+    results = gr.Dataframe(
+        headers=["File", "Result", "Chunks", "Details"], label="Upload results", interactive=False,
+        wrap=True,
+    )
+    docs = gr.Dataframe(
+        headers=["Document", "Type", "Pages", "Chunks", "Added (UTC)"], label="Documents",
+        interactive=False, wrap=True,
+    )
+    with gr.Row():
+        doc_pick = gr.Dropdown(label="Document to delete", choices=[], scale=3)
+        delete_btn = gr.Button("Delete document", variant="stop", scale=1)
+
+    def describe(kb_name):
+        if not kb_name or not app.library.exists(kb_name):
+            return "Create a knowledge base to start."
+        kb = app.library.get(kb_name)
+        documents = kb.documents()
+        return (
+            f"**{kb_name}** · {len(documents)} documents · {sum(d.chunks for d in documents)} chunks · "
+            f"embedding model `{kb.embed_model}`"
+        )
+
+    def refresh(kb_name):
+        return describe(kb_name), _documents_table(app, kb_name), gr.update(
+            choices=_doc_choices(app, kb_name), value=None
+        )
+
+    def create(name):
+        try:
+            kb = app.library.create(name, embed_model=app.settings.embed_model)
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
+        gr.Info(f"Created the knowledge base {kb.name}.")
+        return gr.update(choices=app.library.names(), value=kb.name), ""
+
+    def add(kb_name, uploaded, progress=gr.Progress()):
+        if not kb_name:
+            raise gr.Error("Choose or create a knowledge base first.")
+        if not uploaded:
+            raise gr.Error("Choose one or more files to upload first.")
+        paths = [Path(f if isinstance(f, str) else f.name) for f in uploaded]
+        # Gradio keeps uploads under a temporary name; the user knows the original one.
+        sources = [Source(p, p.name) for p in paths]
+        rows = {s.name: [s.name, STATUS_LABEL["waiting"], "", ""] for s in sources}
+        gen = app.ingest(kb_name, sources)
+        yield list(rows.values()), gr.update(), gr.update(), gr.update()
+        try:
+            while True:
+                event = next(gen)
+                name = event.message.split(":")[0] if event.message else ""
+                if name in rows and event.stage == "Embedding":
+                    rows[name][1] = "⚙️ " + event.message.split(": ", 1)[-1]
+                eta = f" · about {format_seconds(event.eta)} left" if event.eta is not None else ""
+                progress(event.fraction, desc=f"{event.stage} {int(event.done)}/{int(event.total)} files{eta}")
+                yield list(rows.values()), gr.update(), gr.update(), gr.update()
+        except StopIteration as stop:
+            for result in stop.value:
+                rows[result.name] = [result.name, STATUS_LABEL[result.status], result.chunks or "", result.message]
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
+        described, table, choices = refresh(kb_name)
+        yield list(rows.values()), described, table, choices
+
+    def delete(kb_name, doc_id):
+        if not kb_name or doc_id is None:
+            raise gr.Error("Choose a document to delete first.")
+        try:
+            app.library.get(kb_name).delete_document(int(doc_id))
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
+        gr.Info("Deleted the document and its passages.")
+        return refresh(kb_name)
+
+    create_btn.click(create, [new_name], [kb_selector, new_name])
+    add_event = add_btn.click(add, [kb_selector, files], [results, summary, docs, doc_pick])
+    cancel_btn.click(None, None, None, cancels=[add_event])
+    delete_btn.click(delete, [kb_selector, doc_pick], [summary, docs, doc_pick])
+    kb_selector.change(refresh, [kb_selector], [summary, docs, doc_pick])
