@@ -176,6 +176,7 @@ def chunk_document(doc: ParsedDocument, tokenizer, config: ChunkConfig | None = 
     chunks: list[Chunk] = []
     current: list[_Unit] = []
     tokens = 0
+    continued = False  # the current chunk carries on a section that was already cut
 
     def close() -> None:
         nonlocal current, tokens
@@ -187,8 +188,10 @@ def chunk_document(doc: ParsedDocument, tokenizer, config: ChunkConfig | None = 
     for unit in units:
         if current and unit.page != current[-1].page:
             close()
-        elif current and unit.is_heading and tokens >= config.min_size:
+            continued = False
+        elif current and unit.is_heading and (tokens >= config.min_size or continued):
             close()
+            continued = False
         if current and tokens + unit.tokens > config.size:
             previous = current
             close()
@@ -207,6 +210,7 @@ def chunk_document(doc: ParsedDocument, tokenizer, config: ChunkConfig | None = 
                     carried += old.tokens
                 if carry and carried + unit.tokens <= config.size:
                     current, tokens = list(carry), carried
+                continued = True
         current.append(unit)
         tokens += unit.tokens
     if current:

@@ -1,0 +1,97 @@
+"""Shared fixtures: real embedded models, real FAISS and SQLite, in temporary folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from assistant.config import Settings, prepare_environment
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+FIXTURES = SHARED / "fixtures" / "documents"
+CONTOSO = SHARED / "data" / "contoso-manuals"
+DATA = Path(__file__).parent / "data"
+
+prepare_environment(Settings())
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def drain(gen):
+    """Run a progress generator to its end and return (events, result)."""
+    events = []
+    try:
+        while True:
+            events.append(next(gen))
+    except StopIteration as stop:
+        return events, stop.value
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    assert FIXTURES.is_dir() and CONTOSO.is_dir(), f"test data is missing under {SHARED}"
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> Path:
+    """One converted copy of the embedded chat model for the whole session."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from knowledge.embed import get_embedder
+
+    return get_embedder()
+
+
+@pytest.fixture
+def library(tmp_path):
+    from knowledge.library import Library
+
+    return Library(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def contoso_kb(tmp_path_factory, shared_data, embedder):
+    from knowledge.ingest import collect_sources, ingest_files
+    from knowledge.library import Library
+
+    kb = Library(tmp_path_factory.mktemp("contoso")).create("contoso")
+    _, results = drain(ingest_files(kb, collect_sources([CONTOSO])))
+    assert all(r.status == "added" for r in results), results
+    return kb
+
+
+@pytest.fixture(scope="session")
+def chat_model(model_cache):
+    from assistant.models import ModelConfig, load_chat_model
+
+    return load_chat_model(ModelConfig(precision="fp32", device="cpu"), model_cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder_dir(tmp_path_factory) -> Path:
+    """A small random sentence-transformers model saved in a local folder (another model)."""
+    import shutil
+
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel
+
+    from knowledge.embed import embedded_model_path
+
+    folder = tmp_path_factory.mktemp("tiny-embedder")
+    bert_dir = folder / "bert"
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)
+    BertModel(config).save_pretrained(bert_dir)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(embedded_model_path() / name, bert_dir / name)
+    word = models.Transformer(str(bert_dir), max_seq_length=128)
+    pooling = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    out = folder / "model"
+    SentenceTransformer(modules=[word, pooling], device="cpu").save(str(out))
+    return out

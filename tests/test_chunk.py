@@ -1,0 +1,94 @@
+"""Chunking properties with the real embedder's tokenizer."""
+
+from __future__ import annotations
+
+import pytest
+
+from knowledge.chunk import ChunkConfig, chunk_document, split_sentences
+from knowledge.errors import ConfigError
+from knowledge.parse import parse_bytes, parse_file
+from tests.conftest import CONTOSO, FIXTURES
+
+
+def _tokens(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _docs():
+    names = ["pypdf-multicolumn.pdf", "pdfminer-jo.pdf", "unstructured-norwich-city.txt",
+             "unstructured-example-10k-1p.html", "unstructured-docx-tables.docx"]
+    return [parse_file(FIXTURES / n) for n in names] + [parse_file(CONTOSO / "product_info_1.md")]
+
+
+@pytest.mark.parametrize("config", [ChunkConfig(), ChunkConfig(size=64, overlap=16, min_size=16)])
+def test_chunks_stay_within_size_and_lose_no_text(embedder, shared_data, config):
+    tok = embedder.tokenizer
+    for doc in _docs():
+        chunks = chunk_document(doc, tok, config)
+        assert chunks, doc.name
+        joined = "\n".join(c.text for c in chunks)
+        for chunk in chunks:
+            assert _tokens(tok, chunk.text) <= config.size, (doc.name, chunk.text[:80])
+            assert chunk.tokens <= config.size
+        for block in doc.blocks:
+            for sentence, _ in split_sentences(block.text):
+                if _tokens(tok, sentence) <= config.size:
+                    assert sentence in joined, (doc.name, sentence)
+        # nothing is dropped even inside sentences cut at token boundaries
+        words = {w for b in doc.blocks for w in b.text.split()}
+        chunk_words = {w for c in chunks for w in c.text.split()}
+        assert len(words - chunk_words) <= 0.01 * len(words), (doc.name, sorted(words - chunk_words)[:10])
+
+
+def test_overlap_repeats_trailing_sentences(embedder):
+    sentences = [f"Sentence number {i} talks about tent pole {i} and its colour code." for i in range(40)]
+    doc = parse_bytes(("# Poles\n\n" + " ".join(sentences)).encode(), "poles.md")
+    chunks = chunk_document(doc, embedder.tokenizer, ChunkConfig(size=80, overlap=20, min_size=10))
+    assert len(chunks) > 3
+    for first, second in zip(chunks, chunks[1:]):
+        last_sentence = split_sentences(first.text)[-1][0]
+        assert second.text.startswith(last_sentence) or last_sentence in second.text
+
+
+def test_no_overlap_across_headings(embedder):
+    md = "# A\n\n" + "Alpha text here. " * 30 + "\n\n# B\n\n" + "Beta text here. " * 30
+    chunks = chunk_document(parse_bytes(md.encode(), "ab.md"), embedder.tokenizer, ChunkConfig(size=64, overlap=16))
+    b_chunks = [c for c in chunks if "Beta" in c.text]
+    assert all("Alpha" not in c.text for c in b_chunks)
+
+
+def test_metadata_is_kept(embedder, shared_data):
+    chunks = chunk_document(parse_file(FIXTURES / "pypdf-pdflatex-4-pages.pdf"), embedder.tokenizer)
+    assert {c.page for c in chunks} == {1, 2, 3, 4}
+    md = parse_file(CONTOSO / "product_info_1.md")
+    chunks = chunk_document(md, embedder.tokenizer)
+    setup = [c for c in chunks if "Assembling the Tent Poles" in c.text]
+    assert setup and setup[0].headings[:2] == ("Information about product item_number: 1", "User Guide")
+    assert [c.ordinal for c in chunks] == list(range(len(chunks)))
+    assert all(c.indexed_text.startswith(c.heading) for c in chunks)
+
+
+def test_japanese_sentences_split_at_japanese_stops():
+    text = "返品は30日以内です。開封済みは不可！本当ですか？「はい。」と答えた。"
+    pieces = split_sentences(text)
+    assert [s for s, _ in pieces] == ["返品は30日以内です。", "開封済みは不可！", "本当ですか？", "「はい。」", "と答えた。"]
+    assert "".join(sep + s for s, sep in pieces) == text
+
+
+def test_japanese_text_is_chunked_at_sentence_ends(embedder):
+    sentence = "当社の家電製品には、お買い上げ日から一年間のメーカー保証が付いています。"
+    doc = parse_bytes(("# 保証\n\n" + sentence * 30).encode(), "hoshou.md")
+    chunks = chunk_document(doc, embedder.tokenizer, ChunkConfig(size=100, overlap=20, min_size=10))
+    assert len(chunks) > 2
+    for chunk in chunks:
+        assert chunk.text.endswith("。")
+        assert _tokens(embedder.tokenizer, chunk.text) <= 100
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [({"size": 8}, "size"), ({"overlap": 150}, "overlap"), ({"min_size": -1}, "min_size")],
+)
+def test_chunk_config_names_the_bad_field(kwargs, field):
+    with pytest.raises(ConfigError, match=f"`{field}`"):
+        ChunkConfig(**kwargs)
