@@ -68,8 +68,6 @@ class Library:
                     f"There is no knowledge base called {name!r} (existing: {known}); create it first."
                 )
             kb = KnowledgeBase(self.root / name, name)
-            if create:
-                kb.initialise(DEFAULT_EMBED_MODEL, ChunkConfig())
             self._open[name] = kb
             return kb
 

@@ -91,7 +91,7 @@ def tiny_embedder_dir(tmp_path_factory) -> Path:
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(embedded_model_path() / name, bert_dir / name)
     word = models.Transformer(str(bert_dir), max_seq_length=128)
-    pooling = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    pooling = models.Pooling(word.get_embedding_dimension(), pooling_mode="mean")
     out = folder / "model"
     SentenceTransformer(modules=[word, pooling], device="cpu").save(str(out))
     return out
