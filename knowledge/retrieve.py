@@ -45,7 +45,7 @@ class RetrievalConfig:
     """Reciprocal rank fusion constant: larger flattens the difference between ranks."""
     adaptive_weights: bool = True
     """Weight each ranking by the sharpness of its scores; off gives plain RRF."""
-    min_similarity: float = 0.25
+    min_similarity: float = 0.3
     """Cosine similarity at or above which a passage counts as relevant."""
     min_coverage: float = 0.5
     """Share of the question's IDF-weighted terms that makes a passage relevant on its own."""

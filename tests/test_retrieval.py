@@ -1,0 +1,116 @@
+"""Retrieval quality on the development corpus and on small English and Japanese sets."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from knowledge.ingest import collect_sources, ingest_files
+from knowledge.library import Library
+from knowledge.retrieve import RetrievalConfig, ranking_weight, retrieve
+from tests.conftest import CONTOSO, DATA, drain
+
+UNRELATED_EN = [
+    "What is the capital of France?", "How do I bake sourdough bread?", "Who won the 2018 World Cup?",
+    "What is the boiling point of mercury?", "Who wrote Pride and Prejudice?", "Explain quantum entanglement",
+]
+UNRELATED_JA = ["日本の首都はどこですか？", "富士山の高さは？", "ラーメンの作り方を教えて", "量子コンピュータとは何ですか"]
+
+
+def contoso_faq() -> list[tuple[str, str]]:
+    questions = []
+    for path in sorted(CONTOSO.glob("*.md")):
+        faq = path.read_text("utf-8").split("## FAQ", 1)[1]
+        questions += [(m.group(1), path.name) for m in re.finditer(r"^\d+\)\s*(.+\?)\s*$", faq, re.M)]
+    return questions
+
+
+def test_contoso_faq_questions_find_their_manual(contoso_kb):
+    questions = contoso_faq()
+    assert len(questions) >= 80
+    config = RetrievalConfig(top_k=3)
+    found = sum(any(h.doc == doc for h in retrieve(contoso_kb, q, config)) for q, doc in questions)
+    share = found / len(questions)
+    print(f"\ncontoso FAQ: own manual in top 3 for {found}/{len(questions)} = {share:.1%}")
+    assert share >= 0.9
+
+
+@pytest.fixture(scope="module")
+def support_sets(tmp_path_factory, embedder):
+    library = Library(tmp_path_factory.mktemp("sets"))
+    sets = {}
+    for name in ("en-support", "ja-support"):
+        kb = library.create(name)
+        drain(ingest_files(kb, collect_sources([DATA / name])))
+        sets[name] = (kb, json.loads((DATA / name / "questions.json").read_text("utf-8")))
+    return sets
+
+
+def _mrr(kb, questions, mode: str, adaptive: bool = True) -> float:
+    config = RetrievalConfig(mode=mode, top_k=10, cutoff=False, adaptive_weights=adaptive)
+    total = 0.0
+    for item in questions:
+        docs: list[str] = []
+        for hit in retrieve(kb, item["q"], config):
+            if hit.doc not in docs:
+                docs.append(hit.doc)
+        total += 1 / (docs.index(item["doc"]) + 1) if item["doc"] in docs[:5] else 0.0
+    return total / len(questions)
+
+
+@pytest.mark.parametrize("name", ["en-support", "ja-support"])
+def test_fusion_is_at_least_as_good_as_either_ranking(support_sets, name):
+    kb, questions = support_sets[name]
+    scores = {mode: _mrr(kb, questions, mode) for mode in ("dense", "lexical", "hybrid")}
+    scores["plain rrf"] = _mrr(kb, questions, "hybrid", adaptive=False)
+    print(f"\n{name} MRR@5: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+    assert scores["hybrid"] >= max(scores["dense"], scores["lexical"])
+    assert scores["hybrid"] > min(scores["dense"], scores["lexical"])
+    assert scores["hybrid"] >= scores["plain rrf"]
+
+
+def test_japanese_fusion_beats_both_rankings(support_sets):
+    kb, questions = support_sets["ja-support"]
+    hybrid = _mrr(kb, questions, "hybrid")
+    assert hybrid > _mrr(kb, questions, "lexical") and hybrid > _mrr(kb, questions, "dense")
+
+
+@pytest.mark.parametrize("question", UNRELATED_EN + UNRELATED_JA)
+def test_unrelated_questions_find_nothing(support_sets, contoso_kb, question):
+    for kb in (contoso_kb, support_sets["ja-support"][0], support_sets["en-support"][0]):
+        assert retrieve(kb, question) == [], (kb.name, question)
+
+
+@pytest.mark.parametrize("name", ["en-support", "ja-support"])
+def test_answerable_questions_pass_the_cutoff(support_sets, name):
+    kb, questions = support_sets[name]
+    answered = sum(bool(retrieve(kb, item["q"])) for item in questions)
+    assert answered >= 0.9 * len(questions)
+
+
+def test_follow_up_uses_the_conversation(contoso_kb):
+    alone = retrieve(contoso_kb, "How much does it weigh?", RetrievalConfig(top_k=3, cutoff=False))
+    follow = retrieve(
+        contoso_kb, "How much does it weigh?", RetrievalConfig(top_k=3),
+        context=["Tell me about the TrailMaster X4 Tent"],
+    )
+    assert follow and follow[0].doc == "product_info_1.md"
+    assert [h.chunk_id for h in follow] != [h.chunk_id for h in alone]
+
+
+def test_hits_carry_location_and_scores(contoso_kb):
+    hits = retrieve(contoso_kb, "Is there a warranty on the TrailMaster X4 Tent?")
+    assert hits and hits[0].doc == "product_info_1.md"
+    assert all(0 < h.score <= 1 for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    data = hits[0].to_json()
+    assert set(data) >= {"text", "doc", "page", "score"} and data["page"] is None
+
+
+def test_ranking_weight_prefers_sharp_rankings():
+    sharp = [(i, s) for i, s in enumerate([30.0, 12, 8, 6, 5, 4, 3, 3, 2, 2])]
+    flat = [(i, s) for i, s in enumerate([0.48, 0.47, 0.47, 0.46, 0.46, 0.45, 0.45, 0.45, 0.44, 0.44])]
+    assert ranking_weight(sharp) > 0.9 > 0.1 > ranking_weight(flat) >= 0.05
+    assert ranking_weight([(1, 0.5)]) == 1.0
