@@ -139,7 +139,11 @@ def fix_citations(text: str, hits: list[Hit]) -> str:
     1..len(hits) are removed. A sentence without a mark gets one for the passage that shares
     the most informative words with it, when that passage supports at least half of them.
     """
-    text = _CITATION.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= len(hits) else "", text)
+    text = re.sub(
+        r"\s*\[(\d{1,2})\]",
+        lambda m: m.group(0) if 1 <= int(m.group(1)) <= len(hits) else "",
+        text,
+    )
     if not hits:
         return text
     passage_terms = [set(terms(h.text)) for h in hits]

@@ -1,0 +1,60 @@
+"""Grounded answers with the real embedded model."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.answer import NOT_COVERED, AnswerConfig, answer_question, drop_repeats, fix_citations, strip_citations
+from knowledge.retrieve import Hit
+
+
+def _hit(n: int, text: str) -> Hit:
+    return Hit(chunk_id=n, doc=f"doc{n}.md", page=None, heading="", text=text, score=1.0)
+
+
+def test_fix_citations_drops_invalid_marks_and_attributes_uncited_sentences():
+    hits = [_hit(1, "The tent weighs 12 lbs and packs into a carry bag."), _hit(2, "Warranty lasts two years.")]
+    fixed = fix_citations("The tent weighs 12 lbs [7]. Warranty lasts two years [2].", hits)
+    assert "[7]" not in fixed
+    assert fixed == "The tent weighs 12 lbs [1]. Warranty lasts two years [2]."
+    assert fix_citations("Something else entirely.", hits) == "Something else entirely."
+
+
+def test_strip_citations():
+    assert strip_citations("Two years [1]. Free returns [2][3].") == "Two years. Free returns."
+
+
+def test_drop_repeats():
+    assert drop_repeats("It is green. It is green. It has two doors.") == "It is green. It has two doors."
+    assert drop_repeats("Size 12x12x12x12x12x12") == "Size 12x"
+
+
+@pytest.mark.slow
+def test_answer_cites_a_passage_of_the_right_manual(contoso_kb, chat_model):
+    answer = None
+    steps = 0
+    for answer in answer_question(contoso_kb, chat_model, "Is there a warranty on the TrailMaster X4 Tent?",
+                                  config=AnswerConfig(max_new_tokens=96)):
+        steps += 1
+    assert steps > 3 and answer.done and answer.covered
+    assert answer.cited, answer.text
+    assert all(1 <= n <= len(answer.passages) for n in answer.cited)
+    assert answer.passages[answer.cited[0] - 1].doc == "product_info_1.md"
+    assert "warranty" in answer.text.lower()
+    data = answer.to_json()
+    assert data["citations"][0]["doc"] == "product_info_1.md"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("question, lang", [("What is the capital of France?", "en"), ("日本の首都はどこですか？", "ja")])
+def test_unrelated_question_is_not_covered(contoso_kb, chat_model, question, lang):
+    *_, answer = answer_question(contoso_kb, chat_model, question)
+    assert not answer.covered and answer.text == NOT_COVERED[lang] and answer.passages == []
+
+
+@pytest.mark.slow
+def test_follow_up_question_uses_history(contoso_kb, chat_model):
+    history = [("Tell me about the TrailMaster X4 Tent", "It is a 4-person tent [1].")]
+    *_, answer = answer_question(contoso_kb, chat_model, "How much does it weigh?", history,
+                                 AnswerConfig(max_new_tokens=48))
+    assert answer.covered and answer.passages[0].doc == "product_info_1.md"

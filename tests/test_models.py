@@ -1,0 +1,68 @@
+"""Loading chat models: the embedded default, a local folder, each precision on CPU."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.models import ChatModel, ModelConfig, ModelError, is_looping, prepare_embedded, repeats_sentence
+from knowledge.errors import ConfigError
+
+MESSAGES = [{"role": "user", "content": "What colour is the sky on a clear day?"}]
+
+
+def test_is_looping():
+    assert is_looping([5, 6, 7, 8] * 4)
+    assert is_looping([1] * 12)
+    assert not is_looping(list(range(40)))
+    assert not is_looping([1, 2] * 3)  # too short to call a loop
+
+
+def test_repeats_sentence():
+    text = "The tent has two doors. It is green. The tent has two doors. And"
+    assert repeats_sentence(text)
+    assert not repeats_sentence("The tent has two doors. It is green. It weighs 12 lbs. And")
+    assert repeats_sentence("1. Keep it dry and clean. 2. Keep it dry and clean. 3.")
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="`precision`"):
+        ModelConfig(precision="int3")
+    with pytest.raises(ConfigError, match="`device`"):
+        ModelConfig(device="tpu")
+
+
+@pytest.mark.slow
+def test_embedded_model_streams_with_its_chat_template(chat_model):
+    pieces = list(chat_model.stream(MESSAGES, max_new_tokens=32))
+    assert len(pieces) > 1, "expected streamed pieces"
+    assert "blue" in "".join(pieces).lower()
+
+
+@pytest.mark.slow
+def test_loads_from_a_local_folder_in_bf16(model_cache, chat_model):
+    folder = prepare_embedded(model_cache)
+    assert (folder / "model.safetensors").exists() and (folder / "chat_template.jinja").exists()
+    model = ChatModel(ModelConfig(name=str(folder), precision="bf16", device="cpu"), model_cache)
+    assert str(model.model.dtype) == "torch.bfloat16"
+    assert "".join(model.stream(MESSAGES, max_new_tokens=8)).strip()
+
+
+@pytest.mark.slow
+def test_greedy_output_is_repeatable(chat_model):
+    first = "".join(chat_model.stream(MESSAGES, max_new_tokens=12))
+    assert first == "".join(chat_model.stream(MESSAGES, max_new_tokens=12))
+
+
+@pytest.mark.slow
+@pytest.mark.bnb
+@pytest.mark.parametrize("precision", ["8bit", "4bit"])
+def test_quantized_on_cpu(model_cache, chat_model, precision):
+    model = ChatModel(ModelConfig(precision=precision, device="cpu"), model_cache)
+    footprint = model.model.get_memory_footprint()
+    assert footprint < chat_model.model.get_memory_footprint()
+    assert "".join(model.stream(MESSAGES, max_new_tokens=8)).strip()
+
+
+def test_missing_model_is_a_clear_error(model_cache, tmp_path):
+    with pytest.raises(ModelError, match="could not be loaded"):
+        ChatModel(ModelConfig(name=str(tmp_path / "no-such-model"), device="cpu"), model_cache)
