@@ -166,19 +166,35 @@ def fix_citations(text: str, hits: list[Hit]) -> str:
     return joiner.join(s for s in out if s)
 
 
+_LIST_MARKER = re.compile(r"^(\s*(?:\d+[.)]|[-*•])\s+)")
+_SENTENCES = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
+
+
 def drop_repeats(text: str) -> str:
-    """Remove sentences the model already said, bare list numbers, and a loop at the end."""
+    """Remove sentences the model already said and a loop at the end, keeping the layout.
+
+    A list item whose every sentence is a repeat goes with its marker.
+    """
     seen: set[str] = set()
-    kept = []
-    for sentence in re.split(r"(?<=[.!?。！？])\s+|\n+", text):
-        key = sentence_key(sentence)
-        if not key or key in seen:
-            continue
-        seen.add(key)
-        kept.append(sentence)
-    out = ("" if language_of(text) == "ja" else " ").join(kept)
+    lines = []
+    for line in text.splitlines():
+        marker_match = _LIST_MARKER.match(line)
+        marker = marker_match.group(1) if marker_match else ""
+        kept = []
+        for sentence in _SENTENCES.split(line[len(marker):]):
+            key = sentence_key(sentence)
+            if key in seen:
+                continue
+            if key:
+                seen.add(key)
+            kept.append(sentence)
+        body = ("" if is_japanese(line) else " ").join(k for k in kept if k)
+        if body.strip() or not line.strip():
+            lines.append(marker + body)
+    cleaned = "\n".join(lines)
     # A loop of a short unit ("12x12x12x...") is cut back to one occurrence.
-    return re.sub(r"(.{1,20}?)\1{3,}\S*", r"\1", out)
+    cleaned = re.sub(r"(.{1,20}?)\1{3,}\S*", r"\1", cleaned)
+    return re.sub(r"\n{3,}", "\n\n", cleaned).strip()
 
 
 def answer_question(
