@@ -91,9 +91,7 @@ class Answer:
             "answer": self.text,
             "covered": self.covered,
             "model": self.model,
-            "citations": [
-                {"n": n, **self.passages[n - 1].to_json()} for n in self.cited
-            ],
+            "citations": [{"n": n, **self.passages[n - 1].to_json()} for n in self.cited],
             "passages": [p.to_json() for p in self.passages],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
@@ -113,9 +111,7 @@ def format_passages(hits: list[Hit]) -> str:
     return "\n\n".join(lines)
 
 
-def build_messages(
-    question: str, hits: list[Hit], history: list[tuple[str, str]], lang: str
-) -> list[dict]:
+def build_messages(question: str, hits: list[Hit], history: list[tuple[str, str]], lang: str) -> list[dict]:
     messages = [{"role": "system", "content": SYSTEM_PROMPT[lang]}]
     for user, assistant in history:
         messages.append({"role": "user", "content": user})
@@ -181,7 +177,7 @@ def drop_repeats(text: str) -> str:
         marker_match = _LIST_MARKER.match(line)
         marker = marker_match.group(1) if marker_match else ""
         kept = []
-        for sentence in _SENTENCES.split(line[len(marker):]):
+        for sentence in _SENTENCES.split(line[len(marker) :]):
             key = sentence_key(sentence)
             if key in seen:
                 continue

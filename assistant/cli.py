@@ -106,7 +106,7 @@ def _cmd_ask(app, args) -> int:
     shown = ""
     for answer in app.ask(args.kb, args.question, config=config):
         if stream and not answer.done and answer.text != shown:
-            sys.stdout.write(answer.text[len(shown):])
+            sys.stdout.write(answer.text[len(shown) :])
             sys.stdout.flush()
             shown = answer.text
     if args.json:

@@ -132,11 +132,7 @@ def _units(doc: ParsedDocument, tokenizer, config: ChunkConfig) -> list[_Unit]:
     for (text, joiner, b), tokens in zip(raw, counts):
         block = doc.blocks[b]
         is_heading = block.kind == "heading"
-        pieces = (
-            _split_long(tokenizer, text, config.size, config.overlap)
-            if tokens > config.size
-            else [text]
-        )
+        pieces = _split_long(tokenizer, text, config.size, config.overlap) if tokens > config.size else [text]
         piece_tokens = _count(tokenizer, pieces) if len(pieces) > 1 else [tokens]
         for k, (piece, n) in enumerate(zip(pieces, piece_tokens)):
             units.append(

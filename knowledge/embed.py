@@ -18,10 +18,22 @@ DEFAULT_EMBED_MODEL = "all-MiniLM-L6-v2"
 # noise (measured: unrelated Japanese questions score as high as answerable ones), so
 # retrieval leans on BM25 for such questions.
 ENGLISH_ONLY = {
-    "all-minilm-l6-v2", "all-minilm-l12-v2", "all-mpnet-base-v2", "all-distilroberta-v1",
-    "multi-qa-minilm-l6-cos-v1", "multi-qa-mpnet-base-dot-v1", "bge-small-en-v1.5",
-    "bge-base-en-v1.5", "bge-large-en-v1.5", "e5-small-v2", "e5-base-v2", "e5-large-v2",
-    "gte-small", "gte-base", "gte-large", "nomic-embed-text-v1.5",
+    "all-minilm-l6-v2",
+    "all-minilm-l12-v2",
+    "all-mpnet-base-v2",
+    "all-distilroberta-v1",
+    "multi-qa-minilm-l6-cos-v1",
+    "multi-qa-mpnet-base-dot-v1",
+    "bge-small-en-v1.5",
+    "bge-base-en-v1.5",
+    "bge-large-en-v1.5",
+    "e5-small-v2",
+    "e5-base-v2",
+    "e5-large-v2",
+    "gte-small",
+    "gte-base",
+    "gte-large",
+    "nomic-embed-text-v1.5",
 }
 _ALIASES = {"default", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 _cache: dict[tuple[str, str], Embedder] = {}

@@ -51,8 +51,10 @@ def collect_sources(paths: Iterable[str | Path]) -> list[Source]:
         if path.is_dir():
             for child in sorted(path.rglob("*")):
                 rel = child.relative_to(path)
-                if child.is_file() and not any(p.startswith(".") for p in rel.parts) and (
-                    child.suffix.lower() in SUPPORTED_EXTENSIONS
+                if (
+                    child.is_file()
+                    and not any(p.startswith(".") for p in rel.parts)
+                    and (child.suffix.lower() in SUPPORTED_EXTENSIONS)
                 ):
                     sources.append(Source(child, child.name))
         else:
@@ -65,8 +67,9 @@ def effective_chunking(config: ChunkConfig, max_tokens: int) -> ChunkConfig:
     limit = max(32, max_tokens - 32)
     if config.size <= limit:
         return config
-    return replace(config, size=limit, overlap=min(config.overlap, limit // 4),
-                   min_size=min(config.min_size, limit // 2))
+    return replace(
+        config, size=limit, overlap=min(config.overlap, limit // 4), min_size=min(config.min_size, limit // 2)
+    )
 
 
 def ingest_files(
@@ -84,25 +87,33 @@ def ingest_files(
     with kb.write_lock:
         for i, source in enumerate(sources):
             if cancel is not None and cancel.is_set():
-                results.extend(FileResult(s.name, "cancelled", message="Cancelled before it started.")
-                               for s in sources[i:])
+                results.extend(
+                    FileResult(s.name, "cancelled", message="Cancelled before it started.")
+                    for s in sources[i:]
+                )
                 break
             yield clock.event("Reading", i, total, "files", source.name)
             try:
-                result = yield from _ingest_one(kb, source, embedder, chunking, clock, i, total,
-                                                cancel, max_pages)
+                result = yield from _ingest_one(
+                    kb, source, embedder, chunking, clock, i, total, cancel, max_pages
+                )
             except ParseError as exc:
                 result = FileResult(source.name, "failed", message=str(exc))
             except TsumugiError as exc:
                 result = FileResult(source.name, "failed", message=str(exc))
             except MemoryError:
-                result = FileResult(source.name, "failed",
-                                    message=f"{source.name} is too large to process in the memory available; split it into smaller files.")
+                result = FileResult(
+                    source.name,
+                    "failed",
+                    message=f"{source.name} is too large to process in the memory available; split it into smaller files.",
+                )
             results.append(result)
             yield clock.event("Indexed", i + 1, total, "files", f"{source.name}: {result.status}")
             if result.status == "cancelled":
-                results.extend(FileResult(s.name, "cancelled", message="Cancelled before it started.")
-                               for s in sources[i + 1:])
+                results.extend(
+                    FileResult(s.name, "cancelled", message="Cancelled before it started.")
+                    for s in sources[i + 1 :]
+                )
                 break
         kb.save_index()
     return results
@@ -122,8 +133,12 @@ def _ingest_one(kb, source, embedder, chunking, clock, i, total, cancel, max_pag
     text_sha = hashlib.sha256(" ".join(doc.text.split()).encode("utf-8")).hexdigest()
     same = kb.find_by_text_hash(text_sha)
     if same is not None and same.name != source.name:
-        return FileResult(source.name, "unchanged", same.chunks,
-                          f"Already in the knowledge base (same text as {same.name}).")
+        return FileResult(
+            source.name,
+            "unchanged",
+            same.chunks,
+            f"Already in the knowledge base (same text as {same.name}).",
+        )
     chunks = chunk_document(doc, embedder.tokenizer, chunking)
     texts = [c.indexed_text for c in chunks]
     vectors = np.zeros((len(texts), embedder.dim), dtype=np.float32)
@@ -133,11 +148,26 @@ def _ingest_one(kb, source, embedder, chunking, clock, i, total, cancel, max_pag
             return FileResult(source.name, "cancelled", message="Cancelled; nothing of this file was stored.")
         vectors[positions] = batch
         done += len(positions)
-        yield clock.event("Embedding", i, total, "files", f"{source.name}: {done}/{len(texts)} chunks",
-                          fraction=(i + done / max(1, len(texts))) / max(1, total))
+        yield clock.event(
+            "Embedding",
+            i,
+            total,
+            "files",
+            f"{source.name}: {done}/{len(texts)} chunks",
+            fraction=(i + done / max(1, len(texts))) / max(1, total),
+        )
     previous = kb.find_by_name(source.name)
-    kb.add_document(source.name, data, sha, text_sha, doc.kind, doc.pages, chunks, vectors,
-                    replace=previous.id if previous else None)
+    kb.add_document(
+        source.name,
+        data,
+        sha,
+        text_sha,
+        doc.kind,
+        doc.pages,
+        chunks,
+        vectors,
+        replace=previous.id if previous else None,
+    )
     status: Status = "updated" if previous else "added"
     where = f", {doc.pages} page{'s' if doc.pages != 1 else ''}" if doc.pages else ""
     return FileResult(source.name, status, len(chunks), f"{len(chunks)} chunks{where}.")
@@ -156,8 +186,9 @@ def reembed(
     with kb.write_lock:
         for positions, batch in embedder.encode_batches(texts):
             if cancel is not None and cancel.is_set():
-                raise TsumugiError("Re-embedding was cancelled; the knowledge base still uses "
-                                   f"{kb.embed_model}.")
+                raise TsumugiError(
+                    f"Re-embedding was cancelled; the knowledge base still uses {kb.embed_model}."
+                )
             for pos, vector in zip(positions, batch):
                 vectors[rows[pos][0]] = vector
             done += len(positions)

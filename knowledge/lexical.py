@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?|[\u4e00-\u9fff\u3400-\u4dbf々〆]+|[\u30a0-\u30ffー]+|[\u3040-\u309f]+|[^\W_]+")
+_WORD = re.compile(
+    r"[a-z0-9]+(?:['’][a-z]+)?|[\u4e00-\u9fff\u3400-\u4dbf々〆]+|[\u30a0-\u30ffー]+|[\u3040-\u309f]+|[^\W_]+"
+)
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff々〆ー]")
 
 # Words so common in English questions that they only add noise to term matching.

@@ -48,8 +48,15 @@ class Clock:
 
     start: float = field(default_factory=time.monotonic)
 
-    def event(self, stage: str, done: float, total: float, unit: str, message: str = "",
-              fraction: float | None = None) -> Progress:
+    def event(
+        self,
+        stage: str,
+        done: float,
+        total: float,
+        unit: str,
+        message: str = "",
+        fraction: float | None = None,
+    ) -> Progress:
         elapsed = time.monotonic() - self.start
         frac = fraction if fraction is not None else (done / total if total else 0.0)
         eta = elapsed * (1 - frac) / frac if frac > 0.02 and elapsed > 0.5 else None

@@ -189,9 +189,7 @@ def retrieve(
         min_coverage = config.min_coverage_unread
     kept = []
     for chunk_id in ordered:
-        relevant = similarity.get(chunk_id, -1.0) >= min_similarity or (
-            coverage[chunk_id] >= min_coverage
-        )
+        relevant = similarity.get(chunk_id, -1.0) >= min_similarity or (coverage[chunk_id] >= min_coverage)
         if relevant or not config.cutoff:
             kept.append(chunk_id)
         if len(kept) == config.top_k:

@@ -83,7 +83,7 @@ class StoredChunk:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -251,8 +251,15 @@ class KnowledgeBase:
                 cur = db.execute(
                     "INSERT INTO chunks(doc_id, ordinal, text, heading, page, tokens, vector) "
                     "VALUES(?, ?, ?, ?, ?, ?, ?)",
-                    (doc_id, chunk.ordinal, chunk.text, chunk.heading, chunk.page, chunk.tokens,
-                     vector.astype(np.float32).tobytes()),
+                    (
+                        doc_id,
+                        chunk.ordinal,
+                        chunk.text,
+                        chunk.heading,
+                        chunk.page,
+                        chunk.tokens,
+                        vector.astype(np.float32).tobytes(),
+                    ),
                 )
                 db.execute(
                     "INSERT INTO chunks_fts(rowid, terms) VALUES(?, ?)",

@@ -10,8 +10,14 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def main(url: str, out: Path, question: str) -> None:
@@ -33,5 +39,8 @@ def main(url: str, out: Path, question: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else
-         "Is there a warranty on the TrailMaster X4 Tent?")
+    main(
+        sys.argv[1],
+        Path(sys.argv[2]),
+        sys.argv[3] if len(sys.argv) > 3 else "Is there a warranty on the TrailMaster X4 Tent?",
+    )

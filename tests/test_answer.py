@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.answer import NOT_COVERED, AnswerConfig, answer_question, drop_repeats, fix_citations, strip_citations
+from assistant.answer import (
+    NOT_COVERED,
+    AnswerConfig,
+    answer_question,
+    drop_repeats,
+    fix_citations,
+    strip_citations,
+)
 from knowledge.retrieve import Hit
 
 
@@ -13,7 +20,10 @@ def _hit(n: int, text: str) -> Hit:
 
 
 def test_fix_citations_drops_invalid_marks_and_attributes_uncited_sentences():
-    hits = [_hit(1, "The tent weighs 12 lbs and packs into a carry bag."), _hit(2, "Warranty lasts two years.")]
+    hits = [
+        _hit(1, "The tent weighs 12 lbs and packs into a carry bag."),
+        _hit(2, "Warranty lasts two years."),
+    ]
     fixed = fix_citations("The tent weighs 12 lbs [7]. Warranty lasts two years [2].", hits)
     assert "[7]" not in fixed
     assert fixed == "The tent weighs 12 lbs [1]. Warranty lasts two years [2]."
@@ -31,11 +41,15 @@ def test_drop_repeats():
 
 @pytest.mark.slow
 def test_answer_cites_a_passage_of_the_right_manual(contoso_kb, chat_model):
-    answer = None
-    steps = 0
-    for answer in answer_question(contoso_kb, chat_model, "Is there a warranty on the TrailMaster X4 Tent?",
-                                  config=AnswerConfig(max_new_tokens=96)):
-        steps += 1
+    updates = list(
+        answer_question(
+            contoso_kb,
+            chat_model,
+            "Is there a warranty on the TrailMaster X4 Tent?",
+            config=AnswerConfig(max_new_tokens=96),
+        )
+    )
+    steps, answer = len(updates), updates[-1]
     assert steps > 3 and answer.done and answer.covered
     assert answer.cited, answer.text
     assert all(1 <= n <= len(answer.passages) for n in answer.cited)
@@ -46,7 +60,9 @@ def test_answer_cites_a_passage_of_the_right_manual(contoso_kb, chat_model):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("question, lang", [("What is the capital of France?", "en"), ("日本の首都はどこですか？", "ja")])
+@pytest.mark.parametrize(
+    "question, lang", [("What is the capital of France?", "en"), ("日本の首都はどこですか？", "ja")]
+)
 def test_unrelated_question_is_not_covered(contoso_kb, chat_model, question, lang):
     *_, answer = answer_question(contoso_kb, chat_model, question)
     assert not answer.covered and answer.text == NOT_COVERED[lang] and answer.passages == []
@@ -55,6 +71,7 @@ def test_unrelated_question_is_not_covered(contoso_kb, chat_model, question, lan
 @pytest.mark.slow
 def test_follow_up_question_uses_history(contoso_kb, chat_model):
     history = [("Tell me about the TrailMaster X4 Tent", "It is a 4-person tent [1].")]
-    *_, answer = answer_question(contoso_kb, chat_model, "How much does it weigh?", history,
-                                 AnswerConfig(max_new_tokens=48))
+    *_, answer = answer_question(
+        contoso_kb, chat_model, "How much does it weigh?", history, AnswerConfig(max_new_tokens=48)
+    )
     assert answer.covered and answer.passages[0].doc == "product_info_1.md"

@@ -35,7 +35,10 @@ def test_upload_ask_and_stream_an_answer_with_sources(app_url, shared_data):
 
     client = Client(app_url, verbose=False)
     client.predict("Support docs", api_name="/create")
-    files = [handle_file(str(CONTOSO / "product_info_1.md")), handle_file(str(FIXTURES / "unstructured-password.pdf"))]
+    files = [
+        handle_file(str(CONTOSO / "product_info_1.md")),
+        handle_file(str(FIXTURES / "unstructured-password.pdf")),
+    ]
     results, summary, documents, _ = client.predict("Support docs", files, api_name="/add")
     by_name = {row[0]: row for row in results["data"]}
     assert "added" in by_name["product_info_1.md"][1]
@@ -43,8 +46,9 @@ def test_upload_ask_and_stream_an_answer_with_sources(app_url, shared_data):
     assert [row[0] for row in documents["data"]] == ["product_info_1.md"]
     assert "1 documents" in summary
 
-    job = client.submit("Is there a warranty on the TrailMaster X4 Tent?", [], "Support docs", 5, 0.0, 96,
-                        api_name="/respond")
+    job = client.submit(
+        "Is there a warranty on the TrailMaster X4 Tent?", [], "Support docs", 5, 0.0, 96, api_name="/respond"
+    )
     updates = list(job)
     texts = [_text(u[0][-1]["content"]) for u in updates if u[0]]
     streamed = [t for t in texts if t and t != "…"]
@@ -57,15 +61,14 @@ def test_upload_ask_and_stream_an_answer_with_sources(app_url, shared_data):
 
 @pytest.mark.slow
 def test_unknown_question_says_not_covered(app_url, shared_data):
-    from gradio_client import Client
-
-    from gradio_client import handle_file
+    from gradio_client import Client, handle_file
 
     client = Client(app_url, verbose=False)
     client.predict("Backpacks", api_name="/create")
     client.predict("Backpacks", [handle_file(str(CONTOSO / "product_info_2.md"))], api_name="/add")
-    *_, last = client.submit("What is the capital of France?", [], "Backpacks", 5, 0.0, 64,
-                             api_name="/respond")
+    *_, last = client.submit(
+        "What is the capital of France?", [], "Backpacks", 5, 0.0, 64, api_name="/respond"
+    )
     assert "do not cover" in _text(last[0][-1]["content"])
 
 

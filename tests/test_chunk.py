@@ -15,8 +15,13 @@ def _tokens(tokenizer, text: str) -> int:
 
 
 def _docs():
-    names = ["pypdf-multicolumn.pdf", "pdfminer-jo.pdf", "unstructured-norwich-city.txt",
-             "unstructured-example-10k-1p.html", "unstructured-docx-tables.docx"]
+    names = [
+        "pypdf-multicolumn.pdf",
+        "pdfminer-jo.pdf",
+        "unstructured-norwich-city.txt",
+        "unstructured-example-10k-1p.html",
+        "unstructured-docx-tables.docx",
+    ]
     return [parse_file(FIXTURES / n) for n in names] + [parse_file(CONTOSO / "product_info_1.md")]
 
 
@@ -52,7 +57,9 @@ def test_overlap_repeats_trailing_sentences(embedder):
 
 def test_no_overlap_across_headings(embedder):
     md = "# A\n\n" + "Alpha text here. " * 30 + "\n\n# B\n\n" + "Beta text here. " * 30
-    chunks = chunk_document(parse_bytes(md.encode(), "ab.md"), embedder.tokenizer, ChunkConfig(size=64, overlap=16))
+    chunks = chunk_document(
+        parse_bytes(md.encode(), "ab.md"), embedder.tokenizer, ChunkConfig(size=64, overlap=16)
+    )
     b_chunks = [c for c in chunks if "Beta" in c.text]
     assert all("Alpha" not in c.text for c in b_chunks)
 
@@ -71,7 +78,13 @@ def test_metadata_is_kept(embedder, shared_data):
 def test_japanese_sentences_split_at_japanese_stops():
     text = "返品は30日以内です。開封済みは不可！本当ですか？「はい。」と答えた。"
     pieces = split_sentences(text)
-    assert [s for s, _ in pieces] == ["返品は30日以内です。", "開封済みは不可！", "本当ですか？", "「はい。」", "と答えた。"]
+    assert [s for s, _ in pieces] == [
+        "返品は30日以内です。",
+        "開封済みは不可！",
+        "本当ですか？",
+        "「はい。」",
+        "と答えた。",
+    ]
     assert "".join(sep + s for s, sep in pieces) == text
 
 

@@ -13,8 +13,14 @@ from tests.conftest import CONTOSO, FIXTURES, ROOT
 
 
 def run(args, env, check=True):
-    proc = subprocess.run([sys.executable, "-m", "assistant", *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "assistant", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -22,18 +28,26 @@ def run(args, env, check=True):
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, model_cache):
-    return dict(os.environ, TSUMUGI_DATA=str(tmp_path_factory.mktemp("cli-data")),
-                TSUMUGI_MODEL_CACHE=str(model_cache), PYTHONPATH=str(ROOT))
+    return dict(
+        os.environ,
+        TSUMUGI_DATA=str(tmp_path_factory.mktemp("cli-data")),
+        TSUMUGI_MODEL_CACHE=str(model_cache),
+        PYTHONPATH=str(ROOT),
+    )
 
 
 def test_ingest_then_search_json(env, shared_data):
     proc = run(["ingest", "--kb", "manuals", str(CONTOSO), str(FIXTURES / "unstructured-password.pdf")], env)
     assert "added     product_info_1.md" in proc.stdout
-    assert "failed    unstructured-password.pdf: unstructured-password.pdf is password-protected" in proc.stdout
+    assert (
+        "failed    unstructured-password.pdf: unstructured-password.pdf is password-protected" in proc.stdout
+    )
     assert "20 added, 1 failed" in proc.stderr
     assert "files" in proc.stderr  # progress went to stderr
 
-    proc = run(["search", "--kb", "manuals", "--top-k", "3", "--json", "Is the TrailMaster X4 Tent waterproof?"], env)
+    proc = run(
+        ["search", "--kb", "manuals", "--top-k", "3", "--json", "Is the TrailMaster X4 Tent waterproof?"], env
+    )
     hits = json.loads(proc.stdout)
     assert 1 <= len(hits) <= 3
     assert set(hits[0]) >= {"text", "doc", "page", "score"}
@@ -44,7 +58,16 @@ def test_ingest_then_search_json(env, shared_data):
 
 
 def test_search_pdf_page_numbers(env, shared_data):
-    run(["ingest", "--kb", "pdfs", str(FIXTURES / "pypdf-pdflatex-4-pages.pdf"), str(FIXTURES / "pdfminer-jo.pdf")], env)
+    run(
+        [
+            "ingest",
+            "--kb",
+            "pdfs",
+            str(FIXTURES / "pypdf-pdflatex-4-pages.pdf"),
+            str(FIXTURES / "pdfminer-jo.pdf"),
+        ],
+        env,
+    )
     hits = json.loads(run(["search", "--kb", "pdfs", "--json", "わたくしといふ現象は"], env).stdout)
     assert hits[0]["doc"] == "pdfminer-jo.pdf" and hits[0]["page"] == 1
 
@@ -59,8 +82,20 @@ def test_errors_are_one_line_and_nonzero(env):
 @pytest.mark.slow
 def test_ask_json(env, shared_data):
     run(["ingest", "--kb", "one", str(CONTOSO / "product_info_1.md")], env)
-    data = json.loads(run(["ask", "--kb", "one", "--json", "--max-new-tokens", "64",
-                           "How many people fit in the TrailMaster X4 Tent?"], env).stdout)
+    data = json.loads(
+        run(
+            [
+                "ask",
+                "--kb",
+                "one",
+                "--json",
+                "--max-new-tokens",
+                "64",
+                "How many people fit in the TrailMaster X4 Tent?",
+            ],
+            env,
+        ).stdout
+    )
     assert data["covered"] and data["passages"]
     assert data["citations"] and data["citations"][0]["doc"] == "product_info_1.md"
     data = json.loads(run(["ask", "--kb", "one", "--json", "Who won the 2018 World Cup?"], env).stdout)

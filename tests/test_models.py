@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.models import ChatModel, ModelConfig, ModelError, is_looping, prepare_embedded, repeats_sentence
+from assistant.models import (
+    ChatModel,
+    ModelConfig,
+    ModelError,
+    is_looping,
+    prepare_embedded,
+    repeats_sentence,
+)
 from knowledge.errors import ConfigError
 
 MESSAGES = [{"role": "user", "content": "What colour is the sky on a clear day?"}]

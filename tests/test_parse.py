@@ -12,16 +12,28 @@ from tests.conftest import FIXTURES
 
 # file -> (snippets that must appear, kind, pages)
 READABLE = {
-    "pdfminer-jo.pdf": (["わたくしといふ現象は", "假定された有機交流電燈の", "ひとつの青い照明です"], "pdf", 1),
+    "pdfminer-jo.pdf": (
+        ["わたくしといふ現象は", "假定された有機交流電燈の", "ひとつの青い照明です"],
+        "pdf",
+        1,
+    ),
     "pypdf-multicolumn.pdf": (["Two-Column Document with Lorem Ipsum", "adipiscing"], "pdf", 3),
     "pypdf-pdflatex-4-pages.pdf": (["Hello, here is some text without a meaning"], "pdf", 4),
     "unstructured-fake-memo.pdf": (["20,000 bottles of water", "To Whom it May Concern"], "pdf", 1),
-    "unstructured-codeblock.md": (["<h1>Hello, World!</h1>", "Don't forget me this weekend!"], "markdown", None),
+    "unstructured-codeblock.md": (
+        ["<h1>Hello, World!</h1>", "Don't forget me this weekend!"],
+        "markdown",
+        None,
+    ),
     "unstructured-docx-tables.docx": (["Header Col 1: Lorem ipsum", "Nested Table"], "docx", None),
     "unstructured-handbook-1p.docx": (["United States Trustee"], "docx", None),
     "unstructured-example-10k-1p.html": (["TRANSITION REPORT PURSUANT TO SECTION 13"], "html", None),
     "unstructured-fake-html-cp1252.html": (["Die schöne Frau", "köstlich", "3,50 €"], "html", None),
-    "unstructured-fake-text-utf-16.txt": (["This is a test document", "Hamburgers are delicious"], "text", None),
+    "unstructured-fake-text-utf-16.txt": (
+        ["This is a test document", "Hamburgers are delicious"],
+        "text",
+        None,
+    ),
     "unstructured-norwich-city.txt": (["Iwan Roberts", "Norwich City"], "text", None),
     "unstructured-stanley-cups.csv": (["Team: Maple Leafs; Location: TOR; Stanley Cups: 13"], "csv", None),
     "unstructured-stanley-cups-utf-16.csv": (["Team: Blues; Location: STL; Stanley Cups: 1"], "csv", None),

@@ -13,10 +13,19 @@ from knowledge.retrieve import RetrievalConfig, ranking_weight, retrieve
 from tests.conftest import CONTOSO, DATA, drain
 
 UNRELATED_EN = [
-    "What is the capital of France?", "How do I bake sourdough bread?", "Who won the 2018 World Cup?",
-    "What is the boiling point of mercury?", "Who wrote Pride and Prejudice?", "Explain quantum entanglement",
+    "What is the capital of France?",
+    "How do I bake sourdough bread?",
+    "Who won the 2018 World Cup?",
+    "What is the boiling point of mercury?",
+    "Who wrote Pride and Prejudice?",
+    "Explain quantum entanglement",
 ]
-UNRELATED_JA = ["日本の首都はどこですか？", "富士山の高さは？", "ラーメンの作り方を教えて", "量子コンピュータとは何ですか"]
+UNRELATED_JA = [
+    "日本の首都はどこですか？",
+    "富士山の高さは？",
+    "ラーメンの作り方を教えて",
+    "量子コンピュータとは何ですか",
+]
 
 
 def contoso_faq() -> list[tuple[str, str]]:
@@ -93,7 +102,9 @@ def test_answerable_questions_pass_the_cutoff(support_sets, name):
 def test_follow_up_uses_the_conversation(contoso_kb):
     alone = retrieve(contoso_kb, "How much does it weigh?", RetrievalConfig(top_k=3, cutoff=False))
     follow = retrieve(
-        contoso_kb, "How much does it weigh?", RetrievalConfig(top_k=3),
+        contoso_kb,
+        "How much does it weigh?",
+        RetrievalConfig(top_k=3),
         context=["Tell me about the TrailMaster X4 Tent"],
     )
     assert follow and follow[0].doc == "product_info_1.md"

@@ -98,8 +98,10 @@ def test_bad_files_do_not_stop_the_batch(library, shared_data):
     _, results = _ingest(kb, [FIXTURES])
     failed = {n for n, r in results.items() if r.status == "failed"}
     assert failed == {
-        "pypdf-libreoffice-writer-password.pdf", "unstructured-password.pdf",
-        "unstructured-empty.txt", "unstructured-fake-text-all-whitespace.txt",
+        "pypdf-libreoffice-writer-password.pdf",
+        "unstructured-password.pdf",
+        "unstructured-empty.txt",
+        "unstructured-fake-text-all-whitespace.txt",
     }
     assert all(results[n].message.endswith(".") for n in failed)
     assert len(kb.documents()) == len(results) - len(failed) - 1  # the two Stanley Cups CSVs share text
@@ -177,7 +179,11 @@ def test_kill_during_ingestion_leaves_a_consistent_index(tmp_path, shared_data):
     env = dict(os.environ, TSUMUGI_DATA=str(tmp_path / "data"), PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
         [sys.executable, "-m", "assistant", "ingest", "--kb", "big", str(folder)],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, cwd=ROOT, text=True,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        env=env,
+        cwd=ROOT,
+        text=True,
     )
     deadline = time.monotonic() + 120
     for line in proc.stderr:

@@ -16,7 +16,9 @@ def build_app(app: Tsumugi) -> gr.Blocks:
     with gr.Blocks(title="Tsumugi") as demo:
         gr.Markdown("# 紡 Tsumugi\nYour documents, a small language model, and answers with sources.")
         kb_selector = gr.Dropdown(
-            label="Knowledge base", choices=names, value=names[0] if names else None,
+            label="Knowledge base",
+            choices=names,
+            value=names[0] if names else None,
             interactive=True,
         )
         # A new user has nothing to chat with yet: open on the Knowledge tab.

@@ -38,7 +38,9 @@ def build(app, kb_selector: gr.Dropdown) -> None:
             chatbot = gr.Chatbot(label="Assistant", height=480)
             with gr.Row():
                 question = gr.Textbox(
-                    placeholder="Ask a question about your documents…", show_label=False, scale=5,
+                    placeholder="Ask a question about your documents…",
+                    show_label=False,
+                    scale=5,
                     submit_btn=False,
                 )
                 send = gr.Button("Send", variant="primary", scale=1)
@@ -46,7 +48,9 @@ def build(app, kb_selector: gr.Dropdown) -> None:
             clear = gr.Button("New conversation", size="sm")
         with gr.Column(scale=2):
             sources = gr.Markdown(
-                "_Sources appear here with each answer._", label="Sources", max_height=560,
+                "_Sources appear here with each answer._",
+                label="Sources",
+                max_height=560,
                 container=True,
             )
     with gr.Accordion("Settings", open=False):
@@ -67,7 +71,8 @@ def build(app, kb_selector: gr.Dropdown) -> None:
             raise gr.Error("Choose a knowledge base (or create one in the Knowledge tab) first.")
         history = list(history or [])
         config = AnswerConfig(
-            max_new_tokens=int(max_tokens), temperature=float(temp),
+            max_new_tokens=int(max_tokens),
+            temperature=float(temp),
             retrieval=RetrievalConfig(top_k=int(k)),
         )
         pairs = _pairs(history)

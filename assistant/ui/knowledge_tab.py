@@ -45,12 +45,16 @@ def build(app, kb_selector: gr.Dropdown) -> None:
         add_btn = gr.Button("Add to knowledge base", variant="primary")
         cancel_btn = gr.Button("Cancel", variant="stop")
     results = gr.Dataframe(
-        headers=["File", "Result", "Chunks", "Details"], label="Upload results", interactive=False,
+        headers=["File", "Result", "Chunks", "Details"],
+        label="Upload results",
+        interactive=False,
         wrap=True,
     )
     docs = gr.Dataframe(
-        headers=["Document", "Type", "Pages", "Chunks", "Added (UTC)"], label="Documents",
-        interactive=False, wrap=True,
+        headers=["Document", "Type", "Pages", "Chunks", "Added (UTC)"],
+        label="Documents",
+        interactive=False,
+        wrap=True,
     )
     with gr.Row():
         doc_pick = gr.Dropdown(label="Document to delete", choices=[], scale=3)
@@ -67,8 +71,10 @@ def build(app, kb_selector: gr.Dropdown) -> None:
         )
 
     def refresh(kb_name):
-        return describe(kb_name), _documents_table(app, kb_name), gr.update(
-            choices=_doc_choices(app, kb_name), value=None
+        return (
+            describe(kb_name),
+            _documents_table(app, kb_name),
+            gr.update(choices=_doc_choices(app, kb_name), value=None),
         )
 
     def create(name):
@@ -97,11 +103,18 @@ def build(app, kb_selector: gr.Dropdown) -> None:
                 if name in rows and event.stage == "Embedding":
                     rows[name][1] = "⚙️ " + event.message.split(": ", 1)[-1]
                 eta = f" · about {format_seconds(event.eta)} left" if event.eta is not None else ""
-                progress(event.fraction, desc=f"{event.stage} {int(event.done)}/{int(event.total)} files{eta}")
+                progress(
+                    event.fraction, desc=f"{event.stage} {int(event.done)}/{int(event.total)} files{eta}"
+                )
                 yield list(rows.values()), gr.update(), gr.update(), gr.update()
         except StopIteration as stop:
             for result in stop.value:
-                rows[result.name] = [result.name, STATUS_LABEL[result.status], result.chunks or "", result.message]
+                rows[result.name] = [
+                    result.name,
+                    STATUS_LABEL[result.status],
+                    result.chunks or "",
+                    result.message,
+                ]
         except TsumugiError as exc:
             raise gr.Error(str(exc)) from exc
         described, table, choices = refresh(kb_name)

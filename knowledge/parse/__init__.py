@@ -17,10 +17,17 @@ from knowledge.parse.encoding import decode_bytes
 __all__ = ["Block", "ParsedDocument", "ParseError", "parse_file", "SUPPORTED_EXTENSIONS"]
 
 _TEXT_KINDS = {
-    ".md": "markdown", ".markdown": "markdown",
-    ".txt": "text", ".text": "text", ".log": "text", ".rst": "text",
-    ".csv": "csv", ".tsv": "csv",
-    ".html": "html", ".htm": "html", ".xhtml": "html",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".txt": "text",
+    ".text": "text",
+    ".log": "text",
+    ".rst": "text",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".html": "html",
+    ".htm": "html",
+    ".xhtml": "html",
 }
 SUPPORTED_EXTENSIONS = (".pdf", ".docx", ".xlsx", *sorted(_TEXT_KINDS))
 _LEGACY = {
@@ -76,8 +83,7 @@ def parse_bytes(data: bytes, name: str, max_pages: int | None = None) -> ParsedD
     kind = detect_kind(data, suffix)
     if kind is None or kind == "zip":
         raise ParseError(
-            f"{name} is not a supported file type; upload PDF, DOCX, XLSX, HTML, Markdown, "
-            "text or CSV."
+            f"{name} is not a supported file type; upload PDF, DOCX, XLSX, HTML, Markdown, text or CSV."
         )
     if kind == "mismatch":
         raise ParseError(

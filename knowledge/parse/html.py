@@ -7,13 +7,49 @@ import re
 from knowledge.parse.base import Block, HeadingTracker, ParsedDocument
 
 _SKIP = {
-    "script", "style", "noscript", "template", "svg", "canvas", "iframe", "object",
-    "nav", "aside", "footer", "form", "button", "select", "head", "title", "meta", "link",
+    "script",
+    "style",
+    "noscript",
+    "template",
+    "svg",
+    "canvas",
+    "iframe",
+    "object",
+    "nav",
+    "aside",
+    "footer",
+    "form",
+    "button",
+    "select",
+    "head",
+    "title",
+    "meta",
+    "link",
 }
 _BLOCK = {
-    "p", "div", "section", "article", "main", "li", "ul", "ol", "dl", "dt", "dd", "blockquote",
-    "pre", "br", "hr", "tr", "figure", "figcaption", "address", "header", "body",
-    "caption", "center",
+    "p",
+    "div",
+    "section",
+    "article",
+    "main",
+    "li",
+    "ul",
+    "ol",
+    "dl",
+    "dt",
+    "dd",
+    "blockquote",
+    "pre",
+    "br",
+    "hr",
+    "tr",
+    "figure",
+    "figcaption",
+    "address",
+    "header",
+    "body",
+    "caption",
+    "center",
 }
 _HEADINGS = {f"h{i}": i for i in range(1, 7)}
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
@@ -55,9 +91,7 @@ class _Walker:
                 title = _SPACES.sub(" ", child.get_text(" ")).strip()
                 if title:
                     self.tracker.enter(_HEADINGS[child.name], title)
-                    self.doc.blocks.append(
-                        Block(text=title, kind="heading", headings=self.tracker.path)
-                    )
+                    self.doc.blocks.append(Block(text=title, kind="heading", headings=self.tracker.path))
             elif child.name == "pre":
                 self.flush()
                 self.walk(child)

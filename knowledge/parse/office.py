@@ -75,8 +75,7 @@ def parse_xlsx(stream, name: str) -> ParsedDocument:
     doc = ParsedDocument(name=name, kind="xlsx")
     for sheet in book.worksheets:
         rows = [
-            ["" if v is None else str(v).strip() for v in row]
-            for row in sheet.iter_rows(values_only=True)
+            ["" if v is None else str(v).strip() for v in row] for row in sheet.iter_rows(values_only=True)
         ]
         rows = [r for r in rows if any(r)]
         if not rows:

@@ -42,9 +42,7 @@ def parse_pdf(path: Path, name: str, max_pages: int | None = None) -> ParsedDocu
     try:
         for number, page in enumerate(extract_pages(str(path), laparams=laparams), start=1):
             if max_pages is not None and number > max_pages:
-                raise ParseError(
-                    f"{name} has more than {max_pages} pages; split it or raise the page limit."
-                )
+                raise ParseError(f"{name} has more than {max_pages} pages; split it or raise the page limit.")
             pages = number
             for element in page:
                 if not isinstance(element, LTTextContainer):

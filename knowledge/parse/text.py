@@ -92,7 +92,7 @@ def parse_csv(text: str, name: str, encoding: str | None = None) -> ParsedDocume
     doc = ParsedDocument(name=name, kind="csv", encoding=encoding)
     for row in rows[1:] if len(rows) > 1 else rows:
         fields = [f"{h}: {v}" for h, v in zip(header, row) if v]
-        fields += [v for v in row[len(header):] if v]
+        fields += [v for v in row[len(header) :] if v]
         if fields:
             doc.blocks.append(Block(text="; ".join(fields), kind="record", headings=headings))
     return doc
