@@ -71,14 +71,52 @@ def _cmd_ingest(app, args) -> int:
     return 1 if failed and len(failed) == len(results) else 0
 
 
-def _retrieval_config(args):
+def _cmd_list(app, args) -> int:
+    if args.kb:
+        kb = app.library.get(args.kb)
+        rows = [d.__dict__ for d in kb.documents()]
+        if args.json:
+            print(json.dumps(rows, ensure_ascii=False, indent=2))
+        for d in [] if args.json else kb.documents():
+            pages = f"{d.pages} pages" if d.pages else d.kind
+            print(f"{d.chunks:6} chunks  {pages:10}  {d.name}")
+        return 0
+    bases = []
+    for name in app.library.names():
+        kb = app.library.get(name)
+        bases.append(
+            {
+                "name": name,
+                "documents": len(kb.documents()),
+                "chunks": kb.count_chunks(),
+                "embed_model": kb.embed_model,
+            }
+        )
+    if args.json:
+        print(json.dumps(bases, ensure_ascii=False, indent=2))
+    for b in [] if args.json else bases:
+        print(f"{b['name']}: {b['documents']} documents, {b['chunks']} chunks, {b['embed_model']}")
+    return 0
+
+
+def _cmd_reembed(app, args) -> int:
+    from knowledge.ingest import reembed
+
+    count = drive(reembed(app.library.get(args.kb), args.model), ProgressPrinter())
+    print(f"Re-embedded {count} chunks of {args.kb} with {args.model}.")
+    return 0
+
+
+def _retrieval_config(args, cutoff: bool):
     from knowledge.retrieve import RetrievalConfig
 
-    return RetrievalConfig(top_k=args.top_k, mode=args.mode, cutoff=not args.no_cutoff)
+    return RetrievalConfig(top_k=args.top_k, mode=args.mode, cutoff=cutoff)
 
 
 def _cmd_search(app, args) -> int:
-    hits = app.search(args.kb, args.query, _retrieval_config(args))
+    # A search shows the ranking; each hit says whether it passed the relevance cut-off,
+    # and --cutoff drops those that did not (as answering does).
+    hits = app.search(args.kb, args.query, _retrieval_config(args, cutoff=args.cutoff))
     if args.json:
         print(json.dumps([h.to_json() for h in hits], ensure_ascii=False, indent=2))
         return 0
@@ -86,7 +124,8 @@ def _cmd_search(app, args) -> int:
         print("No relevant passages.")
     for n, hit in enumerate(hits, start=1):
         where = hit.doc + (f" p.{hit.page}" if hit.page else "")
-        print(f"[{n}] {where}  score={hit.score:.3f}  {hit.heading}")
+        flag = "" if hit.relevant else "  (below the relevance cut-off)"
+        print(f"[{n}] {where}  score={hit.score:.3f}  {hit.heading}{flag}")
         print("    " + hit.text[:300].replace("\n", "\n    "))
     return 0
 
@@ -97,7 +136,7 @@ def _cmd_ask(app, args) -> int:
     config = AnswerConfig(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
-        retrieval=_retrieval_config(args),
+        retrieval=_retrieval_config(args, cutoff=not args.no_cutoff),
     )
     print("Loading the model…", file=sys.stderr)
     app.chat_model()
@@ -136,15 +175,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+")
     p.set_defaults(func=_cmd_ingest)
 
+    p = sub.add_parser("list", help="list knowledge bases, or the documents of one")
+    p.add_argument("--kb")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("reembed", help="switch a knowledge base to another embedding model")
+    p.add_argument("--kb", required=True)
+    p.add_argument("--model", required=True, help="model folder, cached hub id, or all-MiniLM-L6-v2")
+    p.set_defaults(func=_cmd_reembed)
+
     def retrieval_args(p):
         p.add_argument("--top-k", type=int, default=5)
         p.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default="hybrid")
-        p.add_argument("--no-cutoff", action="store_true", help="keep passages below the relevance cut-off")
 
     p = sub.add_parser("search", help="show the passages retrieved for a query")
     p.add_argument("--kb", required=True)
     p.add_argument("--json", action="store_true", help="print a JSON list of hits")
     retrieval_args(p)
+    p.add_argument("--cutoff", action="store_true", help="drop passages below the relevance cut-off")
     p.add_argument("query")
     p.set_defaults(func=_cmd_search)
 
@@ -154,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0)
     retrieval_args(p)
+    p.add_argument(
+        "--no-cutoff", action="store_true", help="answer from passages below the relevance cut-off too"
+    )
     p.add_argument("question")
     p.set_defaults(func=_cmd_ask)
     return parser

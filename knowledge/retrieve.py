@@ -86,6 +86,8 @@ class Hit:
     similarity: float | None = None
     bm25: float | None = None
     coverage: float = 0.0
+    relevant: bool = True
+    """Whether the passage passed the relevance cut-off (kept apart when the cut-off is off)."""
     ranks: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -98,6 +100,7 @@ class Hit:
             "similarity": None if self.similarity is None else round(self.similarity, 4),
             "bm25": None if self.bm25 is None else round(self.bm25, 4),
             "coverage": round(self.coverage, 4),
+            "relevant": self.relevant,
         }
 
 
@@ -188,9 +191,12 @@ def retrieve(
     if not dense_trusted and is_japanese(query):
         min_coverage = config.min_coverage_unread
     kept = []
+    relevant: dict[int, bool] = {}
     for chunk_id in ordered:
-        relevant = similarity.get(chunk_id, -1.0) >= min_similarity or (coverage[chunk_id] >= min_coverage)
-        if relevant or not config.cutoff:
+        relevant[chunk_id] = similarity.get(chunk_id, -1.0) >= min_similarity or (
+            coverage[chunk_id] >= min_coverage
+        )
+        if relevant[chunk_id] or not config.cutoff:
             kept.append(chunk_id)
         if len(kept) == config.top_k:
             break
@@ -207,6 +213,7 @@ def retrieve(
             similarity=similarity.get(i),
             bm25=best[i].get("bm25"),
             coverage=coverage[i],
+            relevant=relevant[i],
             ranks=ranks[i],
         )
         for i in kept

@@ -53,7 +53,14 @@ def test_ingest_then_search_json(env, shared_data):
     assert set(hits[0]) >= {"text", "doc", "page", "score"}
     assert hits[0]["doc"] == "product_info_1.md" and hits[0]["page"] is None
 
-    proc = run(["search", "--kb", "manuals", "--json", "What is the capital of France?"], env)
+    assert all(h["relevant"] for h in hits)
+
+    # The ranking is always shown; the cut-off marks (or with --cutoff drops) what is off-topic.
+    unrelated = json.loads(
+        run(["search", "--kb", "manuals", "--json", "What is the capital of France?"], env).stdout
+    )
+    assert unrelated and not any(h["relevant"] for h in unrelated)
+    proc = run(["search", "--kb", "manuals", "--json", "--cutoff", "What is the capital of France?"], env)
     assert json.loads(proc.stdout) == []
 
 

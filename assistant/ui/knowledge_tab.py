@@ -59,6 +59,17 @@ def build(app, kb_selector: gr.Dropdown) -> None:
     with gr.Row():
         doc_pick = gr.Dropdown(label="Document to delete", choices=[], scale=3)
         delete_btn = gr.Button("Delete document", variant="stop", scale=1)
+    with gr.Accordion("Knowledge base settings", open=False):
+        with gr.Row():
+            embed_model = gr.Textbox(
+                label="Embedding model (a local folder, or all-MiniLM-L6-v2)",
+                scale=3,
+                info="Changing it re-embeds every passage; the old vectors stay in use until it finishes.",
+            )
+            reembed_btn = gr.Button("Re-embed with this model", scale=1)
+        with gr.Row():
+            confirm_name = gr.Textbox(label="Type the knowledge base's name to delete it", scale=3)
+            delete_kb_btn = gr.Button("Delete knowledge base", variant="stop", scale=1)
 
     def describe(kb_name):
         if not kb_name or not app.library.exists(kb_name):
@@ -117,7 +128,7 @@ def build(app, kb_selector: gr.Dropdown) -> None:
                 ]
         except TsumugiError as exc:
             raise gr.Error(str(exc)) from exc
-        described, table, choices = refresh(kb_name)
+        described, table, choices, _ = refresh(kb_name)
         yield list(rows.values()), described, table, choices
 
     def delete(kb_name, doc_id):
@@ -128,10 +139,42 @@ def build(app, kb_selector: gr.Dropdown) -> None:
         except TsumugiError as exc:
             raise gr.Error(str(exc)) from exc
         gr.Info("Deleted the document and its passages.")
-        return refresh(kb_name)
+        return refresh(kb_name)[:3]
+
+    def change_model(kb_name, model, progress=gr.Progress()):
+        from knowledge.ingest import reembed
+
+        if not kb_name or not (model or "").strip():
+            raise gr.Error("Choose a knowledge base and type an embedding model first.")
+        try:
+            gen = reembed(app.library.get(kb_name), model.strip())
+            while True:
+                event = next(gen)
+                eta = f" · about {format_seconds(event.eta)} left" if event.eta is not None else ""
+                progress(
+                    event.fraction, desc=f"Re-embedding {int(event.done)}/{int(event.total)} chunks{eta}"
+                )
+        except StopIteration as stop:
+            gr.Info(f"Re-embedded {stop.value} passages with {model.strip()}.")
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
+        return describe(kb_name)
+
+    def delete_kb(kb_name, typed):
+        if not kb_name or (typed or "").strip() != kb_name:
+            raise gr.Error("Type the exact name of the selected knowledge base to delete it.")
+        try:
+            app.library.delete(kb_name)
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
+        gr.Info(f"Deleted the knowledge base {kb_name}.")
+        names = app.library.names()
+        return gr.update(choices=names, value=names[0] if names else None), ""
 
     create_btn.click(create, [new_name], [kb_selector, new_name])
     add_event = add_btn.click(add, [kb_selector, files], [results, summary, docs, doc_pick])
     cancel_btn.click(None, None, None, cancels=[add_event])
     delete_btn.click(delete, [kb_selector, doc_pick], [summary, docs, doc_pick])
-    kb_selector.change(refresh, [kb_selector], [summary, docs, doc_pick])
+    reembed_btn.click(change_model, [kb_selector, embed_model], [summary])
+    delete_kb_btn.click(delete_kb, [kb_selector, confirm_name], [kb_selector, confirm_name])
+    kb_selector.change(refresh, [kb_selector], [summary, docs, doc_pick, embed_model])
