@@ -67,8 +67,9 @@ class Settings:
             model_cache=Path(_env("TSUMUGI_MODEL_CACHE", str(data_dir / "models"))),
             model=model,
             embed_model=_env("TSUMUGI_EMBED_MODEL", DEFAULT_EMBED_MODEL),
-            host=_env("TSUMUGI_HOST", "127.0.0.1"),
-            port=_env_int("TSUMUGI_PORT", 7860, problems),
+            # A Hugging Face Space tells Gradio where to listen through GRADIO_SERVER_*.
+            host=_env("TSUMUGI_HOST", _env("GRADIO_SERVER_NAME", "127.0.0.1")),
+            port=_env_int("TSUMUGI_PORT", int(_env("GRADIO_SERVER_PORT", "7860")), problems),
             allow_downloads=_env_bool("TSUMUGI_ALLOW_DOWNLOADS", False),
             max_pages=_env_int("TSUMUGI_MAX_PAGES", 2000, problems),
         )
