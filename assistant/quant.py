@@ -1,4 +1,9 @@
-"""bitsandbytes quantization (8-bit and 4-bit NF4), kept apart so the rest imports without it."""
+"""bitsandbytes quantization (8-bit and 4-bit NF4), kept apart so the rest imports without it.
+
+PyTorch's dynamic int8 quantization was measured too (2.3x the fp32 decode rate on CPU) and
+rejected: it changes SmolLM2-135M's greedy answers from the first token on (token F1 against
+the contoso FAQ answers fell from 0.40 to 0.16), per-tensor and per-channel alike.
+"""
 
 from __future__ import annotations
 

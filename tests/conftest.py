@@ -70,7 +70,7 @@ def contoso_kb(tmp_path_factory, shared_data, embedder):
 def chat_model(model_cache):
     from assistant.models import ModelConfig, load_chat_model
 
-    return load_chat_model(ModelConfig(precision="fp32", device="cpu"), model_cache)
+    return load_chat_model(ModelConfig(device="cpu"), model_cache)
 
 
 @pytest.fixture(scope="session")

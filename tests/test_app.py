@@ -76,3 +76,18 @@ def _text(content) -> str:
     if isinstance(content, str):
         return content
     return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+
+
+@pytest.mark.slow
+def test_knowledge_base_settings_and_deletion(app_url, shared_data):
+    from gradio_client import Client, handle_file
+
+    client = Client(app_url, verbose=False)
+    client.predict("Scratch", api_name="/create")
+    client.predict("Scratch", [handle_file(str(CONTOSO / "product_info_3.md"))], api_name="/add")
+    summary, documents, _, model = client.predict("Scratch", api_name="/refresh")
+    assert model == "all-MiniLM-L6-v2" and "1 documents" in summary
+    with pytest.raises(Exception, match="exact name"):
+        client.predict("Scratch", "scratch?", api_name="/delete_kb")
+    selector, _ = client.predict("Scratch", "Scratch", api_name="/delete_kb")
+    assert selector != "Scratch"

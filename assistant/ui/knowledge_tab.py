@@ -82,10 +82,12 @@ def build(app, kb_selector: gr.Dropdown) -> None:
         )
 
     def refresh(kb_name):
+        model = app.library.get(kb_name).embed_model if kb_name and app.library.exists(kb_name) else ""
         return (
             describe(kb_name),
             _documents_table(app, kb_name),
             gr.update(choices=_doc_choices(app, kb_name), value=None),
+            model,
         )
 
     def create(name):
