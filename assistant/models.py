@@ -307,9 +307,15 @@ _models_lock = threading.Lock()
 
 
 def load_chat_model(config: ModelConfig, cache_dir: Path) -> ChatModel:
-    """A process-wide cached model per configuration."""
+    """A process-wide cached model per configuration.
+
+    Loading the same model at another precision replaces the one held, so switching
+    precision in the UI does not keep every variant in memory.
+    """
     key = (config, str(cache_dir))
     with _models_lock:
         if key not in _models:
+            for other in [k for k in _models if k[0].name == config.name and k[1] == key[1]]:
+                del _models[other]
             _models[key] = ChatModel(config, Path(cache_dir))
         return _models[key]

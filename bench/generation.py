@@ -19,16 +19,24 @@ QUESTIONS = [
 
 
 def rag_messages(corpus: Path, question: str, doc: str) -> list[dict]:
-    """The app's prompt: five passages of the question's manual, numbered, then the question."""
-    from assistant.answer import build_messages
-    from knowledge.chunk import chunk_document
-    from knowledge.embed import get_embedder
-    from knowledge.parse import parse_file
-    from knowledge.retrieve import Hit
+    """The app's prompt: the five passages retrieved from the question's manual, then the question."""
+    import shutil
+    import tempfile
 
-    chunks = chunk_document(parse_file(corpus / doc), get_embedder().tokenizer)
-    picked = sorted(chunks, key=lambda c: -c.tokens)[:5]
-    hits = [Hit(i, doc, c.page, c.heading, c.text, 1.0) for i, c in enumerate(picked)]
+    from assistant.answer import build_messages
+    from assistant.cli import drive
+    from knowledge.ingest import collect_sources, ingest_files
+    from knowledge.library import Library
+    from knowledge.retrieve import RetrievalConfig, retrieve
+
+    folder = Path(tempfile.mkdtemp())
+    try:
+        kb = Library(folder).create("bench")
+        drive(ingest_files(kb, collect_sources([corpus / doc])), None)
+        hits = retrieve(kb, question, RetrievalConfig(top_k=5, cutoff=False))
+        kb.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     return build_messages(question, hits, [], "en")
 
 
@@ -122,7 +130,7 @@ def run(corpus: Path, cache: Path, quick: bool, bandwidth_gbs: float) -> list[di
     repeats = 2 if quick else 3
     rows = []
     baseline = isolated(run_baseline, str(corpus), str(cache), new_tokens, repeats)
-    precisions = ["fp32", "bf16", "int8"] + ([] if quick else ["8bit", "4bit"])
+    precisions = ["fp32", "bf16"] + ([] if quick else ["8bit", "4bit"])
     for precision in precisions:
         result = isolated(run_tsumugi, precision, str(corpus), str(cache), new_tokens, repeats)
         row = {

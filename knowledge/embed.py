@@ -89,7 +89,7 @@ class Embedder:
     def tokenizer(self):
         return self.model.tokenizer
 
-    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Unit-length float32 vectors, one row per text."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -103,7 +103,7 @@ class Embedder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def encode_batches(
-        self, texts: list[str], batch_size: int = 64
+        self, texts: list[str], batch_size: int = 32
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(positions, vectors)`` batch by batch, so callers can show progress and stop.
 

@@ -72,54 +72,21 @@ def effective_chunking(config: ChunkConfig, max_tokens: int) -> ChunkConfig:
     )
 
 
-def ingest_files(
-    kb: KnowledgeBase,
-    sources: list[Source],
-    cancel: threading.Event | None = None,
-    max_pages: int | None = None,
-) -> Generator[Progress, None, list[FileResult]]:
-    """Add ``sources`` to ``kb``; yields progress, returns one result per file."""
-    embedder = get_embedder(kb.embed_model)
-    chunking = effective_chunking(kb.chunking, embedder.max_tokens)
-    clock = Clock()
-    results: list[FileResult] = []
-    total = len(sources)
-    with kb.write_lock:
-        for i, source in enumerate(sources):
-            if cancel is not None and cancel.is_set():
-                results.extend(
-                    FileResult(s.name, "cancelled", message="Cancelled before it started.")
-                    for s in sources[i:]
-                )
-                break
-            yield clock.event("Reading", i, total, "files", source.name)
-            try:
-                result = yield from _ingest_one(
-                    kb, source, embedder, chunking, clock, i, total, cancel, max_pages
-                )
-            except ParseError as exc:
-                result = FileResult(source.name, "failed", message=str(exc))
-            except TsumugiError as exc:
-                result = FileResult(source.name, "failed", message=str(exc))
-            except MemoryError:
-                result = FileResult(
-                    source.name,
-                    "failed",
-                    message=f"{source.name} is too large to process in the memory available; split it into smaller files.",
-                )
-            results.append(result)
-            yield clock.event("Indexed", i + 1, total, "files", f"{source.name}: {result.status}")
-            if result.status == "cancelled":
-                results.extend(
-                    FileResult(s.name, "cancelled", message="Cancelled before it started.")
-                    for s in sources[i + 1 :]
-                )
-                break
-        kb.save_index()
-    return results
+@dataclass
+class _Prepared:
+    """A file read, parsed and chunked, waiting for its vectors."""
+
+    index: int
+    source: Source
+    data: bytes
+    sha: str
+    text_sha: str
+    kind: str
+    pages: int | None
+    chunks: list
 
 
-def _ingest_one(kb, source, embedder, chunking, clock, i, total, cancel, max_pages):
+def _prepare(kb, source, embedder, chunking, max_pages, pending) -> _Prepared | FileResult:
     try:
         data = source.path.read_bytes()
     except OSError as exc:
@@ -139,38 +106,134 @@ def _ingest_one(kb, source, embedder, chunking, clock, i, total, cancel, max_pag
             same.chunks,
             f"Already in the knowledge base (same text as {same.name}).",
         )
+    twin = next((p for p in pending if text_sha == p.text_sha or sha == p.sha), None)
+    if twin is not None:
+        return FileResult(
+            source.name, "unchanged", len(twin.chunks), f"Same content as {twin.source.name} in this upload."
+        )
     chunks = chunk_document(doc, embedder.tokenizer, chunking)
-    texts = [c.indexed_text for c in chunks]
+    return _Prepared(0, source, data, sha, text_sha, doc.kind, doc.pages, chunks)
+
+
+def ingest_files(
+    kb: KnowledgeBase,
+    sources: list[Source],
+    cancel: threading.Event | None = None,
+    max_pages: int | None = None,
+    group_chunks: int = 256,
+) -> Generator[Progress, None, list[FileResult]]:
+    """Add ``sources`` to ``kb``; yields progress, returns one result per file, in order.
+
+    Files are parsed and chunked one by one, and their chunks embedded together in groups of
+    about ``group_chunks``, longest first, as ``SentenceTransformer.encode`` does on a whole
+    corpus: embedding each small file on its own padded more and cost 15% on the contoso
+    manuals. Each file is then committed on its own, so a failure or a cancel keeps the
+    files committed before it.
+    """
+    embedder = get_embedder(kb.embed_model)
+    chunking = effective_chunking(kb.chunking, embedder.max_tokens)
+    clock = Clock()
+    total = len(sources)
+    results: dict[int, FileResult] = {}
+    pending: list[_Prepared] = []
+
+    def cancel_rest(start: int) -> None:
+        for j in range(start, total):
+            results.setdefault(
+                j, FileResult(sources[j].name, "cancelled", message="Cancelled before it was stored.")
+            )
+
+    with kb.write_lock:
+        for i, source in enumerate(sources):
+            if cancel is not None and cancel.is_set():
+                break
+            yield clock.event("Reading", len(results), total, "files", source.name, items=(source.name,))
+            try:
+                prepared = _prepare(kb, source, embedder, chunking, max_pages, pending)
+            except TsumugiError as exc:  # ParseError included: one sentence for this file
+                prepared = FileResult(source.name, "failed", message=str(exc))
+            except MemoryError:
+                prepared = FileResult(
+                    source.name,
+                    "failed",
+                    message=(
+                        f"{source.name} is too large to process in the memory available; "
+                        "split it into smaller files."
+                    ),
+                )
+            if isinstance(prepared, FileResult):
+                results[i] = prepared
+                yield clock.event(
+                    "Indexed",
+                    len(results),
+                    total,
+                    "files",
+                    f"{source.name}: {prepared.status}",
+                    items=(source.name,),
+                )
+            else:
+                prepared.index = i
+                pending.append(prepared)
+            if pending and (sum(len(p.chunks) for p in pending) >= group_chunks or i == total - 1):
+                yield from _embed_and_store(kb, pending, embedder, clock, results, total, cancel)
+                pending = []
+        cancel_rest(0)
+        kb.save_index()
+    return [results[i] for i in range(total)]
+
+
+def _embed_and_store(kb, group, embedder, clock, results, total, cancel):
+    texts = [c.indexed_text for p in group for c in p.chunks]
+    names = tuple(p.source.name for p in group)
     vectors = np.zeros((len(texts), embedder.dim), dtype=np.float32)
     done = 0
     for positions, batch in embedder.encode_batches(texts):
         if cancel is not None and cancel.is_set():
-            return FileResult(source.name, "cancelled", message="Cancelled; nothing of this file was stored.")
+            return
         vectors[positions] = batch
         done += len(positions)
         yield clock.event(
             "Embedding",
-            i,
+            len(results),
             total,
             "files",
-            f"{source.name}: {done}/{len(texts)} chunks",
-            fraction=(i + done / max(1, len(texts))) / max(1, total),
+            f"{done}/{len(texts)} chunks",
+            fraction=(len(results) + len(group) * done / len(texts)) / total,
+            items=names,
         )
-    previous = kb.find_by_name(source.name)
-    kb.add_document(
-        source.name,
-        data,
-        sha,
-        text_sha,
-        doc.kind,
-        doc.pages,
-        chunks,
-        vectors,
-        replace=previous.id if previous else None,
-    )
-    status: Status = "updated" if previous else "added"
-    where = f", {doc.pages} page{'s' if doc.pages != 1 else ''}" if doc.pages else ""
-    return FileResult(source.name, status, len(chunks), f"{len(chunks)} chunks{where}.")
+    offset = 0
+    for p in group:
+        rows = vectors[offset : offset + len(p.chunks)]
+        offset += len(p.chunks)
+        if cancel is not None and cancel.is_set():
+            return
+        previous = kb.find_by_name(p.source.name)
+        kb.add_document(
+            p.source.name,
+            p.data,
+            p.sha,
+            p.text_sha,
+            p.kind,
+            p.pages,
+            p.chunks,
+            rows,
+            replace=previous.id if previous else None,
+        )
+        where = f", {p.pages} page{'s' if p.pages != 1 else ''}" if p.pages else ""
+        results[p.index] = FileResult(
+            p.source.name,
+            "updated" if previous else "added",
+            len(p.chunks),
+            f"{len(p.chunks)} chunks{where}.",
+        )
+        yield clock.event(
+            "Indexed",
+            len(results),
+            total,
+            "files",
+            f"{p.source.name}: {results[p.index].status}",
+            items=(p.source.name,),
+        )
 
 
 def reembed(

@@ -17,6 +17,8 @@ class Progress:
     message: str = ""
     elapsed: float = 0.0
     eta: float | None = None
+    items: tuple[str, ...] = ()
+    """The files (or other items) this step is working on."""
 
     @property
     def fraction(self) -> float:
@@ -56,8 +58,9 @@ class Clock:
         unit: str,
         message: str = "",
         fraction: float | None = None,
+        items: tuple[str, ...] = (),
     ) -> Progress:
         elapsed = time.monotonic() - self.start
         frac = fraction if fraction is not None else (done / total if total else 0.0)
         eta = elapsed * (1 - frac) / frac if frac > 0.02 and elapsed > 0.5 else None
-        return Progress(stage, done, total, unit, message, elapsed, eta)
+        return Progress(stage, done, total, unit, message, elapsed, eta, items)

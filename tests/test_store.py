@@ -202,3 +202,14 @@ def test_kill_during_ingestion_leaves_a_consistent_index(tmp_path, shared_data):
     assert len(kb.documents()) == 20
     _consistent(kb)
     assert np.isfinite(kb._vectors()[1]).all()
+
+
+def test_the_same_file_twice_in_one_upload(library, shared_data, tmp_path):
+    kb = library.create("twins")
+    copy = tmp_path / "copy.md"
+    shutil.copy(CONTOSO / "product_info_7.md", copy)
+    _, results = _ingest(kb, [CONTOSO / "product_info_7.md", copy])
+    assert results["product_info_7.md"].status == "added"
+    assert results["copy.md"].status == "unchanged"
+    assert "product_info_7.md" in results["copy.md"].message
+    assert [d.name for d in kb.documents()] == ["product_info_7.md"]

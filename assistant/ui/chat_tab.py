@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import gradio as gr
 
 from assistant.answer import AnswerConfig
-from assistant.ui.common import sources_markdown
+from assistant.ui.common import answer_footer, sources_markdown
 from knowledge.errors import TsumugiError
 from knowledge.retrieve import RetrievalConfig
 
@@ -58,12 +60,25 @@ def build(app, kb_selector: gr.Dropdown) -> None:
             top_k = gr.Slider(1, 10, value=5, step=1, label="Passages to retrieve (top-k)")
             temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.1, label="Temperature (0 = most precise)")
             max_new = gr.Slider(32, 1024, value=256, step=32, label="Longest answer (tokens)")
-        gr.Markdown(
-            f"Model: `{app.settings.model.name}` · precision `{app.settings.model.precision}` · "
-            f"device `{app.settings.model.device}` (set with TSUMUGI_MODEL, TSUMUGI_PRECISION, TSUMUGI_DEVICE)"
-        )
+        with gr.Row():
+            precision = gr.Dropdown(
+                label="Precision",
+                choices=[
+                    (f"auto ({app.settings.model.resolved_precision()} here)", "auto"),
+                    ("fp32 (exact, slowest on CPU)", "fp32"),
+                    ("bf16 (fast where the CPU or GPU supports it)", "bf16"),
+                    ("8-bit (bitsandbytes, less memory)", "8bit"),
+                    ("4-bit NF4 (bitsandbytes, least memory)", "4bit"),
+                ],
+                value=app.settings.model.precision,
+                info="Changing it loads the model again (seconds for the default model).",
+            )
+            gr.Markdown(
+                f"Model: `{app.settings.model.name}` on `{app.settings.model.device}` "
+                "(set with TSUMUGI_MODEL, TSUMUGI_PRECISION, TSUMUGI_DEVICE)"
+            )
 
-    def respond(message, history, kb_name, k, temp, max_tokens):
+    def respond(message, history, kb_name, k, temp, max_tokens, precision_choice="auto"):
         message = (message or "").strip()
         if not message:
             raise gr.Error("Type a question first.")
@@ -75,17 +90,21 @@ def build(app, kb_selector: gr.Dropdown) -> None:
             temperature=float(temp),
             retrieval=RetrievalConfig(top_k=int(k)),
         )
+        model = replace(app.settings.model, precision=precision_choice or app.settings.model.precision)
         pairs = _pairs(history)
         history = history + [{"role": "user", "content": message}, {"role": "assistant", "content": "…"}]
         yield history, "", "_Searching the documents…_"
         try:
-            for answer in app.ask(kb_name, message, pairs, config):
+            for answer in app.ask(kb_name, message, pairs, config, model=model):
                 history[-1] = {"role": "assistant", "content": answer.text or "…"}
-                yield history, "", sources_markdown(answer.passages, answer.cited)
+                panel = sources_markdown(answer.passages, answer.cited)
+                if answer.done:
+                    panel += "\n\n" + answer_footer(answer)
+                yield history, "", panel
         except TsumugiError as exc:
             raise gr.Error(str(exc)) from exc
 
-    inputs = [question, chatbot, kb_selector, top_k, temperature, max_new]
+    inputs = [question, chatbot, kb_selector, top_k, temperature, max_new, precision]
     outputs = [chatbot, question, sources]
     send_event = send.click(respond, inputs, outputs)
     submit_event = question.submit(respond, inputs, outputs)

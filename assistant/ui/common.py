@@ -34,3 +34,13 @@ def sources_markdown(passages: list[Hit], cited: list[int]) -> str:
             f"{folded}\n\n</details>"
         )
     return "\n\n".join(parts)
+
+
+def answer_footer(answer) -> str:
+    """Which model answered and how fast, under the sources."""
+    parts = [f"Answered by `{answer.model}`" if answer.covered else "Not sent to the model"]
+    if "first_token_s" in answer.timings:
+        parts.append(f"first token {answer.timings['first_token_s']:.1f} s")
+    if "total_s" in answer.timings:
+        parts.append(f"total {answer.timings['total_s']:.1f} s")
+    return "<sub>" + " · ".join(parts) + "</sub>"

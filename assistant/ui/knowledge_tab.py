@@ -112,9 +112,10 @@ def build(app, kb_selector: gr.Dropdown) -> None:
         try:
             while True:
                 event = next(gen)
-                name = event.message.split(":")[0] if event.message else ""
-                if name in rows and event.stage == "Embedding":
-                    rows[name][1] = "⚙️ " + event.message.split(": ", 1)[-1]
+                if event.stage in ("Reading", "Embedding"):
+                    for name in event.items:
+                        if name in rows:
+                            rows[name][1] = "⚙️ " + ("reading" if event.stage == "Reading" else event.message)
                 eta = f" · about {format_seconds(event.eta)} left" if event.eta is not None else ""
                 progress(
                     event.fraction, desc=f"{event.stage} {int(event.done)}/{int(event.total)} files{eta}"
