@@ -172,10 +172,15 @@ def test_unknown_embedding_model_is_a_clear_error(library):
 
 def test_kill_during_ingestion_leaves_a_consistent_index(tmp_path, shared_data):
     """kill -9 in the middle of a batch: what was committed stays, nothing is half-written."""
+    import re
+
     folder = tmp_path / "many"
     folder.mkdir()
     for i in range(1, 21):
         shutil.copy(CONTOSO / f"product_info_{i}.md", folder / f"manual_{i:02d}.md")
+    kb = Library(tmp_path / "data").create("big")
+    _ingest(kb, [folder / f"manual_{i:02d}.md" for i in range(1, 6)])  # committed before the kill
+    kb.close()
     env = dict(os.environ, TSUMUGI_DATA=str(tmp_path / "data"), PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
         [sys.executable, "-m", "assistant", "ingest", "--kb", "big", str(folder)],
@@ -186,15 +191,19 @@ def test_kill_during_ingestion_leaves_a_consistent_index(tmp_path, shared_data):
         text=True,
     )
     deadline = time.monotonic() + 120
+    killed_at = None
     for line in proc.stderr:
-        if "Embedding" in line and "/20 files" in line and int(line.split(": ")[1].split("/")[0]) >= 3:
+        match = re.search(r"Embedding: \d+/20 files · (\d+)/(\d+) chunks", line)
+        if match and int(match.group(1)) >= 64:
+            killed_at = line.strip()
             break
         assert time.monotonic() < deadline, "ingestion did not progress"
+    assert killed_at, "the kill came too late: ingestion had finished"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     kb = Library(tmp_path / "data").get("big")
     documents = kb.documents()
-    assert 0 < len(documents) < 20
+    assert 5 <= len(documents) < 20, killed_at
     _consistent(kb)
     # Ingesting again finishes the batch without duplicates.
     _, results = _ingest(kb, [folder])
