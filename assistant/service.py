@@ -36,9 +36,11 @@ class Tsumugi:
         paths: list[str | Path] | list[Source],
         cancel: threading.Event | None = None,
     ) -> Generator[Progress, None, list[FileResult]]:
+        """Add files and folders (or ready-made sources) to a knowledge base, created if missing."""
         kb = self.knowledge_base(kb_name, create=True)
-        sources = [p if isinstance(p, Source) else None for p in paths]
-        if any(s is None for s in sources):
+        if all(isinstance(p, Source) for p in paths):
+            sources = list(paths)
+        else:
             sources = collect_sources(paths)  # type: ignore[arg-type]
         return (yield from ingest_files(kb, sources, cancel, max_pages=self.settings.max_pages))
 
