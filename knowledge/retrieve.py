@@ -114,12 +114,13 @@ def ranking_weight(ranking: list[tuple[int, float]], depth: int = 10) -> float:
     return float(min(1.0, max(0.05, drop)))
 
 
-def _coverage(kb: KnowledgeBase, query_terms: list[str], ids: list[int]) -> dict[int, float]:
+def _coverage(
+    kb: KnowledgeBase, query_terms: list[str], ids: list[int], stats: tuple[int, dict[str, int]]
+) -> dict[int, float]:
     unique = list(dict.fromkeys(query_terms))
     if not unique or not ids:
         return {i: 0.0 for i in ids}
-    n = max(1, kb.count_chunks())
-    df = kb.document_frequencies(unique)
+    n, df = max(1, stats[0]), stats[1]
     # A term the corpus never contains gets the highest weight: missing it matters most.
     idf = {t: math.log(1 + (n - df.get(t, 0) + 0.5) / (df.get(t, 0) + 0.5)) for t in unique}
     total = sum(idf.values()) or 1.0
@@ -144,6 +145,8 @@ def retrieve(
     if context:
         queries.append(f"{context[-1]} {query}")
     rankings: list[tuple[str, list[tuple[int, float]]]] = []
+    # Chunk count and document frequencies serve both BM25 pruning and the coverage test.
+    stats = kb.term_stats(list(dict.fromkeys(t for q in queries for t in terms(q))))
     embedder = None
     dense_vectors = []
     for q in queries:
@@ -153,7 +156,7 @@ def retrieve(
             dense_vectors.append(vector)
             rankings.append(("dense", kb.dense_search(vector, config.candidates)))
         if config.mode in ("hybrid", "lexical"):
-            rankings.append(("bm25", kb.lexical_search(terms(q), config.candidates)))
+            rankings.append(("bm25", kb.lexical_search(terms(q), config.candidates, stats)))
 
     fused: dict[int, float] = {}
     best: dict[int, dict[str, float]] = {}
@@ -182,7 +185,7 @@ def retrieve(
     # A follow-up counts as covered when the question alone or with its context is.
     coverage = {i: 0.0 for i in ordered}
     for q in queries:
-        for chunk_id, value in _coverage(kb, content_terms(terms(q)), ordered).items():
+        for chunk_id, value in _coverage(kb, content_terms(terms(q)), ordered, stats).items():
             coverage[chunk_id] = max(coverage[chunk_id], value)
 
     dense_trusted = embedder is not None and embedder.reads(query)

@@ -414,7 +414,11 @@ class KnowledgeBase:
     # ----- BM25 -------------------------------------------------------------------------
 
     def lexical_search(
-        self, query_terms: list[str], k: int, max_df_ratio: float = 0.05
+        self,
+        query_terms: list[str],
+        k: int,
+        stats: tuple[int, dict[str, int]] | None = None,
+        max_df_ratio: float = 0.05,
     ) -> list[tuple[int, float]]:
         """BM25 through FTS5 (higher is better), over chunks containing any query term.
 
@@ -427,8 +431,8 @@ class KnowledgeBase:
         if not unique:
             return []
         if max_df_ratio < 1:
-            df = self.document_frequencies(unique)
-            limit = max(1000.0, max_df_ratio * self.count_chunks())
+            n, df = stats or self.term_stats(unique)
+            limit = max(1000.0, max_df_ratio * n)
             rare = [t for t in unique if df.get(t, 0) <= limit]
             unique = rare or sorted(unique, key=lambda t: df.get(t, 0))[:3]
         expr = " OR ".join('"' + t.replace('"', '""') + '"' for t in unique)
@@ -441,6 +445,10 @@ class KnowledgeBase:
         except sqlite3.OperationalError:
             return []
         return [(int(r[0]), float(r[1])) for r in rows]
+
+    def term_stats(self, query_terms: list[str]) -> tuple[int, dict[str, int]]:
+        """The number of chunks and each term's document frequency, read once per query."""
+        return self.count_chunks(), self.document_frequencies(query_terms)
 
     def document_frequencies(self, query_terms: list[str]) -> dict[str, int]:
         unique = list(dict.fromkeys(query_terms))
