@@ -137,12 +137,6 @@ def ingest_files(
     results: dict[int, FileResult] = {}
     pending: list[_Prepared] = []
 
-    def cancel_rest(start: int) -> None:
-        for j in range(start, total):
-            results.setdefault(
-                j, FileResult(sources[j].name, "cancelled", message="Cancelled before it was stored.")
-            )
-
     with kb.write_lock:
         for i, source in enumerate(sources):
             if cancel is not None and cancel.is_set():
@@ -177,7 +171,11 @@ def ingest_files(
             if pending and (sum(len(p.chunks) for p in pending) >= group_chunks or i == total - 1):
                 yield from _embed_and_store(kb, pending, embedder, clock, results, total, cancel)
                 pending = []
-        cancel_rest(0)
+        # Files not reached, or parsed but not stored before a cancel, are reported as such.
+        for j in range(total):
+            results.setdefault(
+                j, FileResult(sources[j].name, "cancelled", message="Cancelled before it was stored.")
+            )
         kb.save_index()
     return [results[i] for i in range(total)]
 

@@ -278,9 +278,7 @@ class KnowledgeBase:
                 f"{dim}; its embedding model must be changed through re-embedding."
             )
         if dim is None and vectors.shape[0]:
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta(key, value) VALUES('dim', ?)", (str(vectors.shape[1]),)
-            )
+            self._set_meta("dim", str(vectors.shape[1]))
 
     def _delete_rows(self, doc_id: int) -> None:
         self._db.execute(

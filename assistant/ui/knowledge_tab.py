@@ -8,7 +8,6 @@ import gradio as gr
 
 from knowledge.errors import TsumugiError
 from knowledge.ingest import Source
-from knowledge.progress import format_seconds
 
 STATUS_LABEL = {
     "waiting": "⏳ waiting",
@@ -116,10 +115,7 @@ def build(app, kb_selector: gr.Dropdown) -> None:
                     for name in event.items:
                         if name in rows:
                             rows[name][1] = "⚙️ " + ("reading" if event.stage == "Reading" else event.message)
-                eta = f" · about {format_seconds(event.eta)} left" if event.eta is not None else ""
-                progress(
-                    event.fraction, desc=f"{event.stage} {int(event.done)}/{int(event.total)} files{eta}"
-                )
+                progress(event.fraction, desc=event.describe())
                 yield list(rows.values()), gr.update(), gr.update(), gr.update()
         except StopIteration as stop:
             for result in stop.value:
@@ -153,10 +149,7 @@ def build(app, kb_selector: gr.Dropdown) -> None:
             gen = reembed(app.library.get(kb_name), model.strip())
             while True:
                 event = next(gen)
-                eta = f" · about {format_seconds(event.eta)} left" if event.eta is not None else ""
-                progress(
-                    event.fraction, desc=f"Re-embedding {int(event.done)}/{int(event.total)} chunks{eta}"
-                )
+                progress(event.fraction, desc=event.describe())
         except StopIteration as stop:
             gr.Info(f"Re-embedded {stop.value} passages with {model.strip()}.")
         except TsumugiError as exc:
