@@ -19,6 +19,8 @@ class Progress:
     eta: float | None = None
     items: tuple[str, ...] = ()
     """The files (or other items) this step is working on."""
+    metrics: dict = field(default_factory=dict)
+    """Numbers a stage reports beside its count (loss, tokens per second, ...)."""
 
     @property
     def fraction(self) -> float:

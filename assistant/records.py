@@ -1,0 +1,190 @@
+"""Tables of records users upload (CSV, TSV, XLSX, JSONL): question/answer pairs for tuning,
+evaluation sets. Reads the file, recognises common column names, and reports what it found.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from knowledge.errors import ParseError
+from knowledge.parse.encoding import decode_bytes
+
+RECORD_EXTENSIONS = (".csv", ".tsv", ".xlsx", ".jsonl", ".json")
+
+ROLE_NAMES: dict[str, tuple[str, ...]] = {
+    "question": (
+        "question", "questions", "q", "query", "prompt", "input", "instruction", "user",
+        "customer message", "message", "inquiry", "質問", "問い", "問", "問い合わせ", "お問い合わせ",
+        "入力", "設問",
+    ),
+    "answer": (
+        "answer", "answers", "a", "response", "output", "completion", "reply", "assistant",
+        "expected", "expected answer", "target", "回答", "答え", "答", "返信", "出力", "応答", "正解",
+    ),
+    "source": ("source", "document", "doc", "file", "source document", "出典", "文書", "ソース"),
+    "unanswerable": ("unanswerable", "no answer", "not answerable", "回答不能", "回答なし"),
+}  # fmt: skip
+"""Column names recognised for each role, compared after lower-casing and dropping punctuation."""
+
+
+def _norm(name: str) -> str:
+    name = unicodedata.normalize("NFKC", str(name)).lower()
+    return re.sub(r"[\s_\-:./]+", " ", name).strip()
+
+
+@dataclass
+class RecordTable:
+    name: str
+    columns: list[str]
+    rows: list[dict[str, object]]
+    messages: list[list[dict]] = field(default_factory=list)
+    """Chat-format records (``{"messages": [...]}`` lines), kept apart from the columns."""
+
+    def guess(self, role: str) -> str | None:
+        """The column that plays ``role`` (question, answer, ...), or None when no name matches."""
+        wanted = {_norm(n) for n in ROLE_NAMES[role]}
+        for col in self.columns:
+            if _norm(col) in wanted:
+                return col
+        return None
+
+    def column(self, name: str | None, role: str) -> str | None:
+        """Check a user's choice of column for ``role``; None and "" mean "guess it"."""
+        if not name:
+            return self.guess(role)
+        if name not in self.columns:
+            raise ParseError(
+                f"{self.name} has no column named {name!r}; its columns are {', '.join(self.columns)}."
+            )
+        return name
+
+
+def read_records(path: str | Path, data: bytes | None = None, name: str | None = None) -> RecordTable:
+    """Read a CSV, TSV, XLSX or JSONL file into rows of named columns."""
+    path = Path(path)
+    name = name or path.name
+    if data is None:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ParseError(f"{name} could not be read: {exc.strerror}.") from exc
+    suffix = Path(name).suffix.lower()
+    if not data.strip():
+        raise ParseError(f"{name} is empty; upload a file with a header row and at least one row.")
+    if data[:2] == b"PK" or suffix == ".xlsx":
+        return _read_xlsx(data, name)
+    text, _ = decode_bytes(data)
+    if suffix in (".jsonl", ".json") or text.lstrip().startswith(("{", "[")):
+        return _read_jsonl(text, name)
+    if suffix in (".csv", ".tsv", ".txt", ""):
+        return _read_delimited(text, name, "\t" if suffix == ".tsv" else None)
+    raise ParseError(f"{name}: {suffix} files are not supported here; use CSV, TSV, XLSX or JSONL.")
+
+
+def _unique(header: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for i, h in enumerate(header):
+        h = (h or "").strip() or f"column {i + 1}"
+        if h in seen:
+            seen[h] += 1
+            h = f"{h} ({seen[h]})"
+        else:
+            seen[h] = 1
+        out.append(h)
+    return out
+
+
+def _read_delimited(text: str, name: str, delimiter: str | None) -> RecordTable:
+    if delimiter is None:
+        sample = text[:4096]
+        try:
+            delimiter = csv.Sniffer().sniff(sample, delimiters=",\t;").delimiter
+        except csv.Error:
+            delimiter = "\t" if sample.count("\t") > sample.count(",") else ","
+    rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter) if any(c.strip() for c in r)]
+    if len(rows) < 2:
+        raise ParseError(f"{name} has no rows under its header; add one row per example.")
+    header = _unique(rows[0])
+    records = [
+        {h: (row[i].strip() if i < len(row) else "") for i, h in enumerate(header)} for row in rows[1:]
+    ]
+    return RecordTable(name, header, records)
+
+
+def _read_xlsx(data: bytes, name: str) -> RecordTable:
+    import openpyxl
+
+    try:
+        book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises many kinds on damaged files
+        raise ParseError(f"{name} is not a readable Excel workbook; save it again as .xlsx.") from exc
+    try:
+        sheet = book.worksheets[0]
+        rows = [
+            ["" if v is None else str(v).strip() for v in row] for row in sheet.iter_rows(values_only=True)
+        ]
+    finally:
+        book.close()
+    rows = [r for r in rows if any(r)]
+    if len(rows) < 2:
+        raise ParseError(f"The first sheet of {name} has no rows under its header; add one row per example.")
+    header = _unique(rows[0])
+    return RecordTable(name, header, [dict(zip(header, r)) for r in rows[1:]])
+
+
+def _read_jsonl(text: str, name: str) -> RecordTable:
+    stripped = text.strip()
+    if stripped.startswith("["):
+        try:
+            items = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise ParseError(f"{name} is not valid JSON (line {exc.lineno}): {exc.msg}.") from exc
+    else:
+        items = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ParseError(
+                    f"Line {lineno} of {name} is not valid JSON ({exc.msg}); JSONL needs one object per line."
+                ) from exc
+    columns: list[str] = []
+    rows: list[dict[str, object]] = []
+    messages: list[list[dict]] = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise ParseError(f"{name} should hold one JSON object per line, found {type(item).__name__}.")
+        if isinstance(item.get("messages"), list):
+            messages.append(item["messages"])
+            continue
+        for key in item:
+            if key not in columns:
+                columns.append(key)
+        rows.append({k: _cell(v) for k, v in item.items()})
+    if not rows and not messages:
+        raise ParseError(f"{name} holds no records; add one JSON object per line.")
+    return RecordTable(name, columns, rows, messages)
+
+
+def _cell(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, bool | int | float):
+        return value
+    return str(value).strip()
+
+
+def truthy(value: object) -> bool:
+    """A spreadsheet's idea of yes: 1, true, yes, x, ✓, はい."""
+    if isinstance(value, bool):
+        return value
+    return _norm(str(value)) in ("1", "true", "yes", "y", "x", "✓", "はい", "○", "unanswerable")
