@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Generator
+from pathlib import Path
 from typing import TypeVar
 
 from knowledge.errors import TsumugiError
@@ -139,11 +140,12 @@ def _cmd_ask(app, args) -> int:
         retrieval=_retrieval_config(args, cutoff=not args.no_cutoff),
     )
     print("Loading the model…", file=sys.stderr)
-    app.chat_model()
+    model = app.model_config(args.adapter)
+    app.chat_model(model)
     stream = sys.stdout.isatty() and not args.json
     answer = None
     shown = ""
-    for answer in app.ask(args.kb, args.question, config=config):
+    for answer in app.ask(args.kb, args.question, config=config, model=model):
         if stream and not answer.done and answer.text != shown:
             sys.stdout.write(answer.text[len(shown) :])
             sys.stdout.flush()
@@ -161,6 +163,105 @@ def _cmd_ask(app, args) -> int:
     for n in answer.cited or range(1, len(answer.passages) + 1):
         hit = answer.passages[n - 1]
         print(f"[{n}] {hit.doc}" + (f", page {hit.page}" if hit.page else ""))
+    return 0
+
+
+def follow_job(app, job, quiet: bool = False):
+    """Show a job's progress until it ends; Ctrl-C cancels it. Returns the finished job."""
+    printer = None if quiet else ProgressPrinter()
+    offset = 0
+    try:
+        while True:
+            events, offset = app.jobs.events(job.id, offset)
+            for event in events:
+                if event["type"] == "progress" and printer:
+                    printer.show(Progress(**{k: v for k, v in event.items() if k not in ("t", "type")}))
+            job = app.jobs.get(job.id)
+            if not job.active:
+                events, offset = app.jobs.events(job.id, offset)
+                return job
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\ncancelling…", file=sys.stderr)
+        app.jobs.cancel(job.id)
+        return app.jobs.wait(job.id, timeout=60)
+    finally:
+        if printer:
+            printer.close()
+
+
+def _cmd_tune(app, args) -> int:
+    from assistant.tune import TuneConfig
+
+    config = TuneConfig.from_preset(
+        args.preset,
+        quant=args.quant,
+        device=args.device,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        rank=args.rank,
+        alpha=args.rank * 2 if args.rank else None,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+    )
+    if args.data:
+        data = {
+            "kind": "file",
+            "path": str(args.data),
+            "name": args.data.name,
+            "question_column": args.question_column,
+            "answer_column": args.answer_column,
+        }
+    else:
+        data = {"kind": "kb", "kb": args.kb}
+    job = app.start_tune(args.name, data, config, base=args.base)
+    print(f"job {job.id}: training adapter {args.name!r}; log in {job.folder / 'log.txt'}", file=sys.stderr)
+    if args.detach:
+        print(job.id)
+        return 0
+    job = follow_job(app, job, args.quiet)
+    if job.state != "done":
+        print(f"error: {job.error or job.state}", file=sys.stderr)
+        return 130 if job.state == "cancelled" else 1
+    info = app.adapters.get(job.result["adapter"])
+    m = info.card["metrics"]
+    if args.json:
+        print(json.dumps(info.card, ensure_ascii=False, indent=2))
+        return 0
+    print(
+        f"Saved adapter {info.name!r}: validation loss {m['val_loss_before']:.3f} → {m['val_loss_after']:.3f}, "
+        f"perplexity {m['perplexity_before']:.1f} → {m['perplexity_after']:.1f}, "
+        f"{m['tokens_per_s']:.0f} tokens/s, {info.card['duration_s']:.0f} s."
+    )
+    comparison = json.loads((info.path / "comparison.json").read_text(encoding="utf-8"))
+    for row in comparison:
+        print(
+            f"\nQ: {row['question']}\n  expected: {row['expected']}\n  base:     {row['base']}\n  tuned:    {row['tuned']}"
+        )
+    return 0
+
+
+def _cmd_export(app, args) -> int:
+    out = app.export_adapter(args.adapter, args.out, merge=args.merge)
+    what = "merged model folder" if args.merge else "adapter zip"
+    print(f"Wrote the {what} to {out}.")
+    return 0
+
+
+def _cmd_adapters(app, args) -> int:
+    if args.delete:
+        app.delete_adapter(args.delete)
+        print(f"Deleted adapter {args.delete!r}.")
+        return 0
+    if args.rename:
+        app.rename_adapter(*args.rename)
+        print(f"Renamed adapter {args.rename[0]!r} to {args.rename[1]!r}.")
+        return 0
+    adapters = app.adapters.list()
+    if args.json:
+        print(json.dumps([{"name": a.name, **a.card} for a in adapters], ensure_ascii=False, indent=2))
+    for a in [] if args.json else adapters:
+        print(f"{a.name}: {a.summary()}")
     return 0
 
 
@@ -206,8 +307,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-cutoff", action="store_true", help="answer from passages below the relevance cut-off too"
     )
+    p.add_argument("--adapter", help="answer with this tuned adapter")
     p.add_argument("question")
     p.set_defaults(func=_cmd_ask)
+
+    p = sub.add_parser("tune", help="LoRA-tune the chat model on question/answer pairs or a knowledge base")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="CSV, TSV, XLSX or JSONL of question/answer pairs")
+    source.add_argument("--kb", help="continue pre-training on this knowledge base's documents")
+    p.add_argument("--name", required=True, help="name of the adapter to create")
+    p.add_argument("--base", help="base model (default: the configured chat model)")
+    p.add_argument("--preset", choices=["quick", "balanced", "thorough"], default="quick")
+    p.add_argument("--quant", choices=["4bit", "8bit", "none"], default="4bit")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--rank", type=int)
+    p.add_argument("--max-length", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--question-column")
+    p.add_argument("--answer-column")
+    p.add_argument("--json", action="store_true", help="print the adapter card as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--detach", action="store_true", help="start the job, print its id and return")
+    p.set_defaults(func=_cmd_tune)
+
+    p = sub.add_parser("export", help="export an adapter as a zip, or merged into a standalone model folder")
+    p.add_argument("--adapter", required=True)
+    p.add_argument("--merge", action="store_true", help="merge into the base model and save a folder")
+    p.add_argument("--out", required=True, type=Path, help="folder to write to")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("adapters", help="list, rename or delete tuned adapters")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--delete", metavar="NAME")
+    p.add_argument("--rename", nargs=2, metavar=("OLD", "NEW"))
+    p.set_defaults(func=_cmd_adapters)
     return parser
 
 

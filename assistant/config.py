@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,6 +100,8 @@ def prepare_environment(settings: Settings) -> None:
     # bitsandbytes logs a warning at import when the optional `kernels` package is absent.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # peft asks transformers a deprecated question on every LoRA model; nothing for users to do.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     for noisy in ("transformers", "sentence_transformers", "httpx"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:

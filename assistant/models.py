@@ -43,6 +43,8 @@ class ModelConfig:
     get fp32."""
     device: Device = "auto"
     """cpu, cuda, or auto (CUDA when present)."""
+    adapter: str = ""
+    """Folder of a LoRA adapter trained on this base model, or "" for the base model alone."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -169,6 +171,8 @@ class ChatModel:
             ) from exc
         if "device_map" not in kwargs:
             self.model.to(self.device)
+        if config.adapter:
+            self.model = attach_adapter(self.model, config.adapter, merge=self.precision in ("fp32", "bf16"))
         self.model.eval()
         if self.tokenizer.chat_template is None:
             raise ModelError(
@@ -181,7 +185,8 @@ class ChatModel:
 
     @property
     def label(self) -> str:
-        return f"{self.config.name} ({self.precision}, {self.device})"
+        adapter = f" + {Path(self.config.adapter).name}" if self.config.adapter else ""
+        return f"{self.config.name}{adapter} ({self.precision}, {self.device})"
 
     def encode_chat(self, messages: list[dict]) -> dict:
         encoded = self.tokenizer.apply_chat_template(
@@ -258,6 +263,35 @@ class ChatModel:
             raise ModelError(f"Generation failed: {errors[0]}") from errors[0]
 
 
+def attach_adapter(model, adapter_dir: str | Path, merge: bool):
+    """Put a peft LoRA adapter on ``model``; merged into the weights when not quantized.
+
+    Merging costs nothing at inference time and gives exactly the weights of the merged
+    export, so the app and the exported folder answer alike.
+    """
+    from peft import PeftModel
+
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelError(
+            f"The adapter in {adapter_dir} does not fit this base model ({exc.__class__.__name__}); "
+            "choose the base model it was trained on."
+        ) from exc
+    return peft_model.merge_and_unload() if merge else peft_model
+
+
+def load_merged(base: str, adapter_dir: str | Path, cache_dir: Path):
+    """The base model in fp32 with the adapter merged in, and its tokenizer (for export)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve_model_source(base, cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    return attach_adapter(model, adapter_dir, merge=True), tokenizer
+
+
 def is_looping(ids: list[int], min_span: int = 12, repeats: int = 3) -> bool:
     """True when the tail of ``ids`` is one block of tokens repeated ``repeats`` times.
 
@@ -311,7 +345,26 @@ def load_chat_model(config: ModelConfig, cache_dir: Path) -> ChatModel:
     key = (config, str(cache_dir))
     with _models_lock:
         if key not in _models:
-            for other in [k for k in _models if k[0].name == config.name and k[1] == key[1]]:
+            for other in [k for k in _models if _same_weights(k[0], config) and k[1] == key[1]]:
                 del _models[other]
+            while len(_models) >= MAX_LOADED_MODELS:
+                del _models[next(iter(_models))]  # the least recently used
             _models[key] = ChatModel(config, Path(cache_dir))
+        _models[key] = _models.pop(key)  # most recently used last
         return _models[key]
+
+
+MAX_LOADED_MODELS = 3
+"""Models held at once (a base model and two adapters, say); the least recently used goes."""
+
+
+def _same_weights(a: ModelConfig, b: ModelConfig) -> bool:
+    return a.name == b.name and a.adapter == b.adapter
+
+
+def forget_models(adapter_dir: str | Path | None = None) -> None:
+    """Drop cached models (those with ``adapter_dir``, or all), e.g. after an adapter is deleted."""
+    with _models_lock:
+        for key in list(_models):
+            if adapter_dir is None or key[0].adapter == str(adapter_dir):
+                del _models[key]

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Generator
+from dataclasses import replace
 from pathlib import Path
 
+from assistant.adapters import AdapterStore
 from assistant.answer import Answer, AnswerConfig, answer_question
 from assistant.config import Settings, prepare_environment
-from assistant.models import ChatModel, ModelConfig, load_chat_model
+from assistant.jobs import Job, JobStore
+from assistant.models import ChatModel, ModelConfig, forget_models, load_chat_model
+from assistant.tune import TuneConfig
 from knowledge.ingest import FileResult, Source, collect_sources, ingest_files
 from knowledge.library import Library
 from knowledge.progress import Progress
@@ -21,6 +25,10 @@ class Tsumugi:
         self.settings = settings or Settings.from_env()
         prepare_environment(self.settings)
         self.library = Library(self.settings.data_dir)
+        self.adapters = AdapterStore(self.settings.data_dir)
+        self.jobs = JobStore(self.settings.data_dir)
+        # Folders left by runs that were killed mid-way are never listed; clear them out.
+        self.adapters.discard_staging(keep=self.jobs.active_ids())
 
     def knowledge_base(self, name: str, create: bool = False) -> KnowledgeBase:
         if create and not self.library.exists(name):
@@ -29,6 +37,60 @@ class Tsumugi:
 
     def chat_model(self, config: ModelConfig | None = None) -> ChatModel:
         return load_chat_model(config or self.settings.model, Path(self.settings.model_cache))
+
+    def model_config(self, adapter: str | None = None, precision: str | None = None) -> ModelConfig:
+        """The configured chat model, or an adapter on the base model it was trained from."""
+        config = self.settings.model
+        if adapter:
+            info = self.adapters.get(adapter)
+            config = replace(config, name=info.base_model, adapter=str(info.path))
+        if precision:
+            config = replace(config, precision=precision)
+        return config
+
+    # -- tuning ----------------------------------------------------------------------
+    def start_tune(
+        self,
+        name: str,
+        data: dict,
+        config: TuneConfig,
+        base: str | None = None,
+        data_bytes: bytes | None = None,
+    ) -> Job:
+        """Check the request, then start training in a worker process; returns the queued job.
+
+        ``data`` is ``{"kind": "file", "path": ..., "question_column": ..., "answer_column": ...}``
+        or ``{"kind": "kb", "kb": name}``.
+        """
+        from assistant.tune_job import DATA_FILE, prepare_tune
+
+        request = {
+            "name": name.strip(),
+            "base": base or self.settings.model.name,
+            "data": data,
+            "config": config.to_json(),
+            "model_cache": str(Path(self.settings.model_cache).resolve()),
+        }
+        prepare_tune(request, self.settings.data_dir)
+        files = {}
+        if data.get("kind") == "file":
+            files[DATA_FILE] = data_bytes if data_bytes is not None else Path(data["path"]).read_bytes()
+        return self.jobs.submit("tune", request, files)
+
+    def delete_adapter(self, name: str) -> None:
+        info = self.adapters.get(name)
+        forget_models(info.path)
+        self.adapters.delete(name)
+
+    def rename_adapter(self, old: str, new: str) -> None:
+        info = self.adapters.get(old)
+        forget_models(info.path)
+        self.adapters.rename(old, new)
+
+    def export_adapter(self, name: str, out: str | Path, merge: bool = False) -> Path:
+        if merge:
+            return self.adapters.merge(name, out, self.settings.model_cache)
+        return self.adapters.zip(name, out)
 
     def ingest(
         self,

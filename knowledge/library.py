@@ -15,12 +15,12 @@ from knowledge.store import KnowledgeBase
 _NAME = re.compile(r"^[^\W_][\w\- .]{0,62}[\w]$|^[^\W_]$")
 
 
-def check_name(name: str) -> str:
-    """A knowledge-base name doubles as a folder name: letters (any script), digits, - _ . and spaces."""
+def check_name(name: str, what: str = "knowledge-base") -> str:
+    """A name that doubles as a folder name: letters (any script), digits, - _ . and spaces."""
     name = (name or "").strip()
     if not _NAME.match(name) or ".." in name:
         raise TsumugiError(
-            f"{name!r} is not a usable knowledge-base name; use 1-64 letters, digits, spaces, "
+            f"{name!r} is not a usable {what} name; use 1-64 letters, digits, spaces, "
             "'-', '_' or '.', starting and ending with a letter or digit."
         )
     return name

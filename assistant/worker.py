@@ -1,0 +1,130 @@
+"""The worker process of one background job: ``python -m assistant.worker FOLDER JOB_ID DATA_DIR``.
+
+It waits for its device's lock (so jobs on one device run one at a time), runs the job's
+generator, appends every progress event to ``events.jsonl`` and leaves the final state in
+``status.json``. SIGTERM or a ``cancel`` file in the job folder cancels it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from knowledge.errors import Cancelled, TsumugiError
+
+
+def _handlers():
+    from assistant.tune_job import run_tune_job
+
+    return {"tune": run_tune_job}
+
+
+def main(argv: list[str]) -> int:
+    from assistant.jobs import write_json
+
+    folder, job_id, data_dir = Path(argv[0]), argv[1], Path(argv[2])
+    spec = json.loads((folder / "job.json").read_text(encoding="utf-8"))
+    status_path = folder / "status.json"
+    status = json.loads(status_path.read_text(encoding="utf-8"))
+    status["pid"] = os.getpid()
+    write_json(status_path, status)
+
+    cancel = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: cancel.set())
+
+    def watch() -> None:
+        while not cancel.is_set():
+            if (folder / "cancel").exists():
+                cancel.set()
+            time.sleep(0.3)
+
+    threading.Thread(target=watch, daemon=True).start()
+    events = open(folder / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+
+    def emit(kind: str, **data) -> None:
+        events.write(json.dumps({"t": time.time(), "type": kind, **data}, ensure_ascii=False) + "\n")
+        events.flush()
+
+    def finish(state: str, **extra) -> int:
+        status.update(state=state, finished=time.strftime("%Y-%m-%d %H:%M:%S"), **extra)
+        write_json(status_path, status)
+        emit("state", state=state, **extra)
+        print(f"job {job_id}: {state} {extra.get('error', '')}", flush=True)
+        return 0 if state == "done" else 1
+
+    import filelock
+
+    from assistant.config import Settings, prepare_environment
+
+    prepare_environment(Settings())
+    request = spec.get("request", {})
+    device = request.get("config", {}).get("device", "auto")
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    lock = filelock.FileLock(str(folder.parent / f"device-{device}.lock"))
+    waiting_since = time.monotonic()
+    while True:
+        if cancel.is_set():
+            return finish("cancelled", error="Cancelled before it started.")
+        try:
+            lock.acquire(timeout=1)
+            break
+        except filelock.Timeout:
+            if time.monotonic() - waiting_since < 1.5:
+                emit(
+                    "progress",
+                    stage="queued",
+                    done=0,
+                    total=1,
+                    unit="jobs",
+                    message=f"waiting for the job running on {device} to finish",
+                )
+    try:
+        status.update(state="running", started=time.strftime("%Y-%m-%d %H:%M:%S"))
+        write_json(status_path, status)
+        emit("state", state="running")
+        handler = _handlers().get(spec["kind"])
+        if handler is None:
+            return finish("failed", error=f"Unknown job kind {spec['kind']!r}.")
+        gen = handler(request, folder, data_dir, cancel)
+        last = 0.0
+        try:
+            while True:
+                event = next(gen)
+                payload = dataclasses.asdict(event)
+                now = time.monotonic()
+                # Every event goes to the file, but status.json (read by pollers) at most 2 per second.
+                emit("progress", **payload)
+                if now - last > 0.5 or event.done >= event.total:
+                    status["progress"] = payload
+                    write_json(status_path, status)
+                    last = now
+        except StopIteration as stop:
+            return finish("done", result=stop.value or {})
+    except Cancelled as exc:
+        return finish("cancelled", error=str(exc))
+    except TsumugiError as exc:
+        return finish("failed", error=str(exc))
+    except Exception as exc:  # anything else is a bug: keep the traceback in the log
+        traceback.print_exc()
+        return finish(
+            "failed",
+            error=f"The job stopped with an internal error ({exc.__class__.__name__}: {exc}); "
+            "its log has the details.",
+        )
+    finally:
+        lock.release()
+        events.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
