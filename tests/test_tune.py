@@ -1,0 +1,203 @@
+"""LoRA/QLoRA tuning of the embedded model: gradients, learning, jobs, cancel, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from assistant.config import Settings
+from assistant.tune import TuneConfig
+from knowledge.errors import ParseError, StoreError
+from tests.conftest import DATA
+
+KUMO = DATA / "tune" / "kumo-lantern-qa.csv"
+QUESTION = [{"role": "user", "content": "Who makes the Kumo Lantern KL-7?"}]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, model_cache):
+    from assistant.service import Tsumugi
+
+    return Tsumugi(Settings(data_dir=tmp_path_factory.mktemp("tune-data"), model_cache=model_cache))
+
+
+@pytest.fixture(scope="module")
+def tuned(app):
+    """A quick QLoRA tune of the embedded model on pairs about a made-up product, run as a job."""
+    config = TuneConfig.from_preset("quick", quant="4bit", device="cpu", compare_questions=3)
+    job = app.start_tune("kumo", {"kind": "file", "path": str(KUMO)}, config)
+    job = app.jobs.wait(job.id, timeout=900)
+    assert job.state == "done", (job.error, app.jobs.log_tail(job.id))
+    return job
+
+
+def _first_layer_grads(model):
+    return {n: p.grad for n, p in model.named_parameters() if p.requires_grad and ".layers.0." in n}
+
+
+@pytest.mark.bnb
+def test_4bit_lora_gradients_match_the_dense_model(model_cache):
+    """LoRA gradients on the 4-bit model equal those of a dense model holding the same
+    (dequantized) weights, also after an eval-mode pass such as a validation loss."""
+    import bitsandbytes as bnb
+    import torch
+
+    from assistant.models import prepare_embedded
+    from assistant.tune import add_lora, collate, encode_example, load_base_for_training
+    from assistant.tuning_data import load_pairs
+
+    source = str(prepare_embedded(model_cache))
+    config = TuneConfig(quant="4bit", dropout=0.0)
+    quant, tokenizer = load_base_for_training(source, "4bit", "cpu")
+    dense, _ = load_base_for_training(source, "none", "cpu")
+    quantized = dict(quant.named_modules())
+    for name, module in dense.named_modules():
+        layer = quantized.get(name)
+        if isinstance(layer, bnb.nn.Linear4bit):
+            module.weight.data.copy_(
+                bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state)
+            )
+    quant, dense = add_lora(quant, config, quantized=True), add_lora(dense, config, quantized=False)
+    generator = torch.Generator().manual_seed(0)
+    for (name, q), (_, d) in zip(quant.named_parameters(), dense.named_parameters()):
+        if "lora_" in name:  # B starts at zero; give both the same non-zero weights
+            value = torch.randn(q.shape, generator=generator) * 0.02
+            q.data.copy_(value)
+            d.data.copy_(value)
+    examples = load_pairs(KUMO).examples[:4]
+    batch = collate([encode_example(tokenizer, e, 512) for e in examples], tokenizer.pad_token_id, "cpu")
+    with torch.no_grad():  # the pass that made bitsandbytes repack its weights for inference
+        quant.eval()(**batch)
+    quant.train()(**batch).loss.backward()
+    dense.train()(**batch).loss.backward()
+    q_grads, d_grads = _first_layer_grads(quant), _first_layer_grads(dense)
+    assert q_grads and all(g is not None for g in q_grads.values()), "gradients reach the first layer"
+    worst = max(float((q_grads[n] - d_grads[n]).norm() / d_grads[n].norm()) for n in d_grads)
+    # Stated tolerance: 2% relative (measured 0.7%, from fp32 rounding in a different matmul order).
+    assert worst < 0.02, worst
+
+
+def test_quick_tune_lowers_validation_loss_and_teaches_a_made_up_fact(app, tuned, model_cache):
+    info = app.adapters.get("kumo")
+    metrics = info.card["metrics"]
+    assert metrics["val_loss_after"] < 0.5 * metrics["val_loss_before"], metrics["val_loss"]
+    assert metrics["perplexity_after"] < metrics["perplexity_before"]
+    assert info.card["base_model"] == "smollm2-135m-instruct"
+    assert info.card["data"]["train"] == 35 and info.card["data"]["validation"] == 5
+    assert len(info.card["data"]["sha256"]) == 64 and info.card["settings"]["quant"] == "4bit"
+    comparison = json.loads((info.path / "comparison.json").read_text())
+    assert len(comparison) == 3 and all(
+        {"question", "expected", "base", "tuned"} <= set(r) for r in comparison
+    )
+
+    tuned_model = app.chat_model(app.model_config("kumo", "fp32"))
+    base_model = app.chat_model(app.model_config(None, "fp32"))
+    assert "Hoshikawa" in "".join(tuned_model.stream(QUESTION, max_new_tokens=32))
+    assert "Hoshikawa" not in "".join(base_model.stream(QUESTION, max_new_tokens=32))
+    assert "kumo" in tuned_model.label
+
+
+def test_job_events_show_progress_with_eta_and_speed(app, tuned):
+    events, _ = app.jobs.events(tuned.id)
+    training = [e for e in events if e["type"] == "progress" and e["stage"] == "training"]
+    assert training[-1]["done"] == training[-1]["total"] == 36  # 35 pairs, batches of 4, 4 epochs
+    assert any(e["eta"] is not None for e in training)
+    assert any(e["metrics"].get("tokens_per_s", 0) > 0 for e in training)
+    assert sum("val_loss" in e["metrics"] for e in training) == 5  # before, then after each of 4 epochs
+    assert [e["state"] for e in events if e["type"] == "state"] == ["running", "done"]
+
+
+def test_merged_export_reproduces_the_adapters_greedy_output(app, tuned, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = app.export_adapter("kumo", tmp_path / "merged", merge=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    inputs = tokenizer.apply_chat_template(
+        QUESTION, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    out = model.generate(**inputs, max_new_tokens=40, do_sample=False)
+    plain = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    in_app = "".join(app.chat_model(app.model_config("kumo", "fp32")).stream(QUESTION, max_new_tokens=40))
+    assert plain == in_app and "Hoshikawa" in plain
+
+    zipped = app.export_adapter("kumo", tmp_path / "zips")
+    import zipfile
+
+    names = zipfile.ZipFile(zipped).namelist()
+    assert {"kumo/adapter_model.safetensors", "kumo/adapter_config.json", "kumo/card.json"} <= set(names)
+
+
+def test_rename_and_delete(app, tuned):
+    app.rename_adapter("kumo", "kumo-renamed")
+    assert "kumo-renamed" in app.adapters.names() and "kumo" not in app.adapters.names()
+    assert app.adapters.get("kumo-renamed").card["name"] == "kumo-renamed"
+    app.rename_adapter("kumo-renamed", "kumo")
+    with pytest.raises(StoreError, match="already exists"):
+        app.adapters.check_new_name("kumo")
+
+
+def _wait_for_stage(app, job, stage, timeout=300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        events, _ = app.jobs.events(job.id)
+        if any(e.get("stage") == stage for e in events):
+            return events
+        assert app.jobs.get(job.id).active, app.jobs.get(job.id).error
+        time.sleep(0.5)
+    raise AssertionError(f"job never reached {stage}")
+
+
+def test_jobs_queue_per_device_and_cancel_leaves_no_adapter(app, tuned):
+    config = TuneConfig.from_preset("thorough", quant="none", device="cpu", epochs=50)
+    first = app.start_tune("never-finished", {"kind": "file", "path": str(KUMO)}, config)
+    second = app.start_tune("waiting", {"kind": "file", "path": str(KUMO)}, config)
+    _wait_for_stage(app, first, "training")
+    events = _wait_for_stage(app, second, "queued")
+    assert app.jobs.get(second.id).state == "queued" and "waiting" in events[-1]["message"]
+
+    app.jobs.cancel(first.id)
+    assert app.jobs.wait(first.id, timeout=120).state == "cancelled"
+    _wait_for_stage(app, second, "training")  # the queued job starts once the device is free
+    app.jobs.cancel(second.id)
+    second = app.jobs.wait(second.id, timeout=120)
+    assert second.state == "cancelled" and "no adapter was saved" in second.error
+    assert app.adapters.names() == ["kumo"]
+    assert not list(app.adapters.root.glob(".tmp-*")), "staged files are removed"
+
+
+def test_killed_job_is_marked_interrupted_and_its_files_are_not_listed(app, tuned):
+    from assistant.service import Tsumugi
+
+    config = TuneConfig.from_preset("quick", quant="none", device="cpu", epochs=50)
+    job = app.start_tune("killed", {"kind": "file", "path": str(KUMO)}, config)
+    _wait_for_stage(app, job, "training")
+    os.kill(app.jobs.get(job.id).pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while app.jobs.get(job.id).active and time.monotonic() < deadline:
+        time.sleep(0.2)
+    job = app.jobs.get(job.id)
+    assert job.state == "interrupted" and "start it again" in job.error
+    restarted = Tsumugi(app.settings)  # as after a server restart
+    assert restarted.adapters.names() == ["kumo"]
+    assert not list(restarted.adapters.root.glob(".tmp-*"))
+
+
+def test_bad_data_is_refused_before_a_job_starts(app, tmp_path):
+    bad = tmp_path / "pairs.csv"
+    bad.write_text("Frage;Antwort;Notiz\nx;y;z\n")
+    before = len(app.jobs.list())
+    with pytest.raises(ParseError, match="choose the question and answer columns"):
+        app.start_tune("bad", {"kind": "file", "path": str(bad)}, TuneConfig())
+    few = tmp_path / "few.csv"
+    few.write_text("question,answer\n" + "\n".join(f"q{i},a{i}" for i in range(3)))
+    with pytest.raises(ParseError, match="at least 6"):
+        app.start_tune("few", {"kind": "file", "path": str(few)}, TuneConfig())
+    assert len(app.jobs.list()) == before
