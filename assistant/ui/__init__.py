@@ -10,7 +10,7 @@ from assistant.service import Tsumugi
 
 
 def build_app(app: Tsumugi) -> gr.Blocks:
-    from assistant.ui import chat_tab, knowledge_tab
+    from assistant.ui import chat_tab, knowledge_tab, tune_tab
 
     names = app.library.names()
     with gr.Blocks(title="Tsumugi") as demo:
@@ -27,6 +27,8 @@ def build_app(app: Tsumugi) -> gr.Blocks:
                 chat_tab.build(app, kb_selector)
             with gr.Tab("Knowledge", id="knowledge"):
                 knowledge_tab.build(app, kb_selector)
+            with gr.Tab("Tune", id="tune"):
+                tune_tab.build(app, demo, kb_selector)
         demo.load(lambda: gr.update(choices=app.library.names()), None, [kb_selector])
     return demo
 

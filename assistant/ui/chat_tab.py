@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import gradio as gr
 
 from assistant.answer import AnswerConfig
@@ -61,6 +59,12 @@ def build(app, kb_selector: gr.Dropdown) -> None:
             temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.1, label="Temperature (0 = most precise)")
             max_new = gr.Slider(32, 1024, value=256, step=32, label="Longest answer (tokens)")
         with gr.Row():
+            adapter = gr.Dropdown(
+                label="Tuned adapter",
+                choices=[("none: the base model", "")] + [(n, n) for n in app.adapters.names()],
+                value="",
+                info="Adapters come from the Tune tab.",
+            )
             precision = gr.Dropdown(
                 label="Precision",
                 choices=[
@@ -78,7 +82,7 @@ def build(app, kb_selector: gr.Dropdown) -> None:
                 "(set with TSUMUGI_MODEL, TSUMUGI_PRECISION, TSUMUGI_DEVICE)"
             )
 
-    def respond(message, history, kb_name, k, temp, max_tokens, precision_choice="auto"):
+    def respond(message, history, kb_name, k, temp, max_tokens, precision_choice="auto", adapter_name=""):
         message = (message or "").strip()
         if not message:
             raise gr.Error("Type a question first.")
@@ -90,7 +94,10 @@ def build(app, kb_selector: gr.Dropdown) -> None:
             temperature=float(temp),
             retrieval=RetrievalConfig(top_k=int(k)),
         )
-        model = replace(app.settings.model, precision=precision_choice or app.settings.model.precision)
+        try:
+            model = app.model_config(adapter_name or None, precision_choice or None)
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
         pairs = _pairs(history)
         history = history + [{"role": "user", "content": message}, {"role": "assistant", "content": "…"}]
         yield history, "", "_Searching the documents…_"
@@ -104,9 +111,14 @@ def build(app, kb_selector: gr.Dropdown) -> None:
         except TsumugiError as exc:
             raise gr.Error(str(exc)) from exc
 
-    inputs = [question, chatbot, kb_selector, top_k, temperature, max_new, precision]
+    inputs = [question, chatbot, kb_selector, top_k, temperature, max_new, precision, adapter]
     outputs = [chatbot, question, sources]
     send_event = send.click(respond, inputs, outputs)
     submit_event = question.submit(respond, inputs, outputs)
     stop.click(None, None, None, cancels=[send_event, submit_event])
+    adapter.focus(
+        lambda: gr.update(choices=[("none: the base model", "")] + [(n, n) for n in app.adapters.names()]),
+        None,
+        [adapter],
+    )
     clear.click(lambda: ([], "_Sources appear here with each answer._"), None, [chatbot, sources])

@@ -1,0 +1,450 @@
+"""Tune tab: check training data, start a LoRA/QLoRA job, follow it, compare and manage adapters."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import gradio as gr
+
+from assistant.tune import PRESET_HELP, PRESETS, TuneConfig
+from assistant.tuning_data import TrainingData, from_knowledge_base, load_pairs
+from knowledge.errors import TsumugiError
+from knowledge.progress import format_seconds
+
+FILE_SOURCE = "Question/answer file"
+KB_SOURCE = "The knowledge base's documents"
+AUTO = "(recognise automatically)"
+QUANT_CHOICES = [
+    ("4-bit QLoRA: least memory (recommended)", "4bit"),
+    ("8-bit: more memory, a little closer to the original", "8bit"),
+    ("None: full precision, most memory", "none"),
+]
+STATE_LABEL = {
+    "queued": "⏳ waiting for the device",
+    "running": "⚙️ running",
+    "done": "✅ finished",
+    "failed": "❌ failed",
+    "cancelled": "⏹ cancelled",
+    "interrupted": "⚠️ interrupted",
+}
+
+
+def _path(upload) -> Path | None:
+    if not upload:
+        return None
+    return Path(upload if isinstance(upload, str) else upload.name)
+
+
+def load_data(app, source, upload, kb_name, q_col, a_col) -> TrainingData:
+    if source == KB_SOURCE:
+        if not kb_name:
+            raise TsumugiError("Choose a knowledge base at the top of the page first.")
+        return from_knowledge_base(app.library.get(kb_name))
+    path = _path(upload)
+    if path is None:
+        raise TsumugiError("Upload a CSV, TSV, XLSX or JSONL file of question/answer pairs first.")
+    return load_pairs(
+        path, None if q_col in (None, AUTO) else q_col, None if a_col in (None, AUTO) else a_col
+    )
+
+
+def report_markdown(data: TrainingData) -> str:
+    r = data.report
+    what = {"pairs": "question/answer pairs", "chat": "conversations", "documents": "passages"}[r.kind]
+    lines = [f"**{r.usable} {what}** ready from {html.escape(r.source)} ({r.rows} rows read)."]
+    if r.question_column:
+        lines[0] += (
+            f" Questions from **{html.escape(r.question_column)}**, answers from **{html.escape(r.answer_column)}**."
+        )
+    if r.kind != "documents" and r.usable >= 6:
+        train, val = data.split()
+        lines.append(f"{len(train)} train the adapter and {len(val)} are held out to measure it.")
+    lines += [f"- ⚠️ {html.escape(w)}" for w in r.warnings()]
+    return "\n\n".join(lines[:2]) + ("\n\n" + "\n".join(lines[2:]) if lines[2:] else "")
+
+
+def progress_html(job) -> str:
+    if job is None:
+        return "<p>No tuning job yet.</p>"
+    p = job.progress or {}
+    fraction = 0.0 if not p.get("total") else min(1.0, p["done"] / p["total"])
+    if job.state == "done":
+        fraction = 1.0
+    parts = [STATE_LABEL.get(job.state, job.state)]
+    if p and job.active:
+        parts.append(f"{p.get('stage', '')}: {p.get('done', 0):g}/{p.get('total', 0):g} {p.get('unit', '')}")
+        metrics = p.get("metrics") or {}
+        if metrics.get("tokens_per_s"):
+            parts.append(f"{metrics['tokens_per_s']:.0f} tokens/s")
+        if p.get("eta") is not None:
+            parts.append(f"about {format_seconds(p['eta'])} left")
+        if p.get("message"):
+            parts.append(p["message"])
+    if job.state == "done" and job.result:
+        r = job.result
+        parts.append(
+            f"adapter <b>{html.escape(r['adapter'])}</b>: validation loss "
+            f"{r['val_loss_before']:.3f} → {r['val_loss_after']:.3f}"
+        )
+    text = " · ".join(html.escape(x) if "<b>" not in x else x for x in parts)
+    error = f"<p style='color:#b91c1c'>{html.escape(job.error)}</p>" if job.error else ""
+    return (
+        f"<div><b>{html.escape(job.request.get('name', ''))}</b> ({html.escape(job.id)})</div>"
+        f"<div style='background:#e5e7eb;border-radius:6px;height:14px;margin:6px 0'>"
+        f"<div style='background:#6366f1;height:14px;border-radius:6px;width:{fraction * 100:.1f}%'></div></div>"
+        f"<div>{text}</div>{error}"
+    )
+
+
+def loss_points(app, job_id: str, cache: dict) -> tuple[list[list], dict]:
+    """Training and validation loss by step, read incrementally from the job's events."""
+    if cache.get("job") != job_id:
+        cache = {"job": job_id, "offset": 0, "points": []}
+    events, cache["offset"] = app.jobs.events(job_id, cache["offset"])
+    for e in events:
+        if e.get("type") != "progress" or e.get("stage") != "training":
+            continue
+        m = e.get("metrics") or {}
+        if "loss" in m:
+            cache["points"].append([e["done"], m["loss"], "training"])
+        if "val_loss" in m:
+            cache["points"].append([e["done"], m["val_loss"], "validation"])
+    return cache["points"], cache
+
+
+def _plot_value(points: list[list]):
+    import pandas as pd
+
+    if len({p[2] for p in points}) < 2:
+        # Gradio 6.31 fixes a chart's series at its first value: a series that appears later is
+        # drawn invisibly. Wait until both training and validation points exist.
+        return None
+    frame = pd.DataFrame(points, columns=["step", "loss", "series"])
+    return frame.astype({"step": "int64", "loss": "float64", "series": "object"})
+
+
+def _job_choices(app) -> list[tuple[str, str]]:
+    return [(j.title(), j.id) for j in app.jobs.list("tune", limit=30)]
+
+
+def _adapter_choices(app) -> list[str]:
+    return app.adapters.names()
+
+
+def adapter_details(app, name: str | None) -> tuple[str, list[list]]:
+    if not name or not app.adapters.exists(name):
+        return "_Choose an adapter to see its card and the before/after comparison._", []
+    info = app.adapters.get(name)
+    card, m = info.card, info.card.get("metrics", {})
+    s, d = card.get("settings", {}), card.get("data", {})
+    lines = [
+        f"### {html.escape(name)}",
+        f"Base model `{card.get('base_model')}` · {s.get('quant')} · preset {s.get('preset')} · "
+        f"rank {s.get('rank')} · {s.get('epochs')} epochs · created {card.get('created')}",
+        f"Trained on {d.get('train')} examples from {html.escape(str(d.get('source')))}, "
+        f"measured on {d.get('validation')} held-out ones (data `{str(d.get('sha256', ''))[:12]}`).",
+        f"**Validation loss {m.get('val_loss_before', 0):.3f} → {m.get('val_loss_after', 0):.3f}**, "
+        f"perplexity {m.get('perplexity_before', 0):.1f} → {m.get('perplexity_after', 0):.1f} "
+        "(lower is better: how surprised the model is by the expected answers). "
+        f"{m.get('tokens_per_s', 0):.0f} tokens/s, {format_seconds(card.get('duration_s', 0))} in all.",
+    ]
+    rows = []
+    comparison = info.path / "comparison.json"
+    if comparison.exists():
+        for row in json.loads(comparison.read_text(encoding="utf-8")):
+            rows.append([row["question"], row["expected"], row["base"], row["tuned"]])
+    return "\n\n".join(lines), rows
+
+
+def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
+    gr.Markdown(
+        "Teach the model your wording and facts with a small **adapter** (LoRA). "
+        "The base model is not changed; choose the adapter in the Chat tab to use it."
+    )
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown("#### 1. Training data")
+            source = gr.Radio([FILE_SOURCE, KB_SOURCE], value=FILE_SOURCE, label="Learn from")
+            upload = gr.File(
+                label="Question/answer pairs (CSV, TSV, XLSX or JSONL)",
+                file_types=[".csv", ".tsv", ".xlsx", ".jsonl", ".json"],
+            )
+            with gr.Row():
+                q_col = gr.Dropdown([AUTO], value=AUTO, label="Question column")
+                a_col = gr.Dropdown([AUTO], value=AUTO, label="Answer column")
+            check_btn = gr.Button("Check data")
+            report = gr.Markdown()
+            preview = gr.Dataframe(label="First rows", interactive=False, wrap=True, visible=False)
+        with gr.Column():
+            gr.Markdown("#### 2. Settings")
+            name = gr.Textbox(label="Adapter name", placeholder="e.g. support-tone-v1")
+            preset = gr.Radio(
+                [(PRESET_HELP[p], p) for p in PRESETS], value="quick", label="How much to train"
+            )
+            quant = gr.Radio(QUANT_CHOICES, value="4bit", label="Base model in memory as")
+            base = gr.Textbox(label="Base model", value=app.settings.model.name)
+            with gr.Accordion("Advanced", open=False):
+                q = PRESETS["quick"]
+                with gr.Row():
+                    rank = gr.Number(q["rank"], label="LoRA rank", precision=0, minimum=1)
+                    alpha = gr.Number(q["alpha"], label="LoRA alpha", precision=0, minimum=1)
+                    dropout = gr.Number(0.05, label="Dropout", minimum=0, maximum=0.9)
+                with gr.Row():
+                    lr = gr.Number(q["learning_rate"], label="Learning rate")
+                    epochs = gr.Number(q["epochs"], label="Epochs", precision=0, minimum=1)
+                    max_length = gr.Number(512, label="Maximum length (tokens)", precision=0)
+                with gr.Row():
+                    batch = gr.Number(4, label="Batch size", precision=0, minimum=1)
+                    accum = gr.Number(1, label="Gradient accumulation", precision=0, minimum=1)
+                    checkpointing = gr.Checkbox(False, label="Gradient checkpointing (less memory, slower)")
+                targets = gr.Textbox("all-linear", label="Target modules (all-linear or e.g. q_proj,v_proj)")
+            start_btn = gr.Button("Start tuning", variant="primary")
+    gr.Markdown("#### 3. Progress")
+    with gr.Row():
+        job_pick = gr.Dropdown(label="Job", choices=_job_choices(app), scale=4)
+        cancel_btn = gr.Button("Cancel job", variant="stop", scale=1)
+    status = gr.HTML(progress_html(None))
+    plot = gr.LinePlot(
+        None,
+        x="step",
+        y="loss",
+        color="series",
+        color_map={"training": "#6366f1", "validation": "#f97316"},
+        title="Loss (lower is better)",
+        height=260,
+    )
+    plot_cache = gr.State({})
+    timer = gr.Timer(1.0)
+    gr.Markdown("#### 4. Adapters")
+    with gr.Row():
+        adapter_pick = gr.Dropdown(label="Adapter", choices=_adapter_choices(app), scale=3)
+        refresh_btn = gr.Button("Refresh", scale=1)
+    card = gr.Markdown()
+    comparison = gr.Dataframe(
+        headers=["Question", "Expected", "Base model", "Tuned model"],
+        label="Held-out questions, answered before and after tuning",
+        interactive=False,
+        wrap=True,
+        column_widths=["20%", "24%", "28%", "28%"],
+    )
+    with gr.Row():
+        new_name = gr.Textbox(label="New name", scale=2)
+        rename_btn = gr.Button("Rename", scale=1)
+        delete_btn = gr.Button("Delete adapter", variant="stop", scale=1)
+    with gr.Row():
+        zip_btn = gr.Button("Download adapter (.zip)")
+        merge_btn = gr.Button("Save merged model on the server")
+    download = gr.File(label="Download", visible=False)
+    export_note = gr.Markdown()
+
+    def check(source_choice, uploaded, kb_name, q, a):
+        try:
+            data = load_data(app, source_choice, uploaded, kb_name, q, a)
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
+        cols = [AUTO, *data.report.columns]
+        rows = data.report.preview
+        headers = list(rows[0]) if rows else ["(empty)"]
+        table = gr.update(
+            value=[[r.get(h, "") for h in headers] for r in rows], headers=headers, visible=True
+        )
+        return (
+            report_markdown(data),
+            table,
+            gr.update(choices=cols, value=data.report.question_column or AUTO),
+            gr.update(choices=cols, value=data.report.answer_column or AUTO),
+        )
+
+    def new_file(uploaded, kb_name):
+        if not uploaded:
+            return (
+                "",
+                gr.update(visible=False),
+                gr.update(choices=[AUTO], value=AUTO),
+                gr.update(choices=[AUTO], value=AUTO),
+            )
+        try:
+            return check(FILE_SOURCE, uploaded, kb_name, AUTO, AUTO)
+        except gr.Error as exc:
+            # Unrecognised columns: list them so the user can choose.
+            from assistant.records import read_records
+
+            try:
+                table = read_records(_path(uploaded))
+            except TsumugiError:
+                raise exc from None
+            cols = [AUTO, *table.columns]
+            return (
+                f"⚠️ {html.escape(exc.message)}",
+                gr.update(visible=False),
+                gr.update(choices=cols, value=AUTO),
+                gr.update(choices=cols, value=AUTO),
+            )
+
+    def apply_preset(choice):
+        p = PRESETS[choice]
+        return p["rank"], p["alpha"], p["learning_rate"], p["epochs"]
+
+    def start(source_choice, uploaded, kb_name, q, a, adapter_name, preset_choice, quant_choice, base_name,
+              r, al, dr, learning_rate, ep, ml, bs, ga, gc, tm):  # fmt: skip
+        try:
+            config = TuneConfig(
+                preset=preset_choice,
+                quant=quant_choice,
+                rank=int(r),
+                alpha=int(al),
+                dropout=float(dr),
+                learning_rate=float(learning_rate),
+                epochs=int(ep),
+                max_length=int(ml),
+                batch_size=int(bs),
+                grad_accum=int(ga),
+                gradient_checkpointing=bool(gc),
+                target_modules=tm or "all-linear",
+            )
+            if source_choice == KB_SOURCE:
+                if not kb_name:
+                    raise TsumugiError("Choose a knowledge base at the top of the page first.")
+                data = {"kind": "kb", "kb": kb_name}
+            else:
+                path = _path(uploaded)
+                if path is None:
+                    raise TsumugiError("Upload a file of question/answer pairs first.")
+                data = {
+                    "kind": "file",
+                    "path": str(path),
+                    "name": path.name,
+                    "question_column": None if q in (None, AUTO) else q,
+                    "answer_column": None if a in (None, AUTO) else a,
+                }
+            job = app.start_tune(adapter_name or "", data, config, base=(base_name or "").strip() or None)
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
+        gr.Info(f"Started tuning {adapter_name}. You can leave this page; the job keeps running.")
+        return gr.update(choices=_job_choices(app), value=job.id), {}
+
+    def tick(job_id, cache):
+        if not job_id:
+            return gr.update(), gr.update(), cache, gr.update(), gr.update()
+        try:
+            job = app.jobs.get(job_id)
+        except TsumugiError:
+            return progress_html(None), gr.update(), cache, gr.update(), gr.update()
+        state_changed = cache.get("state") not in (None, job.state)
+        finished_now = state_changed and not job.active
+        points, cache = loss_points(app, job_id, cache)
+        changed = len(points) != cache.get("shown")
+        cache["shown"], cache["state"] = len(points), job.state
+        adapters = (
+            gr.update(choices=_adapter_choices(app), value=job.result.get("adapter"))
+            if finished_now
+            else gr.update()
+        )
+        jobs = gr.update(choices=_job_choices(app)) if state_changed else gr.update()
+        return progress_html(job), (_plot_value(points) if changed else gr.update()), cache, adapters, jobs
+
+    def pick_job(job_id):
+        return tick(job_id, {})
+
+    def cancel(job_id):
+        if not job_id:
+            raise gr.Error("Choose a job to cancel first.")
+        job = app.jobs.cancel(job_id)
+        if not job.active:
+            gr.Info(f"The job has already ended ({job.state}).")
+        else:
+            gr.Info("Cancelling; the adapter of a cancelled job is not saved.")
+
+    def on_load():
+        jobs = app.jobs.list("tune", limit=30)
+        active = next((j.id for j in jobs if j.active), jobs[0].id if jobs else None)
+        names = _adapter_choices(app)
+        latest = max(app.adapters.list(), key=lambda a: a.card.get("created", ""), default=None)
+        return (
+            gr.update(choices=[(j.title(), j.id) for j in jobs], value=active),
+            gr.update(choices=names, value=latest.name if latest else None),
+            *adapter_details(app, latest.name if latest else None),
+        )
+
+    def show_adapter(adapter):
+        return adapter_details(app, adapter)
+
+    def refresh_adapters(adapter):
+        names = _adapter_choices(app)
+        return gr.update(choices=names, value=adapter if adapter in names else None)
+
+    def rename(adapter, new):
+        try:
+            app.rename_adapter(adapter or "", new or "")
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
+        gr.Info(f"Renamed {adapter} to {new.strip()}.")
+        return gr.update(choices=_adapter_choices(app), value=new.strip()), ""
+
+    def delete(adapter):
+        try:
+            app.delete_adapter(adapter or "")
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
+        gr.Info(f"Deleted the adapter {adapter}.")
+        return gr.update(choices=_adapter_choices(app), value=None)
+
+    def export_zip(adapter):
+        try:
+            path = app.export_adapter(adapter or "", Path(app.settings.data_dir) / "exports")
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
+        return gr.update(value=str(path), visible=True), ""
+
+    def export_merged(adapter, progress=gr.Progress()):
+        if not adapter:
+            raise gr.Error("Choose an adapter first.")
+        progress(0.1, desc="Merging the adapter into the base model…")
+        out = Path(app.settings.data_dir).resolve() / "exports" / f"{adapter}-merged"
+        try:
+            app.export_adapter(adapter, out, merge=True)
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
+        return gr.update(visible=False), (
+            f"Saved a standalone model folder at `{out}`: it loads with "
+            f'`AutoModelForCausalLM.from_pretrained("{out}")`, or in Tsumugi with TSUMUGI_MODEL.'
+        )
+
+    data_inputs = [source, upload, kb_selector, q_col, a_col]
+    check_btn.click(check, data_inputs, [report, preview, q_col, a_col])
+    upload.change(new_file, [upload, kb_selector], [report, preview, q_col, a_col])
+    preset.change(apply_preset, [preset], [rank, alpha, lr, epochs])
+    start_btn.click(
+        start,
+        [
+            *data_inputs,
+            name,
+            preset,
+            quant,
+            base,
+            rank,
+            alpha,
+            dropout,
+            lr,
+            epochs,
+            max_length,
+            batch,
+            accum,
+            checkpointing,
+            targets,
+        ],  # fmt: skip
+        [job_pick, plot_cache],
+    )
+    timer.tick(tick, [job_pick, plot_cache], [status, plot, plot_cache, adapter_pick, job_pick])
+    job_pick.change(pick_job, [job_pick], [status, plot, plot_cache, adapter_pick, job_pick])
+    cancel_btn.click(cancel, [job_pick], None)
+    adapter_pick.change(show_adapter, [adapter_pick], [card, comparison])
+    refresh_btn.click(refresh_adapters, [adapter_pick], [adapter_pick])
+    rename_btn.click(rename, [adapter_pick, new_name], [adapter_pick, new_name])
+    delete_btn.click(delete, [adapter_pick], [adapter_pick])
+    zip_btn.click(export_zip, [adapter_pick], [download, export_note])
+    merge_btn.click(export_merged, [adapter_pick], [download, export_note])
+    # A reloaded page re-attaches to the running job (or shows the latest one).
+    demo.load(on_load, None, [job_pick, adapter_pick, card, comparison])
