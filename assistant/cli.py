@@ -265,6 +265,52 @@ def _cmd_adapters(app, args) -> int:
     return 0
 
 
+def format_metric(key: str, value) -> str:
+    if value is None:
+        return "n/a"
+    if key.endswith("_s"):
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def _cmd_eval(app, args) -> int:
+    from dataclasses import replace
+
+    from assistant.evaluation import EvalConfig, load_eval_set
+    from assistant.metrics import METRIC_HELP, METRIC_LABEL
+
+    if args.set.exists():
+        evalset = load_eval_set(args.set)
+        app.eval_sets(args.kb).save(evalset)  # kept with the knowledge base, to run again later
+    else:
+        evalset = app.eval_sets(args.kb).get(str(args.set))
+    if args.limit:
+        evalset = replace(evalset, items=evalset.items[: args.limit])
+    config = EvalConfig(
+        kb=args.kb,
+        adapter=args.adapter or "",
+        top_k=args.top_k,
+        retrieval=not args.no_retrieval,
+        max_new_tokens=args.max_new_tokens,
+    )
+    run = drive(app.evaluate(evalset, config), None if args.quiet else ProgressPrinter())
+    if args.json:
+        print(
+            json.dumps(
+                run.to_json() if args.details else {**run.to_json(), "results": None},
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+        return 0
+    m = run.metrics
+    print(f"Run {run.id}: {evalset.name} ({m['answerable']} answerable, {m['unanswerable']} unanswerable) "
+          f"with {run.model}, {config.label()}")  # fmt: skip
+    for key, label in METRIC_LABEL.items():
+        print(f"  {label:22} {format_metric(key, m[key]):>7}   {METRIC_HELP[key]}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m assistant", description="Tsumugi from the command line.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -337,6 +383,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge", action="store_true", help="merge into the base model and save a folder")
     p.add_argument("--out", required=True, type=Path, help="folder to write to")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("eval", help="measure answer quality on a set of questions with expected answers")
+    p.add_argument("--kb", required=True)
+    p.add_argument("--set", required=True, type=Path, help="CSV/XLSX/JSONL file, or the name of a stored set")
+    p.add_argument("--adapter", help="answer with this tuned adapter")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--no-retrieval", action="store_true", help="answer from the model alone (closed book)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--limit", type=int, help="only the first N questions")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--details", action="store_true", help="with --json: every question's answer and scores")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("adapters", help="list, rename or delete tuned adapters")
     p.add_argument("--json", action="store_true")

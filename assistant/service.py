@@ -10,6 +10,7 @@ from pathlib import Path
 from assistant.adapters import AdapterStore
 from assistant.answer import Answer, AnswerConfig, answer_question
 from assistant.config import Settings, prepare_environment
+from assistant.evaluation import EvalConfig, EvalRun, EvalRunStore, EvalSet, EvalSetStore, run_evaluation
 from assistant.jobs import Job, JobStore
 from assistant.models import ChatModel, ModelConfig, forget_models, load_chat_model
 from assistant.tune import TuneConfig
@@ -27,6 +28,7 @@ class Tsumugi:
         self.library = Library(self.settings.data_dir)
         self.adapters = AdapterStore(self.settings.data_dir)
         self.jobs = JobStore(self.settings.data_dir)
+        self.evals = EvalRunStore(self.settings.data_dir)
         # Folders left by runs that were killed mid-way are never listed; clear them out.
         self.adapters.discard_staging(keep=self.jobs.active_ids())
 
@@ -120,3 +122,46 @@ class Tsumugi:
     ) -> Generator[Answer, None, Answer]:
         kb = self.library.get(kb_name)
         return (yield from answer_question(kb, self.chat_model(model), question, history, config, stop))
+
+    # -- evaluation ------------------------------------------------------------------
+    def eval_sets(self, kb_name: str) -> EvalSetStore:
+        return EvalSetStore(self.library.get(kb_name).folder)
+
+    def evaluate(
+        self, evalset: EvalSet, config: EvalConfig, cancel: threading.Event | None = None
+    ) -> Generator[Progress, None, EvalRun]:
+        """Run ``evalset`` with ``config`` here (CLI, tests) and store the run."""
+        run = yield from run_evaluation(self, evalset, config, cancel)
+        self.evals.save(run)
+        return run
+
+    def start_eval(self, kb_name: str, set_name: str, configs: list[EvalConfig], limit: int = 0) -> Job:
+        """Run a stored set with one or more configurations as a background job.
+
+        ``limit`` keeps only the first questions (0: all)."""
+        from dataclasses import asdict
+
+        evalset = self.eval_sets(kb_name).get(set_name)
+        if limit:
+            evalset = EvalSet(evalset.name, evalset.items[:limit])
+        for config in configs:
+            if config.adapter:
+                self.adapters.get(config.adapter)
+            if config.kb:
+                self.library.get(config.kb)
+        request = {
+            "name": f"{set_name} × {len(configs)}",
+            "set": evalset.to_json(),
+            "configs": [asdict(c) for c in configs],
+            "settings": self._worker_settings(),
+        }
+        return self.jobs.submit("eval", request)
+
+    def _worker_settings(self) -> dict:
+        s = self.settings
+        return {
+            "data_dir": str(Path(s.data_dir).resolve()),
+            "model_cache": str(Path(s.model_cache).resolve()),
+            "model": {"name": s.model.name, "precision": s.model.precision, "device": s.model.device},
+            "embed_model": s.embed_model,
+        }

@@ -363,7 +363,7 @@ def train_lora(
     metrics["val_loss"].append((0, before))
     metrics["val_loss_before"] = before
     clock = Clock()  # the ETA counts training alone
-    step, tokens, trained_tokens = 0, 0, 0
+    step, tokens, trained_tokens, validation_seconds = 0, 0, 0, 0.0
     start = time.monotonic()
     model.train()
     event = clock.event("training", 0, total_steps, "steps", f"validation loss {before:.3f}")
@@ -387,7 +387,7 @@ def train_lora(
                 step += 1
                 value = float(loss.detach()) * config.grad_accum
                 metrics["train_loss"].append((step, value))
-                rate = tokens / max(time.monotonic() - start, 1e-6)
+                rate = tokens / max(time.monotonic() - start - validation_seconds, 1e-6)
                 event = clock.event(
                     "training",
                     step,
@@ -397,7 +397,9 @@ def train_lora(
                 )
                 event.metrics = {"loss": value, "epoch": epoch, "tokens_per_s": rate, "tokens": tokens}
                 yield event
+        val_start = time.monotonic()
         val = validation_loss(model, val_items, config.batch_size, pad_id)
+        validation_seconds += time.monotonic() - val_start
         metrics["val_loss"].append((step, val))
         event = clock.event(
             "training",
@@ -408,13 +410,14 @@ def train_lora(
         )
         event.metrics = {"val_loss": val, "epoch": epoch}
         yield event
-    duration = time.monotonic() - start
+    duration = time.monotonic() - start - validation_seconds  # training alone
     after = metrics["val_loss"][-1][1]
     metrics.update(
         val_loss_after=after,
         perplexity_before=math.exp(min(before, 50)),
         perplexity_after=math.exp(min(after, 50)),
         train_seconds=duration,
+        validation_seconds=validation_seconds,
         tokens=tokens,
         trained_tokens=trained_tokens,
         tokens_per_s=tokens / max(duration, 1e-6),

@@ -21,9 +21,10 @@ from knowledge.errors import Cancelled, TsumugiError
 
 
 def _handlers():
+    from assistant.evaluation import run_eval_job
     from assistant.tune_job import run_tune_job
 
-    return {"tune": run_tune_job}
+    return {"tune": run_tune_job, "eval": run_eval_job}
 
 
 def main(argv: list[str]) -> int:

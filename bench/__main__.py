@@ -11,7 +11,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from bench import generation, ingestion, retrieval
+from bench import generation, ingestion, retrieval, training
 from bench.common import machine, memory_bandwidth_gbs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +49,15 @@ def table(rows: list[dict], bandwidth: float) -> str:
                 f"decode {fmt(r['baseline_decode_tps'], '.1f')} tok/s, peak {fmt(r['baseline_peak_rss_mb'], '.0f')} MB | "
                 f"first token ×{r['ttft_ratio']:.2f} faster, decode ×{r['decode_ratio']:.2f} |"
             )
+        elif r["stage"] == "training":
+            lines.append(
+                f"| training, {r['variant']}, 1 epoch of {r['examples']} FAQ pairs | "
+                f"{r['ours_tokens_per_s']:.0f} tokens/s, peak {r['ours_peak_rss_mb']:.0f} MB, "
+                f"final loss {r['ours_final_loss']:.2f} | {r['baseline']}: {r['baseline_tokens_per_s']:.0f} "
+                f"real tokens/s ({r['baseline_padded_tokens'] / r['baseline_seconds']:.0f} with padding), "
+                f"peak {r['baseline_peak_rss_mb']:.0f} MB, final loss {r['baseline_final_loss']:.2f} | "
+                f"×{r['speedup']:.1f} tokens/s, memory ×{r['memory_ratio']:.2f} |"
+            )
     return "\n".join(lines)
 
 
@@ -69,11 +78,11 @@ def outputs_section(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="small sizes, fewer repeats")
-    parser.add_argument("--only", nargs="*", choices=["ingestion", "retrieval", "generation"])
+    parser.add_argument("--only", nargs="*", choices=["ingestion", "retrieval", "generation", "training"])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--model-cache", type=Path, default=ROOT / "data" / "models")
     args = parser.parse_args()
-    stages = args.only or ["ingestion", "retrieval", "generation"]
+    stages = args.only or ["ingestion", "retrieval", "generation", "training"]
     contoso = SHARED / "data" / "contoso-manuals"
     info = machine()
     bandwidth = memory_bandwidth_gbs()
@@ -85,6 +94,8 @@ def main() -> None:
         rows += retrieval.run(contoso, args.quick)
     if "generation" in stages:
         rows += generation.run(contoso, args.model_cache, args.quick, bandwidth)
+    if "training" in stages:
+        rows += training.run(args.model_cache, args.quick)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     report = "\n".join(
         [

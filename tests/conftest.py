@@ -29,6 +29,18 @@ def drain(gen):
         return events, stop.value
 
 
+def stop_jobs(data_dir: Path) -> None:
+    """Cancel every job still running under ``data_dir``: workers outlive their app by design,
+    and a test that failed half-way must not leave one training in the background."""
+    from assistant.jobs import JobStore
+
+    jobs = JobStore(data_dir)
+    for job in jobs.list():
+        if job.active:
+            jobs.cancel(job.id)
+            jobs.wait(job.id, timeout=60)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     assert FIXTURES.is_dir() and CONTOSO.is_dir(), f"test data is missing under {SHARED}"

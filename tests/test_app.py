@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from tests.conftest import CONTOSO, FIXTURES
+from tests.conftest import CONTOSO, DATA, FIXTURES, stop_jobs
 
 
 def _free_port() -> int:
@@ -16,17 +16,23 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory, model_cache):
+def app_data(tmp_path_factory):
+    return tmp_path_factory.mktemp("app-data")
+
+
+@pytest.fixture(scope="module")
+def app_url(app_data, model_cache):
     from assistant.config import Settings
     from assistant.service import Tsumugi
     from assistant.ui import build_app
 
-    settings = Settings(data_dir=tmp_path_factory.mktemp("app-data"), model_cache=model_cache)
+    settings = Settings(data_dir=app_data, model_cache=model_cache)
     demo = build_app(Tsumugi(settings)).queue()
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
+    stop_jobs(app_data)
 
 
 @pytest.mark.slow
@@ -91,3 +97,78 @@ def test_knowledge_base_settings_and_deletion(app_url, shared_data):
         client.predict("Scratch", "scratch?", api_name="/delete_kb")
     selector, _ = client.predict("Scratch", "Scratch", api_name="/delete_kb")
     assert selector != "Scratch"
+
+
+@pytest.mark.slow
+def test_tune_tab_checks_data_starts_and_cancels_a_job(app_url, app_data):
+    from gradio_client import Client, handle_file
+
+    from assistant.jobs import JobStore
+
+    client = Client(app_url, verbose=False)
+    pairs = handle_file(str(DATA / "tune" / "kumo-lantern-qa.csv"))
+    report, preview, q_col, a_col = client.predict(
+        "Question/answer file", pairs, None, "(recognise automatically)", "(recognise automatically)",
+        api_name="/check_data",
+    )  # fmt: skip
+    assert "40 question/answer pairs" in report and "35 train the adapter and 5 are held out" in report
+    assert (q_col["value"], a_col["value"]) == ("Question", "Answer")
+    preview = preview.get("value", preview)
+    assert preview["headers"] == ["Question", "Answer"] and len(preview["data"]) == 5
+
+    settings = ["quick", "4bit", "", 8, 16, 0.05, 1e-3, 50, 512, 4, 1, False, "all-linear"]
+    with pytest.raises(Exception, match="not a usable adapter name"):
+        client.predict("Question/answer file", pairs, None, "Question", "Answer", "../evil", *settings,
+                       api_name="/start_tune")  # fmt: skip
+    job = client.predict(
+        "Question/answer file",
+        pairs,
+        None,
+        "Question",
+        "Answer",
+        "from-the-ui",
+        *settings,
+        api_name="/start_tune",
+    )
+    job_id = job["value"]
+    jobs = JobStore(app_data)
+    assert jobs.get(job_id).request["name"] == "from-the-ui"
+    status, *_ = client.predict(job_id, {}, api_name="/tune_status")
+    assert "from-the-ui" in status
+    client.predict(job_id, api_name="/cancel_tune")
+    assert jobs.wait(job_id, timeout=120).state == "cancelled"
+    status, *_ = client.predict(job_id, {}, api_name="/tune_status")
+    assert "cancelled" in status
+
+
+@pytest.mark.slow
+def test_evaluate_tab_saves_a_set_runs_it_and_compares(app_url, app_data, shared_data):
+    from gradio_client import Client, handle_file
+
+    from assistant.jobs import JobStore
+
+    client = Client(app_url, verbose=False)
+    client.predict("Tents", api_name="/create")
+    client.predict("Tents", [handle_file(str(CONTOSO / "product_info_1.md"))], api_name="/add")
+    rows, name = client.predict(handle_file(str(DATA / "eval" / "contoso-eval.csv")), api_name="/load_file")
+    assert name == "contoso-eval" and len(rows["data"]) == 99
+    table = {
+        "headers": ["question", "expected answer", "source", "unanswerable"],
+        "data": [rows["data"][2], rows["data"][-1]],  # a tent warranty question and an unanswerable one
+    }
+    picked = client.predict("Tents", "two", table, api_name="/save_set")
+    assert picked["value"] == "two"
+    with pytest.raises(Exception, match="Tick at least one model"):
+        client.predict("Tents", "two", [], ["5"], False, 0, api_name="/start_eval")
+    job_id = client.predict("Tents", "two", ["base model"], ["3", "5"], False, 0, api_name="/start_eval")
+    job = JobStore(app_data).wait(job_id, timeout=300)
+    assert job.state == "done", job.error
+    run_ids = job.result["runs"]
+    assert len(run_ids) == 2
+    metrics, _, differ = client.predict(run_ids, api_name="/compare")
+    metrics = metrics.get("value", metrics)
+    by_metric = {row[0]: row for row in metrics["data"]}
+    assert by_metric["Questions"][1] == "1 + 1 unanswerable"
+    assert by_metric["Retrieval recall@k"][1] == "1.000"
+    assert "top-3" in metrics["headers"][1] and "top-5" in metrics["headers"][2]
+    assert "passages an answer cites" in by_metric["Citation precision"][-1]

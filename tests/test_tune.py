@@ -12,7 +12,7 @@ import pytest
 from assistant.config import Settings
 from assistant.tune import TuneConfig
 from knowledge.errors import ParseError, StoreError
-from tests.conftest import DATA
+from tests.conftest import DATA, stop_jobs
 
 KUMO = DATA / "tune" / "kumo-lantern-qa.csv"
 QUESTION = [{"role": "user", "content": "Who makes the Kumo Lantern KL-7?"}]
@@ -24,7 +24,9 @@ pytestmark = pytest.mark.slow
 def app(tmp_path_factory, model_cache):
     from assistant.service import Tsumugi
 
-    return Tsumugi(Settings(data_dir=tmp_path_factory.mktemp("tune-data"), model_cache=model_cache))
+    data_dir = tmp_path_factory.mktemp("tune-data")
+    yield Tsumugi(Settings(data_dir=data_dir, model_cache=model_cache))
+    stop_jobs(data_dir)
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +203,23 @@ def test_bad_data_is_refused_before_a_job_starts(app, tmp_path):
     with pytest.raises(ParseError, match="at least 6"):
         app.start_tune("few", {"kind": "file", "path": str(few)}, TuneConfig())
     assert len(app.jobs.list()) == before
+
+
+def test_evaluation_shows_the_adapter_ahead_of_the_base_model(app, tuned):
+    from assistant.evaluation import EvalConfig, EvalItem, EvalSet, differences
+    from assistant.tuning_data import load_pairs
+    from tests.conftest import drain
+
+    _, held_out = load_pairs(KUMO).split()  # the questions the adapter did not train on
+    evalset = EvalSet("kumo-held-out", [EvalItem(e.question, e.answer) for e in held_out])
+    runs = []
+    for adapter in ("", "kumo"):
+        config = EvalConfig(adapter=adapter, retrieval=False, max_new_tokens=48, precision="fp32")
+        events, run = drain(app.evaluate(evalset, config))
+        assert events[-1].done == events[-1].total == 5
+        runs.append(run)
+    base, tuned_run = runs
+    assert tuned_run.metrics["f1"] > base.metrics["f1"] + 0.3, (base.metrics["f1"], tuned_run.metrics["f1"])
+    assert {r.id for r in app.evals.list()} >= {base.id, tuned_run.id}, "runs are stored"
+    assert app.evals.get(tuned_run.id).metrics == tuned_run.metrics
+    assert differences([base, tuned_run])[0]["scores"][1] > differences([base, tuned_run])[0]["scores"][0]

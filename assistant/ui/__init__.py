@@ -10,7 +10,7 @@ from assistant.service import Tsumugi
 
 
 def build_app(app: Tsumugi) -> gr.Blocks:
-    from assistant.ui import chat_tab, knowledge_tab, tune_tab
+    from assistant.ui import chat_tab, evaluate_tab, knowledge_tab, tune_tab
 
     names = app.library.names()
     with gr.Blocks(title="Tsumugi") as demo:
@@ -29,6 +29,8 @@ def build_app(app: Tsumugi) -> gr.Blocks:
                 knowledge_tab.build(app, kb_selector)
             with gr.Tab("Tune", id="tune"):
                 tune_tab.build(app, demo, kb_selector)
+            with gr.Tab("Evaluate", id="evaluate"):
+                evaluate_tab.build(app, demo, kb_selector)
         demo.load(lambda: gr.update(choices=app.library.names()), None, [kb_selector])
     return demo
 

@@ -239,7 +239,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
     download = gr.File(label="Download", visible=False)
     export_note = gr.Markdown()
 
-    def check(source_choice, uploaded, kb_name, q, a):
+    def check_data(source_choice, uploaded, kb_name, q, a):
         try:
             data = load_data(app, source_choice, uploaded, kb_name, q, a)
         except TsumugiError as exc:
@@ -266,7 +266,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
                 gr.update(choices=[AUTO], value=AUTO),
             )
         try:
-            return check(FILE_SOURCE, uploaded, kb_name, AUTO, AUTO)
+            return check_data(FILE_SOURCE, uploaded, kb_name, AUTO, AUTO)
         except gr.Error as exc:
             # Unrecognised columns: list them so the user can choose.
             from assistant.records import read_records
@@ -287,7 +287,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
         p = PRESETS[choice]
         return p["rank"], p["alpha"], p["learning_rate"], p["epochs"]
 
-    def start(source_choice, uploaded, kb_name, q, a, adapter_name, preset_choice, quant_choice, base_name,
+    def start_tune(source_choice, uploaded, kb_name, q, a, adapter_name, preset_choice, quant_choice, base_name,
               r, al, dr, learning_rate, ep, ml, bs, ga, gc, tm):  # fmt: skip
         try:
             config = TuneConfig(
@@ -325,7 +325,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
         gr.Info(f"Started tuning {adapter_name}. You can leave this page; the job keeps running.")
         return gr.update(choices=_job_choices(app), value=job.id), {}
 
-    def tick(job_id, cache):
+    def tune_status(job_id, cache):
         if not job_id:
             return gr.update(), gr.update(), cache, gr.update(), gr.update()
         try:
@@ -346,9 +346,9 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
         return progress_html(job), (_plot_value(points) if changed else gr.update()), cache, adapters, jobs
 
     def pick_job(job_id):
-        return tick(job_id, {})
+        return tune_status(job_id, {})
 
-    def cancel(job_id):
+    def cancel_tune(job_id):
         if not job_id:
             raise gr.Error("Choose a job to cancel first.")
         job = app.jobs.cancel(job_id)
@@ -368,14 +368,14 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
             *adapter_details(app, latest.name if latest else None),
         )
 
-    def show_adapter(adapter):
+    def adapter_card(adapter):
         return adapter_details(app, adapter)
 
     def refresh_adapters(adapter):
         names = _adapter_choices(app)
         return gr.update(choices=names, value=adapter if adapter in names else None)
 
-    def rename(adapter, new):
+    def rename_adapter(adapter, new):
         try:
             app.rename_adapter(adapter or "", new or "")
         except TsumugiError as exc:
@@ -383,7 +383,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
         gr.Info(f"Renamed {adapter} to {new.strip()}.")
         return gr.update(choices=_adapter_choices(app), value=new.strip()), ""
 
-    def delete(adapter):
+    def delete_adapter(adapter):
         try:
             app.delete_adapter(adapter or "")
         except TsumugiError as exc:
@@ -391,14 +391,14 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
         gr.Info(f"Deleted the adapter {adapter}.")
         return gr.update(choices=_adapter_choices(app), value=None)
 
-    def export_zip(adapter):
+    def download_adapter(adapter):
         try:
             path = app.export_adapter(adapter or "", Path(app.settings.data_dir) / "exports")
         except TsumugiError as exc:
             raise gr.Error(str(exc)) from exc
         return gr.update(value=str(path), visible=True), ""
 
-    def export_merged(adapter, progress=gr.Progress()):
+    def save_merged_model(adapter, progress=gr.Progress()):
         if not adapter:
             raise gr.Error("Choose an adapter first.")
         progress(0.1, desc="Merging the adapter into the base model…")
@@ -413,11 +413,11 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
         )
 
     data_inputs = [source, upload, kb_selector, q_col, a_col]
-    check_btn.click(check, data_inputs, [report, preview, q_col, a_col])
+    check_btn.click(check_data, data_inputs, [report, preview, q_col, a_col])
     upload.change(new_file, [upload, kb_selector], [report, preview, q_col, a_col])
     preset.change(apply_preset, [preset], [rank, alpha, lr, epochs])
     start_btn.click(
-        start,
+        start_tune,
         [
             *data_inputs,
             name,
@@ -437,14 +437,14 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
         ],  # fmt: skip
         [job_pick, plot_cache],
     )
-    timer.tick(tick, [job_pick, plot_cache], [status, plot, plot_cache, adapter_pick, job_pick])
+    timer.tick(tune_status, [job_pick, plot_cache], [status, plot, plot_cache, adapter_pick, job_pick])
     job_pick.change(pick_job, [job_pick], [status, plot, plot_cache, adapter_pick, job_pick])
-    cancel_btn.click(cancel, [job_pick], None)
-    adapter_pick.change(show_adapter, [adapter_pick], [card, comparison])
+    cancel_btn.click(cancel_tune, [job_pick], None)
+    adapter_pick.change(adapter_card, [adapter_pick], [card, comparison])
     refresh_btn.click(refresh_adapters, [adapter_pick], [adapter_pick])
-    rename_btn.click(rename, [adapter_pick, new_name], [adapter_pick, new_name])
-    delete_btn.click(delete, [adapter_pick], [adapter_pick])
-    zip_btn.click(export_zip, [adapter_pick], [download, export_note])
-    merge_btn.click(export_merged, [adapter_pick], [download, export_note])
+    rename_btn.click(rename_adapter, [adapter_pick, new_name], [adapter_pick, new_name])
+    delete_btn.click(delete_adapter, [adapter_pick], [adapter_pick])
+    zip_btn.click(download_adapter, [adapter_pick], [download, export_note])
+    merge_btn.click(save_merged_model, [adapter_pick], [download, export_note])
     # A reloaded page re-attaches to the running job (or shows the latest one).
     demo.load(on_load, None, [job_pick, adapter_pick, card, comparison])

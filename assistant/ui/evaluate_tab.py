@@ -1,0 +1,257 @@
+"""Evaluate tab: question sets per knowledge base, runs as jobs, and side-by-side comparison."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from assistant.evaluation import EvalConfig, EvalItem, EvalSet, differences, draft_eval_set, load_eval_set
+from assistant.metrics import METRIC_HELP, METRIC_LABEL
+from assistant.ui.tune_tab import progress_html
+from knowledge.errors import TsumugiError
+
+BASE = "base model"
+CHART_METRICS = ("retrieval_recall", "f1", "citation_precision", "abstention_accuracy")
+
+
+def _set_choices(app, kb_name):
+    if not kb_name or not app.library.exists(kb_name):
+        return []
+    return app.eval_sets(kb_name).names()
+
+
+def _run_choices(app, kb_name):
+    return [
+        (f"{r.created} · {r.set_name} · {r.config.label()} · F1 {_fmt('f1', r.metrics.get('f1'))}", r.id)
+        for r in app.evals.list()
+        if not kb_name or r.config.kb in (kb_name, "")
+    ]
+
+
+def _fmt(key: str, value) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.2f}" if key.endswith("_s") else f"{value:.3f}"
+
+
+def metrics_table(runs) -> tuple[list[str], list[list]]:
+    headers = ["Metric", *[f"{i}. {r.config.label()}" for i, r in enumerate(runs, 1)], "What it means"]
+    rows = [
+        [METRIC_LABEL[k], *[_fmt(k, r.metrics.get(k)) for r in runs], METRIC_HELP[k]] for k in METRIC_LABEL
+    ]
+    rows.insert(0, ["Questions", *[f"{r.metrics['answerable']} + {r.metrics['unanswerable']} unanswerable" for r in runs], "Answerable + unanswerable questions in the set."])  # fmt: skip
+    return headers, rows
+
+
+def chart_frame(runs):
+    import pandas as pd
+
+    points = [
+        [METRIC_LABEL[k], f"{i}. {r.config.label()}", r.metrics[k]]
+        for i, r in enumerate(runs, 1)
+        for k in CHART_METRICS
+        if r.metrics.get(k) is not None
+    ]
+    if not points:
+        return None
+    return pd.DataFrame(points, columns=["metric", "run", "value"]).astype({"value": "float64"})
+
+
+def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
+    gr.Markdown(
+        "Measure how well the assistant answers **your** questions from **your** documents, "
+        "and compare models, adapters and settings on the same questions."
+    )
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown("#### 1. Question set")
+            upload = gr.File(
+                label="Questions with expected answers (CSV, XLSX or JSONL: question, answer, "
+                "optional source and unanswerable columns)",
+                file_types=[".csv", ".tsv", ".xlsx", ".jsonl", ".json"],
+            )
+            with gr.Row():
+                set_name = gr.Textbox(label="Save as", placeholder="e.g. faq-2026", scale=3)
+                save_btn = gr.Button("Save set", scale=1)
+            with gr.Accordion("Or draft questions from the documents", open=False):
+                gr.Markdown(
+                    "The model writes one question and answer per sampled passage. "
+                    "Review and correct them in the table, then save."
+                )
+                with gr.Row():
+                    draft_count = gr.Slider(3, 50, value=10, step=1, label="Questions to draft")
+                    draft_btn = gr.Button("Draft questions")
+            items = gr.Dataframe(
+                headers=["question", "expected answer", "source", "unanswerable"],
+                label="Questions (editable)",
+                interactive=True,
+                wrap=True,
+                max_height=320,
+            )
+        with gr.Column():
+            gr.Markdown("#### 2. Run")
+            set_pick = gr.Dropdown(label="Question set", choices=[])
+            models = gr.CheckboxGroup(
+                label="Models to compare", choices=[BASE, *app.adapters.names()], value=[BASE]
+            )
+            top_ks = gr.CheckboxGroup(
+                label="Passages to retrieve (top-k)", choices=["3", "5", "10"], value=["5"]
+            )
+            closed_book = gr.Checkbox(
+                False, label="Also without retrieval (closed book): what the model knows by itself"
+            )
+            limit = gr.Number(0, label="Only the first N questions (0 = all)", precision=0, minimum=0)
+            with gr.Row():
+                run_btn = gr.Button("Run evaluation", variant="primary")
+                cancel_btn = gr.Button("Cancel", variant="stop")
+            job_id = gr.State("")
+            status = gr.HTML()
+            timer = gr.Timer(1.5)
+    gr.Markdown("#### 3. Results")
+    with gr.Row():
+        runs_pick = gr.Dropdown(
+            label="Runs to compare", multiselect=True, choices=_run_choices(app, None), scale=5
+        )
+        refresh_btn = gr.Button("Refresh", scale=1)
+    table = gr.Dataframe(label="Metrics", interactive=False, wrap=True)
+    chart = gr.BarPlot(
+        None, x="run", y="value", color="run", x_label="", title="Higher is better", height=300, y_lim=[0, 1],
+    )  # fmt: skip
+    diff = gr.Dataframe(label="Questions where the runs differ most", interactive=False, wrap=True)
+
+    def rows_to_set(name, rows) -> EvalSet:
+        data = getattr(rows, "values", rows)
+        out = []
+        for row in list(data or []):
+            cells = [("" if c is None else str(c)).strip() for c in list(row) + ["", "", "", ""]][:4]
+            question, expected, source, mark = cells
+            unanswerable = mark.lower() in ("1", "true", "yes", "x", "✓", "はい")
+            if question and (expected or source or unanswerable):
+                out.append(EvalItem(question, "" if unanswerable else expected, source, unanswerable))
+        if not out:
+            raise TsumugiError("The table has no usable questions: each needs an expected answer, a source, or the unanswerable mark.")  # fmt: skip
+        return EvalSet(name, out)
+
+    def set_rows(evalset: EvalSet) -> list[list]:
+        return [[i.question, i.expected, i.source, "yes" if i.unanswerable else ""] for i in evalset.items]
+
+    def load_file(uploaded):
+        if not uploaded:
+            return gr.update(), gr.update()
+        path = Path(uploaded if isinstance(uploaded, str) else uploaded.name)
+        try:
+            evalset = load_eval_set(path)
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
+        if evalset.skipped:
+            gr.Warning(
+                f"{len(evalset.skipped)} rows had no question or nothing to check against and were skipped."
+            )
+        return set_rows(evalset), path.stem
+
+    def save_set(kb_name, name, rows):
+        if not kb_name:
+            raise gr.Error("Choose a knowledge base at the top of the page first.")
+        try:
+            evalset = rows_to_set((name or "").strip(), rows)
+            app.eval_sets(kb_name).save(evalset)
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
+        gr.Info(f"Saved {len(evalset.items)} questions as {evalset.name}.")
+        return gr.update(choices=_set_choices(app, kb_name), value=evalset.name)
+
+    def draft(kb_name, count, progress=gr.Progress()):
+        if not kb_name:
+            raise gr.Error("Choose a knowledge base at the top of the page first.")
+        try:
+            gen = draft_eval_set(app, kb_name, int(count))
+            while True:
+                event = next(gen)
+                progress(event.fraction, desc=event.describe())
+        except StopIteration as stop:
+            evalset = stop.value
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
+        if not evalset.items:
+            raise gr.Error("The model drafted no usable questions; upload a question file instead.")
+        return set_rows(evalset), evalset.name
+
+    def show_set(kb_name, name):
+        if not kb_name or not name:
+            return gr.update()
+        try:
+            return set_rows(app.eval_sets(kb_name).get(name))
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
+
+    def start_eval(kb_name, name, chosen_models, ks, closed, first_n):
+        if not kb_name or not name:
+            raise gr.Error("Choose a knowledge base and a saved question set first.")
+        adapters = [("" if m == BASE else m) for m in (chosen_models or [])]
+        if not adapters:
+            raise gr.Error("Tick at least one model.")
+        configs = [EvalConfig(kb=kb_name, adapter=a, top_k=int(k)) for a in adapters for k in (ks or ["5"])]
+        if closed:
+            configs += [EvalConfig(adapter=a, retrieval=False) for a in adapters]
+        try:
+            job = app.start_eval(kb_name, name, configs, limit=int(first_n or 0))
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
+        gr.Info(f"Started {len(configs)} run(s); results appear below when they finish.")
+        return job.id
+
+    def poll(current):
+        if not current:
+            return gr.update(), gr.update()
+        try:
+            job = app.jobs.get(current)
+        except TsumugiError:
+            return "", gr.update()
+        runs = gr.update()
+        if not job.active and job.state == "done":
+            runs = gr.update(choices=_run_choices(app, None), value=job.result.get("runs", []))
+        return progress_html(job), runs
+
+    def cancel_eval(current):
+        if current:
+            app.jobs.cancel(current)
+            gr.Info("Cancelling the evaluation; finished runs are kept.")
+
+    def compare(run_ids):
+        try:
+            runs = [app.evals.get(r) for r in (run_ids or [])]
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
+        if not runs:
+            return gr.update(value=None), None, gr.update(value=None)
+        headers, rows = metrics_table(runs)
+        diff_rows = [
+            [d["question"], d["expected"], *[f"{s:.2f}: {a}" for s, a in zip(d["scores"], d["answers"])]]
+            for d in differences(runs)
+        ]
+        diff_headers = ["Question", "Expected", *[f"{i}. answer (score)" for i in range(1, len(runs) + 1)]]
+        return (
+            gr.update(value=rows, headers=headers),
+            chart_frame(runs),
+            gr.update(value=diff_rows or [["(no differences)", "", *[""] * len(runs)]], headers=diff_headers),
+        )
+
+    def refresh(kb_name):
+        return (
+            gr.update(choices=_set_choices(app, kb_name)),
+            gr.update(choices=[BASE, *app.adapters.names()]),
+            gr.update(choices=_run_choices(app, None)),
+        )
+
+    upload.change(load_file, [upload], [items, set_name])
+    save_btn.click(save_set, [kb_selector, set_name, items], [set_pick])
+    draft_btn.click(draft, [kb_selector, draft_count], [items, set_name])
+    set_pick.change(show_set, [kb_selector, set_pick], [items])
+    run_btn.click(start_eval, [kb_selector, set_pick, models, top_ks, closed_book, limit], [job_id])
+    timer.tick(poll, [job_id], [status, runs_pick])
+    cancel_btn.click(cancel_eval, [job_id], None)
+    runs_pick.change(compare, [runs_pick], [table, chart, diff])
+    refresh_btn.click(refresh, [kb_selector], [set_pick, models, runs_pick])
+    kb_selector.change(refresh, [kb_selector], [set_pick, models, runs_pick])
+    demo.load(refresh, [kb_selector], [set_pick, models, runs_pick])
