@@ -311,6 +311,25 @@ def _cmd_eval(app, args) -> int:
     return 0
 
 
+def _cmd_jobs(app, args) -> int:
+    if args.cancel:
+        job = app.jobs.cancel(args.cancel)
+        print(f"job {job.id}: {'cancelling' if job.active else 'already ' + job.state}")
+        return 0
+    jobs = app.jobs.list()
+    if args.json:
+        print(
+            json.dumps([{**j.__dict__, "folder": str(j.folder)} for j in jobs], ensure_ascii=False, indent=2)
+        )
+    for j in [] if args.json else jobs:
+        p = j.progress
+        where = f" · {p['stage']} {p['done']:g}/{p['total']:g} {p['unit']}" if p and j.active else ""
+        print(
+            f"{j.id}  {j.kind:5} {j.state:11} {j.request.get('name', '')}{where}{'  ' + j.error if j.error else ''}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m assistant", description="Tsumugi from the command line.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -396,6 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--details", action="store_true", help="with --json: every question's answer and scores")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("jobs", help="list background jobs (training, evaluation), or cancel one")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--cancel", metavar="JOB_ID")
+    p.set_defaults(func=_cmd_jobs)
 
     p = sub.add_parser("adapters", help="list, rename or delete tuned adapters")
     p.add_argument("--json", action="store_true")

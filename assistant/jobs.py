@@ -44,6 +44,7 @@ class Job:
     result: dict = field(default_factory=dict)
     progress: dict = field(default_factory=dict)
     """The latest progress event."""
+    created_ts: float = 0.0
 
     @property
     def active(self) -> bool:

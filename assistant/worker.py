@@ -71,24 +71,27 @@ def main(argv: list[str]) -> int:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    from assistant.jobs import JobStore
+
     lock = filelock.FileLock(str(folder.parent / f"device-{device}.lock"))
-    waiting_since = time.monotonic()
+    jobs = JobStore(data_dir)
+    told = False
     while True:
         if cancel.is_set():
             return finish("cancelled", error="Cancelled before it started.")
-        try:
-            lock.acquire(timeout=1)
-            break
-        except filelock.Timeout:
-            if time.monotonic() - waiting_since < 1.5:
-                emit(
-                    "progress",
-                    stage="queued",
-                    done=0,
-                    total=1,
-                    unit="jobs",
-                    message=f"waiting for the job running on {device} to finish",
-                )
+        # First come, first served: with a lock alone, whichever waiter polls first would win.
+        if not any(j.state == "queued" and j.created_ts < status["created_ts"] for j in jobs.list()):
+            try:
+                lock.acquire(timeout=1)
+                break
+            except filelock.Timeout:
+                pass
+        else:
+            time.sleep(1)
+        if not told:
+            message = f"waiting for the job running on {device} to finish"
+            emit("progress", stage="queued", done=0, total=1, unit="jobs", message=message)
+            told = True
     try:
         status.update(state="running", started=time.strftime("%Y-%m-%d %H:%M:%S"))
         write_json(status_path, status)

@@ -81,6 +81,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=["ingestion", "retrieval", "generation", "training"])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--model-cache", type=Path, default=ROOT / "data" / "models")
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the other stages' rows from the previous latest.json"
+    )
     args = parser.parse_args()
     stages = args.only or ["ingestion", "retrieval", "generation", "training"]
     contoso = SHARED / "data" / "contoso-manuals"
@@ -96,6 +99,10 @@ def main() -> None:
         rows += generation.run(contoso, args.model_cache, args.quick, bandwidth)
     if "training" in stages:
         rows += training.run(args.model_cache, args.quick)
+    previous = args.out / "latest.json"
+    if args.merge and previous.exists():
+        kept = [r for r in json.loads(previous.read_text("utf-8"))["rows"] if r["stage"] not in stages]
+        rows = kept + rows
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     report = "\n".join(
         [

@@ -107,3 +107,40 @@ def test_ask_json(env, shared_data):
     assert data["citations"] and data["citations"][0]["doc"] == "product_info_1.md"
     data = json.loads(run(["ask", "--kb", "one", "--json", "Who won the 2018 World Cup?"], env).stdout)
     assert data["covered"] is False and data["citations"] == []
+
+
+def test_tune_refuses_bad_data_with_one_sentence(env, tmp_path):
+    bad = tmp_path / "pairs.csv"
+    bad.write_text("Frage;Antwort;Notiz\nx;y;z\n")
+    proc = run(["tune", "--data", str(bad), "--name", "x"], env, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: Could not tell which column")
+    proc = run(["tune", "--data", str(tmp_path / "missing.csv"), "--name", "x"], env, check=False)
+    assert proc.returncode == 2 and "could not be read" in proc.stderr
+    assert json.loads(run(["jobs", "--json"], env).stdout) == []
+
+
+@pytest.mark.slow
+def test_eval_prints_the_metrics(env, shared_data):
+    from tests.conftest import DATA
+
+    run(["ingest", "--kb", "manuals", str(CONTOSO)], env)
+    proc = run(
+        [
+            "eval",
+            "--kb",
+            "manuals",
+            "--set",
+            str(DATA / "eval" / "contoso-eval.csv"),
+            "--limit",
+            "3",
+            "--json",
+        ],
+        env,
+    )
+    result = json.loads(proc.stdout)
+    assert result["metrics"]["questions"] == 3 and result["metrics"]["retrieval_recall"] == 1.0
+    assert 0 < result["metrics"]["f1"] <= 1 and result["config"]["top_k"] == 5
+    assert "answering: 3/3 questions" in proc.stderr
+    text = run(["eval", "--kb", "manuals", "--set", "contoso-eval", "--limit", "2"], env).stdout
+    assert "Answer token F1" in text and "Word overlap between the answer" in text
