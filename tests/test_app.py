@@ -160,7 +160,9 @@ def test_evaluate_tab_saves_a_set_runs_it_and_compares(app_url, app_data, shared
     assert picked["value"] == "two"
     with pytest.raises(Exception, match="Tick at least one model"):
         client.predict("Tents", "two", [], ["5"], False, 0, api_name="/start_eval")
-    job_id = client.predict("Tents", "two", ["base model"], ["3", "5"], False, 0, api_name="/start_eval")
+    status = client.predict("Tents", "two", ["base model"], ["3", "5"], False, 0, api_name="/start_eval")
+    job_id = JobStore(app_data).list("eval")[0].id
+    assert job_id in status
     job = JobStore(app_data).wait(job_id, timeout=300)
     assert job.state == "done", job.error
     run_ids = job.result["runs"]

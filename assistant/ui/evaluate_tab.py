@@ -47,10 +47,11 @@ def metrics_table(runs) -> tuple[list[str], list[list]]:
 def chart_frame(runs):
     import pandas as pd
 
+    # One bar per metric and run, the runs of a metric side by side (colour tells the run).
     points = [
-        [METRIC_LABEL[k], f"{i}. {r.config.label()}", r.metrics[k]]
-        for i, r in enumerate(runs, 1)
+        [f"{METRIC_LABEL[k]} ({i})", f"{i}. {r.config.label()}", r.metrics[k]]
         for k in CHART_METRICS
+        for i, r in enumerate(runs, 1)
         if r.metrics.get(k) is not None
     ]
     if not points:
@@ -91,7 +92,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
             )
         with gr.Column():
             gr.Markdown("#### 2. Run")
-            set_pick = gr.Dropdown(label="Question set", choices=[])
+            set_pick = gr.Dropdown(label="Question set", choices=[], allow_custom_value=True)
             models = gr.CheckboxGroup(
                 label="Models to compare", choices=[BASE, *app.adapters.names()], value=[BASE]
             )
@@ -111,19 +112,24 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
     gr.Markdown("#### 3. Results")
     with gr.Row():
         runs_pick = gr.Dropdown(
-            label="Runs to compare", multiselect=True, choices=_run_choices(app, None), scale=5
+            label="Runs to compare",
+            multiselect=True,
+            choices=_run_choices(app, None),
+            allow_custom_value=True,  # run ids from the API, and runs finished since the page loaded
+            scale=5,
         )
         refresh_btn = gr.Button("Refresh", scale=1)
     table = gr.Dataframe(label="Metrics", interactive=False, wrap=True)
     chart = gr.BarPlot(
-        None, x="run", y="value", color="run", x_label="", title="Higher is better", height=300, y_lim=[0, 1],
+        None, x="metric", y="value", color="run", title="Higher is better", height=320, y_lim=[0, 1],
+        x_title=" ", sort=None, x_label_angle=-20,
     )  # fmt: skip
     diff = gr.Dataframe(label="Questions where the runs differ most", interactive=False, wrap=True)
 
     def rows_to_set(name, rows) -> EvalSet:
-        data = getattr(rows, "values", rows)
+        data = rows.values.tolist() if hasattr(rows, "values") else (rows or [])  # a DataFrame from Gradio
         out = []
-        for row in list(data or []):
+        for row in data:
             cells = [("" if c is None else str(c)).strip() for c in list(row) + ["", "", "", ""]][:4]
             question, expected, source, mark = cells
             unanswerable = mark.lower() in ("1", "true", "yes", "x", "✓", "はい")
@@ -199,7 +205,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
         except TsumugiError as exc:
             raise gr.Error(str(exc)) from exc
         gr.Info(f"Started {len(configs)} run(s); results appear below when they finish.")
-        return job.id
+        return job.id, progress_html(job)
 
     def poll(current):
         if not current:
@@ -248,7 +254,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
     save_btn.click(save_set, [kb_selector, set_name, items], [set_pick])
     draft_btn.click(draft, [kb_selector, draft_count], [items, set_name])
     set_pick.change(show_set, [kb_selector, set_pick], [items])
-    run_btn.click(start_eval, [kb_selector, set_pick, models, top_ks, closed_book, limit], [job_id])
+    run_btn.click(start_eval, [kb_selector, set_pick, models, top_ks, closed_book, limit], [job_id, status])
     timer.tick(poll, [job_id], [status, runs_pick])
     cancel_btn.click(cancel_eval, [job_id], None)
     runs_pick.change(compare, [runs_pick], [table, chart, diff])
