@@ -88,6 +88,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
                 label="Questions (editable)",
                 interactive=True,
                 wrap=True,
+                column_widths=["38%", "38%", "14%", "10%"],
                 max_height=320,
             )
         with gr.Column():
@@ -119,12 +120,21 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
             scale=5,
         )
         refresh_btn = gr.Button("Refresh", scale=1)
-    table = gr.Dataframe(label="Metrics", interactive=False, wrap=True)
+    table = gr.Dataframe(
+        headers=["Metric", "Run", "What it means"], label="Metrics", interactive=False, wrap=True
+    )
     chart = gr.BarPlot(
-        None, x="metric", y="value", color="run", title="Higher is better", height=320, y_lim=[0, 1],
-        x_title=" ", sort=None, x_label_angle=-20,
+        # No colour per run: Gradio 6.31 draws a series that was not in a chart's first value
+        # invisibly; the bar labels carry the run number instead.
+        None, x="metric", y="value", title="Higher is better (the number is the run's)", height=320,
+        y_lim=[0, 1], x_title=" ", sort=None, x_label_angle=-20,
     )  # fmt: skip
-    diff = gr.Dataframe(label="Questions where the runs differ most", interactive=False, wrap=True)
+    diff = gr.Dataframe(
+        headers=["Question", "Expected", "Answers"],
+        label="Questions where the runs differ most",
+        interactive=False,
+        wrap=True,
+    )
 
     def rows_to_set(name, rows) -> EvalSet:
         data = rows.values.tolist() if hasattr(rows, "values") else (rows or [])  # a DataFrame from Gradio
@@ -237,10 +247,16 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
             for d in differences(runs)
         ]
         diff_headers = ["Question", "Expected", *[f"{i}. answer (score)" for i in range(1, len(runs) + 1)]]
+        share = f"{44 / len(runs):.0f}%"
+        answer_share = f"{64 / len(runs):.0f}%"
         return (
-            gr.update(value=rows, headers=headers),
+            gr.update(value=rows, headers=headers, column_widths=["16%", *[share] * len(runs), "40%"]),
             chart_frame(runs),
-            gr.update(value=diff_rows or [["(no differences)", "", *[""] * len(runs)]], headers=diff_headers),
+            gr.update(
+                value=diff_rows or [["(no differences)", "", *[""] * len(runs)]],
+                headers=diff_headers,
+                column_widths=["20%", "16%", *[answer_share] * len(runs)],
+            ),
         )
 
     def refresh(kb_name):
