@@ -60,7 +60,9 @@ def drive(gen: Generator[Progress, None, T], printer: ProgressPrinter | None) ->
 
 
 def _cmd_ingest(app, args) -> int:
-    results = drive(app.ingest(args.kb, args.paths), None if args.quiet else ProgressPrinter())
+    results = drive(
+        app.ingest(args.kb, args.paths, chunk_size=args.chunk_size), None if args.quiet else ProgressPrinter()
+    )
     failed = [r for r in results if r.status == "failed"]
     if args.json:
         print(json.dumps([r.__dict__ for r in results], ensure_ascii=False, indent=2))
@@ -338,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kb", required=True, help="knowledge base (created if missing)")
     p.add_argument("--json", action="store_true", help="print per-file results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument(
+        "--chunk-size", type=int, help="tokens per passage when the knowledge base is created (default 200)"
+    )
     p.add_argument("paths", nargs="+")
     p.set_defaults(func=_cmd_ingest)
 

@@ -75,8 +75,11 @@ def eval_set_from_table(table: RecordTable, name: str) -> EvalSet:
 
 
 def load_eval_set(path: str | Path, name: str | None = None, data: bytes | None = None) -> EvalSet:
+    """A set from a file; named after the file (made into a usable name) unless ``name`` is given."""
     table = read_records(path, data)
-    return eval_set_from_table(table, name or Path(path).stem)
+    if name is None:
+        name = re.sub(r"[^\w\- .]+", "-", Path(path).stem).strip(" .-_") or "questions"
+    return eval_set_from_table(table, name[:64])
 
 
 class EvalSetStore:

@@ -96,7 +96,9 @@ def is_abstention(text: str) -> bool:
 def holds_answer(doc: str, text: str, source: str = "", expected: str = "", min_recall: float = 0.6) -> bool:
     """Whether a passage is evidence for an item: from its source document, or containing its answer."""
     if source:
-        return doc.strip().lower() == source.strip().lower()
+        # "manual.pdf" and "manual" both name the document manual.pdf.
+        doc, source = doc.strip().lower(), source.strip().lower()
+        return doc == source or doc.rsplit(".", 1)[0] == source
     return bool(expected) and answer_recall(text, expected) >= min_recall
 
 

@@ -14,6 +14,7 @@ from assistant.evaluation import EvalConfig, EvalRun, EvalRunStore, EvalSet, Eva
 from assistant.jobs import Job, JobStore
 from assistant.models import ChatModel, ModelConfig, forget_models, load_chat_model
 from assistant.tune import TuneConfig
+from knowledge.chunk import ChunkConfig
 from knowledge.ingest import FileResult, Source, collect_sources, ingest_files
 from knowledge.library import Library
 from knowledge.progress import Progress
@@ -32,9 +33,11 @@ class Tsumugi:
         # Folders left by runs that were killed mid-way are never listed; clear them out.
         self.adapters.discard_staging(keep=self.jobs.active_ids())
 
-    def knowledge_base(self, name: str, create: bool = False) -> KnowledgeBase:
+    def knowledge_base(self, name: str, create: bool = False, chunk_size: int | None = None) -> KnowledgeBase:
+        """An existing base, or a new one (``chunk_size`` tokens per passage; overlap a fifth)."""
         if create and not self.library.exists(name):
-            return self.library.create(name, embed_model=self.settings.embed_model)
+            chunking = ChunkConfig(size=chunk_size, overlap=chunk_size // 5) if chunk_size else None
+            return self.library.create(name, embed_model=self.settings.embed_model, chunking=chunking)
         return self.library.get(name)
 
     def chat_model(self, config: ModelConfig | None = None) -> ChatModel:
@@ -99,9 +102,11 @@ class Tsumugi:
         kb_name: str,
         paths: list[str | Path] | list[Source],
         cancel: threading.Event | None = None,
+        chunk_size: int | None = None,
     ) -> Generator[Progress, None, list[FileResult]]:
-        """Add files and folders (or ready-made sources) to a knowledge base, created if missing."""
-        kb = self.knowledge_base(kb_name, create=True)
+        """Add files and folders (or ready-made sources) to a knowledge base, created if missing
+        (with ``chunk_size`` tokens per passage when given)."""
+        kb = self.knowledge_base(kb_name, create=True, chunk_size=chunk_size)
         if all(isinstance(p, Source) for p in paths):
             sources = list(paths)
         else:

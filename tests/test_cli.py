@@ -144,3 +144,17 @@ def test_eval_prints_the_metrics(env, shared_data):
     assert "answering: 3/3 questions" in proc.stderr
     text = run(["eval", "--kb", "manuals", "--set", "contoso-eval", "--limit", "2"], env).stdout
     assert "Answer token F1" in text and "Word overlap between the answer" in text
+
+
+def test_a_new_knowledge_base_takes_a_passage_size(env, shared_data):
+    from pathlib import Path
+
+    from knowledge.library import Library
+
+    doc = str(CONTOSO / "product_info_1.md")
+    run(["ingest", "--kb", "short", "--chunk-size", "100", doc], env)
+    run(["ingest", "--kb", "standard", doc], env)
+    library = Library(Path(env["TSUMUGI_DATA"]))
+    short, standard = library.get("short"), library.get("standard")
+    assert (short.chunking.size, short.chunking.overlap, standard.chunking.size) == (100, 20, 200)
+    assert short.count_chunks() > standard.count_chunks()

@@ -40,6 +40,14 @@ def test_exact_match_and_abstention():
     assert not is_abstention("The tent covers four people [1].")
 
 
+def test_a_source_without_its_extension_names_the_document():
+    from assistant.metrics import holds_answer
+
+    assert holds_answer("Manual.pdf", "text", source="manual")
+    assert holds_answer("manual.pdf", "text", source="Manual.PDF")
+    assert not holds_answer("manual-2.pdf", "text", source="manual")
+
+
 ITEMS = [
     EvalItem("Q1", "The tent sleeps four people.", "tent.md"),
     EvalItem("Q2", "Returns within 30 days.", ""),
@@ -106,6 +114,7 @@ def test_eval_set_from_file_and_store(tmp_path):
     jsonl.write_text(
         '{"question": "q1", "answer": "a1"}\n{"question": "q2", "unanswerable": true}\n{"question": "q3"}\n'
     )
+    assert load_eval_set(bad.with_name("set (copy).jsonl"), data=jsonl.read_bytes()).name == "set -copy"
     loaded = load_eval_set(jsonl)
     assert [i.unanswerable for i in loaded.items] == [False, True] and loaded.skipped == [3]
 

@@ -37,6 +37,17 @@ def _doc_choices(app, kb_name: str | None) -> list[tuple[str, int]]:
 def build(app, kb_selector: gr.Dropdown) -> None:
     with gr.Row():
         new_name = gr.Textbox(label="New knowledge base", placeholder="e.g. support-manuals", scale=3)
+        chunk_size = gr.Dropdown(
+            [
+                ("Short passages (100 tokens)", 100),
+                ("Standard (200 tokens)", 200),
+                ("Long (250 tokens)", 250),
+            ],
+            value=200,
+            label="Passage size",
+            info="Compare sizes in the Evaluate tab with two knowledge bases.",
+            scale=2,
+        )
         create_btn = gr.Button("Create", scale=1)
     summary = gr.Markdown()
     files = gr.File(label="Documents (PDF, DOCX, XLSX, HTML, Markdown, text, CSV)", file_count="multiple")
@@ -77,7 +88,7 @@ def build(app, kb_selector: gr.Dropdown) -> None:
         documents = kb.documents()
         return (
             f"**{kb_name}** · {len(documents)} documents · {sum(d.chunks for d in documents)} chunks · "
-            f"embedding model `{kb.embed_model}`"
+            f"passages of up to {kb.chunking.size} tokens · embedding model `{kb.embed_model}`"
         )
 
     def refresh(kb_name):
@@ -89,9 +100,11 @@ def build(app, kb_selector: gr.Dropdown) -> None:
             model,
         )
 
-    def create(name):
+    def create(name, size=200):
         try:
-            kb = app.library.create(name, embed_model=app.settings.embed_model)
+            if app.library.exists((name or "").strip()):
+                raise TsumugiError(f"A knowledge base called {name.strip()!r} already exists.")
+            kb = app.knowledge_base(name, create=True, chunk_size=int(size or 200))
         except TsumugiError as exc:
             raise gr.Error(str(exc)) from exc
         gr.Info(f"Created the knowledge base {kb.name}.")
@@ -167,7 +180,7 @@ def build(app, kb_selector: gr.Dropdown) -> None:
         names = app.library.names()
         return gr.update(choices=names, value=names[0] if names else None), ""
 
-    create_btn.click(create, [new_name], [kb_selector, new_name])
+    create_btn.click(create, [new_name, chunk_size], [kb_selector, new_name])
     add_event = add_btn.click(add, [kb_selector, files], [results, summary, docs, doc_pick])
     cancel_btn.click(None, None, None, cancels=[add_event])
     delete_btn.click(delete, [kb_selector, doc_pick], [summary, docs, doc_pick])
