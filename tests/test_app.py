@@ -160,17 +160,30 @@ def test_evaluate_tab_saves_a_set_runs_it_and_compares(app_url, app_data, shared
     assert picked["value"] == "two"
     with pytest.raises(Exception, match="Tick at least one model"):
         client.predict("Tents", "two", [], ["5"], False, 0, api_name="/start_eval")
-    status = client.predict("Tents", "two", ["base model"], ["3", "5"], False, 0, api_name="/start_eval")
+    # The same questions on a second base built with longer passages.
+    client.predict("Tents long", 250, api_name="/create")
+    client.predict("Tents long", [handle_file(str(CONTOSO / "product_info_1.md"))], api_name="/add")
+    status = client.predict(
+        "Tents", "two", ["base model"], ["3", "5"], False, 0, ["Tents long"], api_name="/start_eval"
+    )
     job_id = JobStore(app_data).list("eval")[0].id
     assert job_id in status
     job = JobStore(app_data).wait(job_id, timeout=300)
     assert job.state == "done", job.error
     run_ids = job.result["runs"]
-    assert len(run_ids) == 2
-    metrics, _, differ = client.predict(run_ids, api_name="/compare")
+    assert len(run_ids) == 4  # two top-k values on each of two knowledge bases
+    metrics, _, differ = client.predict(run_ids[:2], api_name="/compare")
     metrics = metrics.get("value", metrics)
     by_metric = {row[0]: row for row in metrics["data"]}
     assert by_metric["Questions"][1] == "1 + 1 unanswerable"
     assert by_metric["Retrieval recall@k"][1] == "1.000"
-    assert "top-3" in metrics["headers"][1] and "top-5" in metrics["headers"][2]
+    assert "top-3, Tents" in metrics["headers"][1] and "top-5, Tents" in metrics["headers"][2]
+    from assistant.evaluation import EvalRunStore
+
+    assert [EvalRunStore(app_data).get(r).config.kb for r in run_ids] == [
+        "Tents",
+        "Tents",
+        "Tents long",
+        "Tents long",
+    ]
     assert "passages an answer cites" in by_metric["Citation precision"][-1]

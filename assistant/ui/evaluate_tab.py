@@ -100,6 +100,13 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
             top_ks = gr.CheckboxGroup(
                 label="Passages to retrieve (top-k)", choices=["3", "5", "10"], value=["5"]
             )
+            other_kbs = gr.Dropdown(
+                label="Also answer from these knowledge bases",
+                info="Same questions on bases built with another passage size or embedding model.",
+                choices=app.library.names(),
+                multiselect=True,
+                allow_custom_value=True,
+            )
             closed_book = gr.Checkbox(
                 False, label="Also without retrieval (closed book): what the model knows by itself"
             )
@@ -201,13 +208,19 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
         except TsumugiError as exc:
             raise gr.Error(str(exc)) from exc
 
-    def start_eval(kb_name, name, chosen_models, ks, closed, first_n):
+    def start_eval(kb_name, name, chosen_models, ks, closed, first_n, others=None):
         if not kb_name or not name:
             raise gr.Error("Choose a knowledge base and a saved question set first.")
         adapters = [("" if m == BASE else m) for m in (chosen_models or [])]
         if not adapters:
             raise gr.Error("Tick at least one model.")
-        configs = [EvalConfig(kb=kb_name, adapter=a, top_k=int(k)) for a in adapters for k in (ks or ["5"])]
+        bases = [kb_name, *[o for o in (others or []) if o and o != kb_name]]
+        configs = [
+            EvalConfig(kb=base, adapter=a, top_k=int(k))
+            for base in bases
+            for a in adapters
+            for k in (ks or ["5"])
+        ]
         if closed:
             configs += [EvalConfig(adapter=a, retrieval=False) for a in adapters]
         try:
@@ -264,16 +277,20 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
             gr.update(choices=_set_choices(app, kb_name)),
             gr.update(choices=[BASE, *app.adapters.names()]),
             gr.update(choices=_run_choices(app, None)),
+            gr.update(choices=[n for n in app.library.names() if n != kb_name]),
         )
 
     upload.change(load_file, [upload], [items, set_name])
     save_btn.click(save_set, [kb_selector, set_name, items], [set_pick])
     draft_btn.click(draft, [kb_selector, draft_count], [items, set_name])
     set_pick.change(show_set, [kb_selector, set_pick], [items])
-    run_btn.click(start_eval, [kb_selector, set_pick, models, top_ks, closed_book, limit], [job_id, status])
+    run_btn.click(
+        start_eval, [kb_selector, set_pick, models, top_ks, closed_book, limit, other_kbs], [job_id, status]
+    )
     timer.tick(poll, [job_id], [status, runs_pick])
     cancel_btn.click(cancel_eval, [job_id], None)
     runs_pick.change(compare, [runs_pick], [table, chart, diff])
-    refresh_btn.click(refresh, [kb_selector], [set_pick, models, runs_pick])
-    kb_selector.change(refresh, [kb_selector], [set_pick, models, runs_pick])
-    demo.load(refresh, [kb_selector], [set_pick, models, runs_pick])
+    refresh_outputs = [set_pick, models, runs_pick, other_kbs]
+    refresh_btn.click(refresh, [kb_selector], refresh_outputs)
+    kb_selector.change(refresh, [kb_selector], refresh_outputs)
+    demo.load(refresh, [kb_selector], refresh_outputs)
