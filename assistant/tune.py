@@ -315,6 +315,8 @@ def train_lora(
     """
     import torch
 
+    from assistant.answer import drop_repeats
+
     cancel = cancel or threading.Event()
     device = (
         "cuda"
@@ -435,9 +437,10 @@ def train_lora(
         yield clock.event(
             "comparing", n - 1, len(chat_examples), "questions", "base model against tuned model"
         )
+        # The same clean-up the app applies to answers (repeated sentences and loops cut).
         with model.disable_adapter():
-            base = greedy_answer(model, tokenizer, example)
-        tuned = greedy_answer(model, tokenizer, example)
+            base = drop_repeats(greedy_answer(model, tokenizer, example))
+        tuned = drop_repeats(greedy_answer(model, tokenizer, example))
         comparison.append(
             {"question": example.question, "expected": example.answer, "base": base, "tuned": tuned}
         )
