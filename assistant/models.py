@@ -131,6 +131,24 @@ def prepare_embedded(cache_dir: Path) -> Path:
     return target
 
 
+def check_model_available(name: str) -> None:
+    """Fail early, in one sentence, when ``name`` is neither the embedded model, a local model
+    folder, nor a hub id in the local cache (nothing is downloaded here)."""
+    if name.strip().lower() in (EMBEDDED_MODEL, "default"):
+        return
+    if Path(name).is_dir():
+        if not (Path(name) / "config.json").exists():
+            raise ModelError(f"The folder {name} holds no model (no config.json); choose a model folder.")
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+        raise ModelError(
+            f"The model {name!r} is neither a local folder nor in the local model cache; "
+            "give the path of a downloaded model folder."
+        )
+
+
 def resolve_model_source(name: str, cache_dir: Path) -> str:
     if name.strip().lower() in (EMBEDDED_MODEL, "default"):
         return str(prepare_embedded(cache_dir))

@@ -43,8 +43,11 @@ def load_training_data(request: dict, folder: Path | None, data_dir: Path) -> Tr
 
 def prepare_tune(request: dict, data_dir: Path) -> tuple[TrainingData, TuneConfig]:
     """Check everything a run needs before it starts; raises a clear error otherwise."""
+    from assistant.models import check_model_available
+
     AdapterStore(data_dir).check_new_name(request.get("name", ""))
     config = TuneConfig(**request.get("config", {}))
+    check_model_available(request.get("base") or "smollm2-135m-instruct")
     data = load_training_data(request, None, data_dir)
     data.check()
     return data, config

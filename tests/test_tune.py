@@ -10,6 +10,7 @@ import time
 import pytest
 
 from assistant.config import Settings
+from assistant.models import ModelError
 from assistant.tune import TuneConfig
 from knowledge.errors import ParseError, StoreError
 from tests.conftest import DATA, stop_jobs
@@ -202,6 +203,10 @@ def test_bad_data_is_refused_before_a_job_starts(app, tmp_path):
     few.write_text("question,answer\n" + "\n".join(f"q{i},a{i}" for i in range(3)))
     with pytest.raises(ParseError, match="at least 6"):
         app.start_tune("few", {"kind": "file", "path": str(few)}, TuneConfig())
+    with pytest.raises(ModelError, match="neither a local folder nor in the local model cache"):
+        app.start_tune("x", {"kind": "file", "path": str(KUMO)}, TuneConfig(), base="no-such/model")
+    with pytest.raises(ModelError, match="holds no model"):
+        app.start_tune("x", {"kind": "file", "path": str(KUMO)}, TuneConfig(), base=str(tmp_path))
     assert len(app.jobs.list()) == before
 
 
