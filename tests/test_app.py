@@ -187,3 +187,16 @@ def test_evaluate_tab_saves_a_set_runs_it_and_compares(app_url, app_data, shared
         "Tents long",
     ]
     assert "passages an answer cites" in by_metric["Citation precision"][-1]
+
+
+def test_job_progress_shows_finished_tuning_and_evaluation_jobs(tmp_path):
+    from assistant.jobs import Job
+    from assistant.ui.common import job_progress_html
+
+    tune = Job("j1", "tune", tmp_path, {"name": "kumo"}, state="done",
+               result={"adapter": "kumo", "val_loss_before": 3.0, "val_loss_after": 0.25})  # fmt: skip
+    assert "<b>kumo</b>: validation loss 3.000 → 0.250" in job_progress_html(tune)
+    evaluation = Job("j2", "eval", tmp_path, {"name": "faq × 2"}, state="done", result={"runs": ["a", "b"]})
+    assert "2 run(s) stored" in job_progress_html(evaluation)
+    failed = Job("j3", "eval", tmp_path, {"name": "<x>"}, state="failed", error="Bad <thing>.")
+    assert "&lt;x&gt;" in job_progress_html(failed) and "Bad &lt;thing&gt;." in job_progress_html(failed)

@@ -8,7 +8,7 @@ import gradio as gr
 
 from assistant.evaluation import EvalConfig, EvalItem, EvalSet, differences, draft_eval_set, load_eval_set
 from assistant.metrics import METRIC_HELP, METRIC_LABEL
-from assistant.ui.tune_tab import progress_html
+from assistant.ui.common import job_progress_html
 from knowledge.errors import TsumugiError
 
 BASE = "base model"
@@ -228,7 +228,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
         except TsumugiError as exc:
             raise gr.Error(str(exc)) from exc
         gr.Info(f"Started {len(configs)} run(s); results appear below when they finish.")
-        return job.id, progress_html(job)
+        return job.id, job_progress_html(job)
 
     def poll(current):
         if not current:
@@ -240,7 +240,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
         runs = gr.update()
         if not job.active and job.state == "done":
             runs = gr.update(choices=_run_choices(app, None), value=job.result.get("runs", []))
-        return progress_html(job), runs
+        return job_progress_html(job), runs
 
     def cancel_eval(current):
         if current:

@@ -10,6 +10,7 @@ import gradio as gr
 
 from assistant.tune import PRESET_HELP, PRESETS, TuneConfig
 from assistant.tuning_data import TrainingData, from_knowledge_base, load_pairs
+from assistant.ui.common import job_progress_html
 from knowledge.errors import TsumugiError
 from knowledge.progress import format_seconds
 
@@ -21,14 +22,6 @@ QUANT_CHOICES = [
     ("8-bit: more memory, a little closer to the original", "8bit"),
     ("None: full precision, most memory", "none"),
 ]
-STATE_LABEL = {
-    "queued": "⏳ waiting for the device",
-    "running": "⚙️ running",
-    "done": "✅ finished",
-    "failed": "❌ failed",
-    "cancelled": "⏹ cancelled",
-    "interrupted": "⚠️ interrupted",
-}
 
 
 def _path(upload) -> Path | None:
@@ -63,39 +56,6 @@ def report_markdown(data: TrainingData) -> str:
         lines.append(f"{len(train)} train the adapter and {len(val)} are held out to measure it.")
     lines += [f"- ⚠️ {html.escape(w)}" for w in r.warnings()]
     return "\n\n".join(lines[:2]) + ("\n\n" + "\n".join(lines[2:]) if lines[2:] else "")
-
-
-def progress_html(job) -> str:
-    if job is None:
-        return "<p>No tuning job yet.</p>"
-    p = job.progress or {}
-    fraction = 0.0 if not p.get("total") else min(1.0, p["done"] / p["total"])
-    if job.state == "done":
-        fraction = 1.0
-    parts = [STATE_LABEL.get(job.state, job.state)]
-    if p and job.active:
-        parts.append(f"{p.get('stage', '')}: {p.get('done', 0):g}/{p.get('total', 0):g} {p.get('unit', '')}")
-        metrics = p.get("metrics") or {}
-        if metrics.get("tokens_per_s"):
-            parts.append(f"{metrics['tokens_per_s']:.0f} tokens/s")
-        if p.get("eta") is not None:
-            parts.append(f"about {format_seconds(p['eta'])} left")
-        if p.get("message"):
-            parts.append(p["message"])
-    if job.state == "done" and job.result:
-        r = job.result
-        parts.append(
-            f"adapter <b>{html.escape(r['adapter'])}</b>: validation loss "
-            f"{r['val_loss_before']:.3f} → {r['val_loss_after']:.3f}"
-        )
-    text = " · ".join(html.escape(x) if "<b>" not in x else x for x in parts)
-    error = f"<p style='color:#b91c1c'>{html.escape(job.error)}</p>" if job.error else ""
-    return (
-        f"<div><b>{html.escape(job.request.get('name', ''))}</b> ({html.escape(job.id)})</div>"
-        f"<div style='background:#e5e7eb;border-radius:6px;height:14px;margin:6px 0'>"
-        f"<div style='background:#6366f1;height:14px;border-radius:6px;width:{fraction * 100:.1f}%'></div></div>"
-        f"<div>{text}</div>{error}"
-    )
 
 
 def loss_points(app, job_id: str, cache: dict) -> tuple[list[list], dict]:
@@ -205,7 +165,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
     with gr.Row():
         job_pick = gr.Dropdown(label="Job", choices=_job_choices(app), scale=4)
         cancel_btn = gr.Button("Cancel job", variant="stop", scale=1)
-    status = gr.HTML(progress_html(None))
+    status = gr.HTML(job_progress_html(None, "No tuning job yet."))
     plot = gr.LinePlot(
         None,
         x="step",
@@ -331,7 +291,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
         try:
             job = app.jobs.get(job_id)
         except TsumugiError:
-            return progress_html(None), gr.update(), cache, gr.update(), gr.update()
+            return job_progress_html(None, "No tuning job yet."), gr.update(), cache, gr.update(), gr.update()
         state_changed = cache.get("state") not in (None, job.state)
         finished_now = state_changed and not job.active
         points, cache = loss_points(app, job_id, cache)
@@ -343,7 +303,13 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
             else gr.update()
         )
         jobs = gr.update(choices=_job_choices(app)) if state_changed else gr.update()
-        return progress_html(job), (_plot_value(points) if changed else gr.update()), cache, adapters, jobs
+        return (
+            job_progress_html(job),
+            (_plot_value(points) if changed else gr.update()),
+            cache,
+            adapters,
+            jobs,
+        )
 
     def pick_job(job_id):
         return tune_status(job_id, {})
