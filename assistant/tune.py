@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Generator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -193,13 +193,6 @@ def collate(batch: list[Encoded], pad_id: int, device) -> dict:
         labels[row, :n] = torch.tensor(e.labels)
         mask[row, :n] = 1
     return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
-
-
-@dataclass
-class TuneResult:
-    adapter_dir: Path
-    card: dict
-    comparison: list[dict] = field(default_factory=list)
 
 
 def load_base_for_training(source: str, quant: str, device: str):
@@ -448,7 +441,3 @@ def train_lora(
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     return metrics
-
-
-def with_overrides(config: TuneConfig, **changes) -> TuneConfig:
-    return replace(config, **{k: v for k, v in changes.items() if v is not None})

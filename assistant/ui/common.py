@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 from knowledge.progress import format_seconds
 from knowledge.retrieve import Hit
+
+
+def upload_path(upload) -> Path | None:
+    """The local path of a Gradio upload (a path string or a file object), or None."""
+    if not upload:
+        return None
+    return Path(upload if isinstance(upload, str) else upload.name)
 
 
 def passage_location(hit: Hit) -> str:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gradio as gr
 
 from assistant.evaluation import EvalConfig, EvalItem, EvalSet, differences, draft_eval_set, load_eval_set
 from assistant.metrics import METRIC_HELP, METRIC_LABEL
-from assistant.ui.common import job_progress_html
+from assistant.records import RECORD_EXTENSIONS
+from assistant.ui.common import job_progress_html, upload_path
 from knowledge.errors import TsumugiError
 
 BASE = "base model"
@@ -70,7 +69,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
             upload = gr.File(
                 label="Questions with expected answers (CSV, XLSX or JSONL: question, answer, "
                 "optional source and unanswerable columns)",
-                file_types=[".csv", ".tsv", ".xlsx", ".jsonl", ".json"],
+                file_types=list(RECORD_EXTENSIONS),
             )
             with gr.Row():
                 set_name = gr.Textbox(label="Save as", placeholder="e.g. faq-2026", scale=3)
@@ -162,7 +161,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
     def load_file(uploaded):
         if not uploaded:
             return gr.update(), gr.update()
-        path = Path(uploaded if isinstance(uploaded, str) else uploaded.name)
+        path = upload_path(uploaded)
         try:
             evalset = load_eval_set(path)
         except TsumugiError as exc:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gradio as gr
 
+from assistant.ui.common import upload_path
 from knowledge.errors import TsumugiError
 from knowledge.ingest import Source
 
@@ -115,7 +114,7 @@ def build(app, kb_selector: gr.Dropdown) -> None:
             raise gr.Error("Choose or create a knowledge base first.")
         if not uploaded:
             raise gr.Error("Choose one or more files to upload first.")
-        paths = [Path(f if isinstance(f, str) else f.name) for f in uploaded]
+        paths = [upload_path(f) for f in uploaded]
         # Gradio keeps uploads under a temporary name; the user knows the original one.
         sources = [Source(p, p.name) for p in paths]
         rows = {s.name: [s.name, STATUS_LABEL["waiting"], "", ""] for s in sources}

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import gradio as gr
 
+from assistant.records import RECORD_EXTENSIONS
 from assistant.tune import PRESET_HELP, PRESETS, TuneConfig
-from assistant.tuning_data import TrainingData, from_knowledge_base, load_pairs
-from assistant.ui.common import job_progress_html
+from assistant.tune_job import load_training_data
+from assistant.tuning_data import TrainingData
+from assistant.ui.common import job_progress_html, upload_path
 from knowledge.errors import TsumugiError
 from knowledge.progress import format_seconds
 
@@ -24,23 +26,22 @@ QUANT_CHOICES = [
 ]
 
 
-def _path(upload) -> Path | None:
-    if not upload:
-        return None
-    return Path(upload if isinstance(upload, str) else upload.name)
-
-
-def load_data(app, source, upload, kb_name, q_col, a_col) -> TrainingData:
+def data_request(source, upload, kb_name, q_col, a_col) -> dict:
+    """The training data the user chose, as a tuning request's ``data`` entry."""
     if source == KB_SOURCE:
         if not kb_name:
             raise TsumugiError("Choose a knowledge base at the top of the page first.")
-        return from_knowledge_base(app.library.get(kb_name))
-    path = _path(upload)
+        return {"kind": "kb", "kb": kb_name}
+    path = upload_path(upload)
     if path is None:
         raise TsumugiError("Upload a CSV, TSV, XLSX or JSONL file of question/answer pairs first.")
-    return load_pairs(
-        path, None if q_col in (None, AUTO) else q_col, None if a_col in (None, AUTO) else a_col
-    )
+    return {
+        "kind": "file",
+        "path": str(path),
+        "name": path.name,
+        "question_column": None if q_col in (None, AUTO) else q_col,
+        "answer_column": None if a_col in (None, AUTO) else a_col,
+    }
 
 
 def report_markdown(data: TrainingData) -> str:
@@ -129,7 +130,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
             source = gr.Radio([FILE_SOURCE, KB_SOURCE], value=FILE_SOURCE, label="Learn from")
             upload = gr.File(
                 label="Question/answer pairs (CSV, TSV, XLSX or JSONL)",
-                file_types=[".csv", ".tsv", ".xlsx", ".jsonl", ".json"],
+                file_types=list(RECORD_EXTENSIONS),
             )
             with gr.Row():
                 q_col = gr.Dropdown([AUTO], value=AUTO, label="Question column")
@@ -201,7 +202,8 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
 
     def check_data(source_choice, uploaded, kb_name, q, a):
         try:
-            data = load_data(app, source_choice, uploaded, kb_name, q, a)
+            request = {"data": data_request(source_choice, uploaded, kb_name, q, a)}
+            data = load_training_data(request, None, Path(app.settings.data_dir))
         except TsumugiError as exc:
             raise gr.Error(str(exc)) from exc
         cols = [AUTO, *data.report.columns]
@@ -232,7 +234,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
             from assistant.records import read_records
 
             try:
-                table = read_records(_path(uploaded))
+                table = read_records(upload_path(uploaded))
             except TsumugiError:
                 raise exc from None
             cols = [AUTO, *table.columns]
@@ -264,21 +266,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
                 gradient_checkpointing=bool(gc),
                 target_modules=tm or "all-linear",
             )
-            if source_choice == KB_SOURCE:
-                if not kb_name:
-                    raise TsumugiError("Choose a knowledge base at the top of the page first.")
-                data = {"kind": "kb", "kb": kb_name}
-            else:
-                path = _path(uploaded)
-                if path is None:
-                    raise TsumugiError("Upload a file of question/answer pairs first.")
-                data = {
-                    "kind": "file",
-                    "path": str(path),
-                    "name": path.name,
-                    "question_column": None if q in (None, AUTO) else q,
-                    "answer_column": None if a in (None, AUTO) else a,
-                }
+            data = data_request(source_choice, uploaded, kb_name, q, a)
             job = app.start_tune(adapter_name or "", data, config, base=(base_name or "").strip() or None)
         except TsumugiError as exc:
             raise gr.Error(str(exc)) from exc
