@@ -9,13 +9,15 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
-from assistant.models import sentence_key
+from assistant import confidence as conf
+from assistant.decompose import gather_passages, split_question
+from assistant.models import ModelError, sentence_key
 from knowledge.errors import ConfigError
-from knowledge.lexical import is_japanese, terms
-from knowledge.retrieve import Hit, RetrievalConfig, retrieve
+from knowledge.lexical import content_terms, is_japanese, terms
+from knowledge.retrieve import Hit, RetrievalConfig
 from knowledge.store import KnowledgeBase
 
 NOT_COVERED = {
@@ -50,6 +52,13 @@ class AnswerConfig:
     history_turns: int = 2
     """Earlier question/answer pairs given to the model and to retrieval."""
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    decompose: bool = True
+    """Split a multi-part question into sub-questions and retrieve for each."""
+    confidence_threshold: float | None = None
+    """Below it an answer is escalated to the larger model, or marked "needs review"
+    (None: the threshold in settings, TSUMUGI_CONFIDENCE_THRESHOLD)."""
+    escalate: bool = True
+    """Send low-confidence answers to the larger model when one is configured."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -57,6 +66,10 @@ class AnswerConfig:
             problems.append(f"`max_new_tokens` should be between 1 and 4096, got {self.max_new_tokens}.")
         if not 0 <= self.temperature <= 2:
             problems.append(f"`temperature` should be between 0 and 2, got {self.temperature}.")
+        if self.confidence_threshold is not None and not 0 <= self.confidence_threshold <= 1:
+            problems.append(
+                f"`confidence_threshold` should be between 0 and 1, got {self.confidence_threshold}."
+            )
         if not 0 <= self.history_turns <= 10:
             problems.append(f"`history_turns` should be between 0 and 10, got {self.history_turns}.")
         if problems:
@@ -74,6 +87,24 @@ class Answer:
     done: bool = False
     model: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    confidence: float | None = None
+    """0-1, from token probabilities and retrieval scores (see assistant/confidence.py)."""
+    signals: dict[str, float] = field(default_factory=dict)
+    needs_review: bool = False
+    """Low confidence and no larger model to ask (or it failed): a person should check it."""
+    escalated: bool = False
+    """The larger model wrote ``text``; ``first_answer`` holds the small model's."""
+    first_answer: str = ""
+    first_model: str = ""
+    sub_questions: list[str] = field(default_factory=list)
+    """The parts a multi-part question was split into (empty when not split)."""
+    method: str = "generated"
+    """generated, or extractive: sentences quoted from the passages because the model did not
+    answer in the question's language."""
+    draft_id: str = ""
+    """The stored draft's id, for accepting or rejecting it (drafts only)."""
+    notice: str = ""
+    """One sentence for the user about what happened (escalation failed, quoted passages…)."""
 
     @property
     def cited(self) -> list[int]:
@@ -91,6 +122,17 @@ class Answer:
             "answer": self.text,
             "covered": self.covered,
             "model": self.model,
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
+            "confidence_label": conf.label(self.confidence),
+            "signals": self.signals,
+            "needs_review": self.needs_review,
+            "escalated": self.escalated,
+            "first_answer": self.first_answer or None,
+            "first_model": self.first_model or None,
+            "sub_questions": self.sub_questions,
+            "method": self.method,
+            "notice": self.notice or None,
+            "draft_id": self.draft_id or None,
             "citations": [{"n": n, **self.passages[n - 1].to_json()} for n in self.cited],
             "passages": [p.to_json() for p in self.passages],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
@@ -193,6 +235,31 @@ def drop_repeats(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", cleaned).strip()
 
 
+def extractive_answer(question: str, hits: list[Hit], limit: int = 3) -> str:
+    """The passage sentences that share the most informative words with the question, cited.
+
+    Used when the model does not answer in the question's language (the embedded 135M model
+    writes little Japanese): quoting the documents is better than an answer in the wrong
+    language, and it is marked as such.
+    """
+    wanted = set(content_terms(terms(question)))
+    scored = []
+    for n, hit in enumerate(hits, start=1):
+        for order, sentence in enumerate(re.split(r"(?<=[.!?。！？])\s*|\n+", hit.text)):
+            sentence = sentence.strip().lstrip("#*- ").strip()
+            if len(sentence) < 6:
+                continue
+            overlap = len(wanted & set(content_terms(terms(sentence))))
+            scored.append((-overlap, n, order, sentence))
+    scored.sort()
+    chosen = sorted(scored[:limit], key=lambda t: (t[1], t[2]))
+    joiner = "" if is_japanese(question) else " "
+    return joiner.join(f"{sentence} [{n}]" for _, n, _, sentence in chosen)
+
+
+MessagesFn = Callable[[str, list[Hit], list[tuple[str, str]], str], list[dict]]
+
+
 def answer_question(
     kb: KnowledgeBase,
     model,
@@ -200,34 +267,94 @@ def answer_question(
     history: list[tuple[str, str]] | None = None,
     config: AnswerConfig | None = None,
     stop: threading.Event | None = None,
+    escalation=None,
+    messages_fn: MessagesFn | None = None,
+    finish: Callable[[str], str] | None = None,
 ) -> Generator[Answer, None, Answer]:
-    """Stream an :class:`Answer`; each yield is the same object with more text."""
+    """Stream an :class:`Answer`; each yield is the same object with more text.
+
+    ``escalation`` is an :class:`assistant.escalate.EscalationConfig`; ``messages_fn`` builds
+    the prompt (default: :func:`build_messages`); ``finish`` turns the model's cleaned text
+    into the final text (drafting wraps it in a greeting and a signature).
+    """
     config = config or AnswerConfig()
     history = (history or [])[-config.history_turns :] if config.history_turns else []
+    messages_fn = messages_fn or build_messages
     lang = language_of(question)
     start = time.perf_counter()
     answer = Answer(question=question, model=getattr(model, "label", ""))
-    hits = retrieve(kb, question, config.retrieval, context=[u for u, _ in history])
+    parts = split_question(question, model) if config.decompose else [question]
+    if len(parts) > 1:
+        answer.sub_questions = parts
+    hits = gather_passages(kb, parts, config.retrieval, context=[u for u, _ in history])
     answer.timings["retrieval_s"] = time.perf_counter() - start
     answer.passages = hits
     if not hits:
         answer.covered = False
         answer.text = NOT_COVERED[lang]
+        answer.confidence = 0.0
         answer.done = True
         answer.timings["total_s"] = time.perf_counter() - start
         yield answer
         return answer
     yield answer
-    messages = build_messages(question, hits, history, lang)
-    raw = ""
-    for piece in model.stream(messages, config.max_new_tokens, config.temperature, stop=stop):
+    messages = messages_fn(question, hits, history, lang)
+    raw, info = "", {}
+    for piece in model.stream(messages, config.max_new_tokens, config.temperature, stop=stop, info=info):
         if not raw:
             answer.timings["first_token_s"] = time.perf_counter() - start
         raw += piece
         answer.text = raw
         yield answer
-    answer.text = fix_citations(drop_repeats(raw.strip()), hits)
+    text = fix_citations(drop_repeats(raw.strip()), hits)
+    if lang == "ja" and language_of(text) != "ja":
+        text = extractive_answer(question, hits)
+        answer.method = "extractive"
+        answer.notice = (
+            "The model did not answer in Japanese; these are the closest sentences from the documents."
+        )
+    signals = conf.signals(raw if answer.method == "generated" else "", hits, info.get("token_logprobs", []))
+    answer.signals = signals.to_json()
+    answer.confidence = conf.score(signals)
+    answer.text = finish(text) if finish else text
+    threshold = config.confidence_threshold
+    if threshold is None:
+        threshold = escalation.threshold if escalation is not None else conf.DEFAULT_THRESHOLD
+    if answer.confidence < threshold and not (stop and stop.is_set()):
+        if escalation is not None and escalation.enabled and config.escalate:
+            yield from _escalate(answer, messages, hits, config, escalation, stop, finish)
+        else:
+            answer.needs_review = True
     answer.done = True
     answer.timings["total_s"] = time.perf_counter() - start
     yield answer
     return answer
+
+
+def _escalate(answer: Answer, messages, hits, config: AnswerConfig, escalation, stop, finish):
+    """Ask the larger model the same question with the same passages, streaming into ``answer``."""
+    from assistant.escalate import remote_model
+
+    remote = remote_model(escalation)
+    first_text, first_model = answer.text, answer.model
+    answer.first_answer, answer.first_model = first_text, first_model
+    answer.escalated, answer.model, answer.text = True, remote.label, ""
+    yield answer
+    started = time.perf_counter()
+    raw = ""
+    try:
+        for piece in remote.stream(messages, config.max_new_tokens, config.temperature, stop=stop):
+            raw += piece
+            answer.text = raw
+            yield answer
+        if not raw.strip():
+            raise ModelError("The larger model returned an empty answer.")
+    except ModelError as exc:
+        answer.escalated, answer.model, answer.text = False, first_model, first_text
+        answer.first_answer = answer.first_model = ""
+        answer.needs_review = True
+        answer.notice = f"{exc} The small model's answer is shown; check it before use."
+        return
+    answer.text = fix_citations(drop_repeats(raw.strip()), hits)
+    answer.text = finish(answer.text) if finish else answer.text
+    answer.timings["escalation_s"] = time.perf_counter() - started

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from collections import deque
 from collections.abc import Generator
 from pathlib import Path
 from typing import TypeVar
@@ -165,6 +166,90 @@ def _cmd_ask(app, args) -> int:
     for n in answer.cited or range(1, len(answer.passages) + 1):
         hit = answer.passages[n - 1]
         print(f"[{n}] {hit.doc}" + (f", page {hit.page}" if hit.page else ""))
+    print(outcome_line(answer), file=sys.stderr)
+    return 0
+
+
+def outcome_line(answer) -> str:
+    """Confidence, who answered and whether a person should check it, in one line."""
+    from assistant.confidence import label
+
+    parts = []
+    if answer.confidence is not None:
+        parts.append(f"confidence {answer.confidence:.2f} ({label(answer.confidence)})")
+    parts.append(f"answered by {answer.model}")
+    if answer.escalated:
+        parts.append(f"escalated from {answer.first_model}")
+    if answer.needs_review:
+        parts.append("NEEDS REVIEW")
+    if answer.sub_questions:
+        parts.append(f"split into {len(answer.sub_questions)} sub-questions")
+    line = " · ".join(parts)
+    return line + (f"\n{answer.notice}" if answer.notice else "")
+
+
+def _cmd_draft(app, args) -> int:
+    from assistant.answer import strip_citations
+    from assistant.draft import DraftConfig
+
+    message = args.message.read_text("utf-8") if args.message else sys.stdin.read()
+    config = DraftConfig(
+        tone=args.tone,
+        signature=args.signature or "",
+        template=args.template.read_text("utf-8") if args.template else "",
+        top_k=args.top_k,
+        decompose=not args.no_decompose,
+    )
+    print("Loading the model…", file=sys.stderr)
+    model = app.model_config(args.adapter)
+    answer = deque(app.draft(args.kb, message, config, model=model), maxlen=1)[0]
+    if args.json:
+        print(json.dumps(answer.to_json(), ensure_ascii=False, indent=2))
+        return 0
+    print(strip_citations(answer.text) if args.no_citations else answer.text)
+    if not args.no_citations:
+        print()
+        for n in answer.cited:
+            hit = answer.passages[n - 1]
+            print(f"[{n}] {hit.doc}" + (f", page {hit.page}" if hit.page else ""))
+    print(outcome_line(answer), file=sys.stderr)
+    print(f"draft {answer.draft_id} stored as pending", file=sys.stderr)
+    return 0
+
+
+def _cmd_serve(app, args) -> int:
+    from assistant.server import run_server
+
+    host = args.host or app.settings.host
+    if not app.settings.api_keys and not _keys(app).configured():
+        print(
+            "warning: no API keys yet; every request will be refused until you run "
+            "`python -m assistant keys --create NAME`.",
+            file=sys.stderr,
+        )
+    run_server(app, host, args.port, ui=args.ui)
+    return 0
+
+
+def _keys(app):
+    from assistant.api_keys import ApiKeyStore
+
+    return ApiKeyStore(app.settings.data_dir, app.settings.api_keys)
+
+
+def _cmd_keys(app, args) -> int:
+    keys = _keys(app)
+    if args.create:
+        key = keys.create(args.create, args.role)
+        print(key)
+        print(f"Key {args.create!r} ({args.role}) created; it is shown only now.", file=sys.stderr)
+        return 0
+    if args.revoke:
+        keys.revoke(args.revoke)
+        print(f"Key {args.revoke!r} revoked.", file=sys.stderr)
+        return 0
+    for record in keys.list():
+        print(f"{record['name']}  {record['role']:6} created {record['created']}")
     return 0
 
 
@@ -214,6 +299,8 @@ def _cmd_tune(app, args) -> int:
             "question_column": args.question_column,
             "answer_column": args.answer_column,
         }
+    elif args.drafts is not None:
+        data = {"kind": "drafts", "kb": args.drafts or None}
     else:
         data = {"kind": "kb", "kb": args.kb}
     job = app.start_tune(args.name, data, config, base=args.base)
@@ -385,6 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", type=Path, help="CSV, TSV, XLSX or JSONL of question/answer pairs")
     source.add_argument("--kb", help="continue pre-training on this knowledge base's documents")
+    source.add_argument(
+        "--drafts", nargs="?", const="", metavar="KB", help="train on accepted reply drafts (of KB, or all)"
+    )
     p.add_argument("--name", required=True, help="name of the adapter to create")
     p.add_argument("--base", help="base model (default: the configured chat model)")
     p.add_argument("--preset", choices=["quick", "balanced", "thorough"], default="quick")
@@ -420,6 +510,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--details", action="store_true", help="with --json: every question's answer and scores")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("draft", help="draft a reply to a customer message (read from stdin or --message)")
+    p.add_argument("--kb", required=True)
+    p.add_argument("--tone", choices=["formal", "friendly", "concise"], default="formal")
+    p.add_argument("--signature", help="text under the reply (name, team)")
+    p.add_argument("--template", type=Path, help="file with a reply template containing {reply}")
+    p.add_argument("--message", type=Path, help="file with the customer's message (default: stdin)")
+    p.add_argument("--adapter", help="draft with this tuned adapter")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--no-decompose", action="store_true", help="one retrieval for the whole message")
+    p.add_argument("--no-citations", action="store_true", help="print the reply without [n] marks")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_draft)
+
+    p = sub.add_parser("serve", help="serve the OpenAI-compatible API (and with --ui the web app)")
+    p.add_argument("--host", help="address to listen on (default TSUMUGI_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--ui", action="store_true", help="serve the web app at / as well")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("keys", help="list, create or revoke API keys")
+    p.add_argument("--create", metavar="NAME")
+    p.add_argument("--role", choices=["agent", "admin"], default="agent")
+    p.add_argument("--revoke", metavar="NAME")
+    p.set_defaults(func=_cmd_keys)
 
     p = sub.add_parser("jobs", help="list background jobs (training, evaluation), or cancel one")
     p.add_argument("--json", action="store_true")

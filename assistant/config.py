@@ -8,6 +8,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from assistant.confidence import DEFAULT_THRESHOLD
+from assistant.escalate import EscalationConfig
 from assistant.models import EMBEDDED_MODEL, ModelConfig
 from knowledge.embed import DEFAULT_EMBED_MODEL
 from knowledge.errors import ConfigError
@@ -49,6 +51,12 @@ class Settings:
     """TSUMUGI_ALLOW_DOWNLOADS: let models be fetched from the Hugging Face hub (off: offline)."""
     max_pages: int = 2000
     """TSUMUGI_MAX_PAGES: longest PDF accepted, in pages."""
+    escalation: EscalationConfig = field(default_factory=EscalationConfig)
+    """TSUMUGI_ESCALATE_URL, TSUMUGI_ESCALATE_MODEL, TSUMUGI_ESCALATE_KEY (or OPENAI_API_KEY),
+    TSUMUGI_CONFIDENCE_THRESHOLD: the larger model for low-confidence answers."""
+    api_keys: tuple[str, ...] = ()
+    """TSUMUGI_API_KEYS: comma-separated keys accepted by the HTTP API, besides those created
+    with `python -m assistant keys --create`."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -63,6 +71,21 @@ class Settings:
         except ConfigError as exc:
             problems.append(str(exc))
             model = ModelConfig()
+        try:
+            threshold = float(_env("TSUMUGI_CONFIDENCE_THRESHOLD", str(DEFAULT_THRESHOLD)))
+        except ValueError:
+            problems.append("TSUMUGI_CONFIDENCE_THRESHOLD should be a number between 0 and 1.")
+            threshold = DEFAULT_THRESHOLD
+        try:
+            escalation = EscalationConfig(
+                base_url=_env("TSUMUGI_ESCALATE_URL", "").rstrip("/"),
+                model=_env("TSUMUGI_ESCALATE_MODEL", ""),
+                api_key=_env("TSUMUGI_ESCALATE_KEY", _env("OPENAI_API_KEY", "")),
+                threshold=threshold,
+            )
+        except ConfigError as exc:
+            problems.append(str(exc))
+            escalation = EscalationConfig()
         settings = cls(
             data_dir=data_dir,
             model_cache=Path(_env("TSUMUGI_MODEL_CACHE", str(data_dir / "models"))),
@@ -73,6 +96,8 @@ class Settings:
             port=_env_int("TSUMUGI_PORT", int(_env("GRADIO_SERVER_PORT", "7860")), problems),
             allow_downloads=_env_bool("TSUMUGI_ALLOW_DOWNLOADS", False),
             max_pages=_env_int("TSUMUGI_MAX_PAGES", 2000, problems),
+            escalation=escalation,
+            api_keys=tuple(k.strip() for k in _env("TSUMUGI_API_KEYS", "").split(",") if k.strip()),
         )
         if not 1 <= settings.port <= 65535:
             problems.append(f"TSUMUGI_PORT should be between 1 and 65535, got {settings.port}.")

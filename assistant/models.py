@@ -221,21 +221,43 @@ class ChatModel:
         max_new_tokens: int = 256,
         temperature: float = 0.0,
         stop: threading.Event | None = None,
+        info: dict | None = None,
     ) -> Iterator[str]:
-        """Yield pieces of the reply as they are generated (greedy when temperature is 0)."""
+        """Yield pieces of the reply as they are generated (greedy when temperature is 0).
+
+        ``info``, when given, receives ``prompt_tokens``, ``new_tokens`` and ``token_logprobs``:
+        the log-probability the model gave each token it generated, for confidence scores.
+        """
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import (
+            LogitsProcessor,
+            LogitsProcessorList,
+            StoppingCriteria,
+            StoppingCriteriaList,
+            TextIteratorStreamer,
+        )
 
         inputs = self.encode_chat(messages)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
 
         prompt_len = inputs["input_ids"].shape[1]
         tokenizer = self.tokenizer
-        stats = {"prompt_tokens": prompt_len, "new_tokens": 0}
+        stats = info if info is not None else {}
+        stats.update(prompt_tokens=prompt_len, new_tokens=0, token_logprobs=[])
         self.last_stats = stats
+        step: dict = {}
+
+        class _Record(LogitsProcessor):
+            """Keeps this step's log-probabilities; the token chosen from them is known at the stop check."""
+
+            def __call__(self, input_ids, scores):
+                step["logprobs"] = torch.log_softmax(scores[0].float(), dim=-1)
+                return scores
 
         class _Stop(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs) -> bool:
+                if "logprobs" in step:
+                    stats["token_logprobs"].append(float(step.pop("logprobs")[input_ids[0, -1]]))
                 if stop is not None and stop.is_set():
                     return True
                 generated = input_ids[0, prompt_len:].tolist()
@@ -252,6 +274,7 @@ class ChatModel:
             max_new_tokens=max_new_tokens,
             streamer=streamer,
             stopping_criteria=StoppingCriteriaList([_Stop()]),
+            logits_processor=LogitsProcessorList([_Record()]),
             pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
         )
         if self.device == "cpu" and self.precision in ("fp32", "bf16"):

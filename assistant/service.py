@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Generator
 from dataclasses import replace
@@ -10,6 +11,8 @@ from pathlib import Path
 from assistant.adapters import AdapterStore
 from assistant.answer import Answer, AnswerConfig, answer_question
 from assistant.config import Settings, prepare_environment
+from assistant.draft import DraftConfig, draft_reply
+from assistant.draft_store import DraftStore
 from assistant.evaluation import EvalConfig, EvalRun, EvalRunStore, EvalSet, EvalSetStore, run_evaluation
 from assistant.jobs import Job, JobStore
 from assistant.models import ChatModel, ModelConfig, forget_models, load_chat_model
@@ -30,6 +33,7 @@ class Tsumugi:
         self.adapters = AdapterStore(self.settings.data_dir)
         self.jobs = JobStore(self.settings.data_dir)
         self.evals = EvalRunStore(self.settings.data_dir)
+        self.drafts = DraftStore(self.settings.data_dir)
         # Folders left by runs that were killed mid-way are never listed; clear them out.
         self.adapters.discard_staging(keep=self.jobs.active_ids())
 
@@ -64,8 +68,9 @@ class Tsumugi:
     ) -> Job:
         """Check the request, then start training in a worker process; returns the queued job.
 
-        ``data`` is ``{"kind": "file", "path": ..., "question_column": ..., "answer_column": ...}``
-        or ``{"kind": "kb", "kb": name}``.
+        ``data`` is ``{"kind": "file", "path": ..., "question_column": ..., "answer_column": ...}``,
+        ``{"kind": "kb", "kb": name}`` (continued pre-training on its passages) or
+        ``{"kind": "drafts", "kb": name or None}`` (accepted reply drafts).
         """
         from assistant.tune_job import DATA_FILE, prepare_tune
 
@@ -80,6 +85,13 @@ class Tsumugi:
         files = {}
         if data.get("kind") == "file":
             files[DATA_FILE] = data_bytes if data_bytes is not None else Path(data["path"]).read_bytes()
+        elif data.get("kind") == "drafts":
+            # The job trains on the accepted drafts as they are now, whatever is accepted later.
+            snapshot = self.drafts.training_data(data.get("kb") or None)
+            files[DATA_FILE] = "".join(
+                json.dumps({"question": e.question, "answer": e.answer}, ensure_ascii=False) + "\n"
+                for e in snapshot.examples
+            ).encode("utf-8")
         return self.jobs.submit("tune", request, files)
 
     def delete_adapter(self, name: str) -> None:
@@ -124,9 +136,39 @@ class Tsumugi:
         config: AnswerConfig | None = None,
         model: ModelConfig | None = None,
         stop: threading.Event | None = None,
+        source: str = "chat",
     ) -> Generator[Answer, None, Answer]:
+        """Answer with citations and a confidence; low confidence goes to the larger model when
+        one is configured (see :mod:`assistant.escalate`)."""
         kb = self.library.get(kb_name)
-        return (yield from answer_question(kb, self.chat_model(model), question, history, config, stop))
+        answer = None
+        for answer in answer_question(
+            kb, self.chat_model(model), question, history, config, stop, self.settings.escalation
+        ):
+            yield answer
+        if answer is not None and answer.done:
+            self.drafts.record_answer(kb_name, source, answer)
+        return answer
+
+    def draft(
+        self,
+        kb_name: str,
+        message: str,
+        config: DraftConfig | None = None,
+        model: ModelConfig | None = None,
+        stop: threading.Event | None = None,
+    ) -> Generator[Answer, None, Answer]:
+        """Draft a reply to a customer's message; the finished draft is stored as pending."""
+        kb = self.library.get(kb_name)
+        config = config or DraftConfig()
+        answer = None
+        for answer in draft_reply(
+            kb, self.chat_model(model), message, config, self.settings.escalation, stop
+        ):
+            if answer.done:
+                answer.draft_id = self.drafts.add(kb_name, answer, tone=config.tone)
+            yield answer
+        return answer
 
     # -- evaluation ------------------------------------------------------------------
     def eval_sets(self, kb_name: str) -> EvalSetStore:

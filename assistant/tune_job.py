@@ -34,11 +34,19 @@ def load_training_data(request: dict, folder: Path | None, data_dir: Path) -> Tr
             source.get("answer_column") or None,
             name=source.get("name") or Path(source["path"]).name,
         )
+    if kind == "drafts":
+        if folder is not None:  # the snapshot taken when the job was submitted
+            return load_pairs(folder / DATA_FILE, name="accepted-drafts.jsonl")
+        from assistant.draft_store import DraftStore
+
+        return DraftStore(data_dir).training_data(source.get("kb") or None)
     if kind == "kb":
         from knowledge.library import Library
 
         return from_knowledge_base(Library(data_dir).get(source["kb"]))
-    raise ParseError("Choose the training data: a file of question/answer pairs, or a knowledge base.")
+    raise ParseError(
+        "Choose the training data: a file of question/answer pairs, accepted reply drafts, or a knowledge base."
+    )
 
 
 def prepare_tune(request: dict, data_dir: Path) -> tuple[TrainingData, TuneConfig]:

@@ -113,3 +113,44 @@ def tiny_embedder_dir(tmp_path_factory) -> Path:
     out = folder / "model"
     SentenceTransformer(modules=[word, pooling], device="cpu").save(str(out))
     return out
+
+
+def serve_in_thread(app, host: str = "127.0.0.1"):
+    """Run an ASGI app with uvicorn on a free loopback port; returns (base URL, server)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        if time.time() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    return f"http://{host}:{port}", server
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory, model_cache, embedder):
+    """A Tsumugi service with the contoso manuals and the Japanese support pages ingested."""
+    from collections import deque
+
+    from assistant.service import Tsumugi
+
+    app = Tsumugi(
+        Settings(
+            data_dir=tmp_path_factory.mktemp("service-data"), model_cache=model_cache, api_keys=("test-key",)
+        )
+    )
+    for name, folder in (("contoso", CONTOSO), ("ja-support", DATA / "ja-support")):
+        results = deque(app.ingest(name, [folder]), maxlen=1)
+        assert results is not None
+    yield app
+    stop_jobs(app.settings.data_dir)

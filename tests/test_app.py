@@ -200,3 +200,35 @@ def test_job_progress_shows_finished_tuning_and_evaluation_jobs(tmp_path):
     assert "2 run(s) stored" in job_progress_html(evaluation)
     failed = Job("j3", "eval", tmp_path, {"name": "<x>"}, state="failed", error="Bad <thing>.")
     assert "&lt;x&gt;" in job_progress_html(failed) and "Bad &lt;thing&gt;." in job_progress_html(failed)
+
+
+@pytest.mark.slow
+def test_web_app_and_api_share_one_server_and_the_draft_tab_works(service):
+    """app.py's server: the Gradio app at / and the API at /v1, then a draft accepted in the UI."""
+    import httpx
+    from gradio_client import Client
+
+    from assistant.server import build_server
+    from tests.conftest import serve_in_thread
+
+    url, server = serve_in_thread(build_server(service))
+    try:
+        assert "<html" in httpx.get(url + "/").text.lower()
+        models = httpx.get(url + "/v1/models", headers={"Authorization": "Bearer test-key"})
+        assert models.status_code == 200 and models.json()["data"]
+
+        client = Client(url + "/", verbose=False)
+        message = "Hello, how many people can sleep in the TrailMaster X4 Tent?"
+        updates = list(client.submit(message, "contoso", "friendly", "", "Sam", "", api_name="/draft"))
+        reply, status, sources, draft_id, _ = updates[-1]
+        assert reply.startswith("Hi there,") and reply.rstrip().endswith("Sam")
+        assert "confidence" in status and "product_info_1.md" in sources and draft_id
+        decision, stats, recent = client.predict(
+            draft_id, reply + "\n\nEnjoy!", True, "contoso", api_name="/accept_draft"
+        )
+        assert "Accepted" in decision and "accepted" in stats
+        stored = service.drafts.get(draft_id)
+        assert stored.status == "accepted" and stored.final.endswith("Enjoy!") and "[1]" not in stored.final
+        assert [row for row in recent["data"] if row[1] == "accepted"]
+    finally:
+        server.should_exit = True

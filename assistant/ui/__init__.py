@@ -10,7 +10,7 @@ from assistant.service import Tsumugi
 
 
 def build_app(app: Tsumugi) -> gr.Blocks:
-    from assistant.ui import chat_tab, evaluate_tab, knowledge_tab, tune_tab
+    from assistant.ui import chat_tab, draft_tab, evaluate_tab, knowledge_tab, tune_tab
 
     names = app.library.names()
     with gr.Blocks(title="Tsumugi") as demo:
@@ -25,6 +25,8 @@ def build_app(app: Tsumugi) -> gr.Blocks:
         with gr.Tabs(selected="chat" if names else "knowledge"):
             with gr.Tab("Chat", id="chat"):
                 chat_tab.build(app, kb_selector)
+            with gr.Tab("Draft reply", id="draft"):
+                draft_tab.build(app, kb_selector)
             with gr.Tab("Knowledge", id="knowledge"):
                 knowledge_tab.build(app, kb_selector)
             with gr.Tab("Tune", id="tune"):

@@ -45,14 +45,45 @@ def sources_markdown(passages: list[Hit], cited: list[int]) -> str:
     return "\n\n".join(parts)
 
 
+_BADGE_COLOURS = {"high": "#15803d", "medium": "#b45309", "low": "#b91c1c", "unknown": "#6b7280"}
+
+
+def confidence_badge(answer) -> str:
+    """Confidence as a coloured badge, with the review and escalation marks."""
+    from assistant.confidence import label
+
+    word = label(answer.confidence)
+    value = "" if answer.confidence is None else f" {answer.confidence:.2f}"
+    badges = [
+        f"<span style='background:{_BADGE_COLOURS[word]};color:white;border-radius:4px;padding:1px 6px'>"
+        f"confidence {word}{value}</span>"
+    ]
+    if answer.needs_review:
+        badges.append(
+            "<span style='background:#fef3c7;color:#92400e;border-radius:4px;padding:1px 6px'>"
+            "⚠ needs review</span>"
+        )
+    if answer.escalated:
+        badges.append(
+            "<span style='background:#e0e7ff;color:#3730a3;border-radius:4px;padding:1px 6px'>"
+            f"↗ escalated to {html.escape(answer.model)}</span>"
+        )
+    return " ".join(badges)
+
+
 def answer_footer(answer) -> str:
-    """Which model answered and how fast, under the sources."""
+    """Which model answered, how sure and how fast, under the sources."""
     parts = [f"Answered by `{answer.model}`" if answer.covered else "Not sent to the model"]
+    if answer.escalated:
+        parts[0] += f" (the small model `{answer.first_model}` was unsure)"
+    if answer.sub_questions:
+        parts.append(f"split into {len(answer.sub_questions)} sub-questions")
     if "first_token_s" in answer.timings:
         parts.append(f"first token {answer.timings['first_token_s']:.1f} s")
     if "total_s" in answer.timings:
         parts.append(f"total {answer.timings['total_s']:.1f} s")
-    return "<sub>" + " · ".join(parts) + "</sub>"
+    notice = f"\n\n_{html.escape(answer.notice)}_" if answer.notice else ""
+    return confidence_badge(answer) + "\n\n<sub>" + " · ".join(parts) + "</sub>" + notice
 
 
 JOB_STATE_LABEL = {

@@ -18,6 +18,7 @@ from knowledge.progress import format_seconds
 
 FILE_SOURCE = "Question/answer file"
 KB_SOURCE = "The knowledge base's documents"
+DRAFTS_SOURCE = "Accepted reply drafts"
 AUTO = "(recognise automatically)"
 QUANT_CHOICES = [
     ("4-bit QLoRA: least memory (recommended)", "4bit"),
@@ -28,6 +29,8 @@ QUANT_CHOICES = [
 
 def data_request(source, upload, kb_name, q_col, a_col) -> dict:
     """The training data the user chose, as a tuning request's ``data`` entry."""
+    if source == DRAFTS_SOURCE:
+        return {"kind": "drafts", "kb": kb_name or None}
     if source == KB_SOURCE:
         if not kb_name:
             raise TsumugiError("Choose a knowledge base at the top of the page first.")
@@ -127,7 +130,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
     with gr.Row():
         with gr.Column():
             gr.Markdown("#### 1. Training data")
-            source = gr.Radio([FILE_SOURCE, KB_SOURCE], value=FILE_SOURCE, label="Learn from")
+            source = gr.Radio([FILE_SOURCE, DRAFTS_SOURCE, KB_SOURCE], value=FILE_SOURCE, label="Learn from")
             upload = gr.File(
                 label="Question/answer pairs (CSV, TSV, XLSX or JSONL)",
                 file_types=list(RECORD_EXTENSIONS),

@@ -1,0 +1,171 @@
+"""Draft reply tab: a customer's message in, a grounded reply to edit, accept or reject."""
+
+from __future__ import annotations
+
+import html
+import time
+
+import gradio as gr
+
+from assistant.answer import strip_citations
+from assistant.draft import DraftConfig
+from assistant.ui.common import answer_footer, sources_markdown
+from knowledge.errors import TsumugiError
+
+TONE_CHOICES = [("Formal", "formal"), ("Friendly", "friendly"), ("Concise", "concise")]
+
+
+def _adapter_choices(app) -> list[tuple[str, str]]:
+    return [("none: the base model", "")] + [(n, n) for n in app.adapters.names()]
+
+
+def stats_markdown(app, kb_name: str | None) -> str:
+    s = app.drafts.stats(kb_name or None)
+    share = "–" if s["escalated_share"] is None else f"{s['escalated_share']:.0%}"
+    where = f" in **{html.escape(kb_name)}**" if kb_name else ""
+    return (
+        f"Drafts{where}: {s['drafts']} ({s['accepted']} accepted, {s['rejected']} rejected, "
+        f"{s['pending']} pending) · answers escalated to the larger model: {s['escalated']} of "
+        f"{s['answers']} ({share}) · marked for review: {s['needs_review']}  \n"
+        f"<sub>{html.escape(app.settings.escalation.describe())} Accepted drafts can train an adapter "
+        "in the Tune tab.</sub>"
+    )
+
+
+def recent_rows(app, kb_name: str | None) -> list[list]:
+    rows = []
+    for d in app.drafts.list(kb=kb_name or None, limit=20):
+        rows.append(
+            [
+                time.strftime("%m-%d %H:%M", time.localtime(d.created)),
+                d.status,
+                "–" if d.confidence is None else f"{d.confidence:.2f}",
+                "yes" if d.escalated else "",
+                d.message[:80].replace("\n", " "),
+                (d.final or d.reason or "")[:80].replace("\n", " "),
+            ]
+        )
+    return rows
+
+
+def build(app, kb_selector: gr.Dropdown) -> None:
+    gr.Markdown(
+        "Paste a customer's email or chat message. Tsumugi drafts a reply from your documents, in the "
+        "customer's language, with the passages it used. Edit it, then accept it (it becomes training "
+        "data) or reject it with a reason."
+    )
+    with gr.Row():
+        with gr.Column(scale=3):
+            message = gr.Textbox(
+                label="Customer message",
+                lines=7,
+                placeholder="Hello, I bought the … and …",
+            )
+            with gr.Row():
+                tone = gr.Radio(TONE_CHOICES, value="formal", label="Tone")
+                adapter = gr.Dropdown(
+                    label="Tuned adapter", choices=_adapter_choices(app), value="", allow_custom_value=True
+                )
+            with gr.Accordion("Signature and reply template", open=False):
+                signature = gr.Textbox(
+                    label="Signature", lines=2, placeholder="Aiko Tanaka\nCustomer Support"
+                )
+                template = gr.Textbox(
+                    label="Reply template (optional)",
+                    lines=4,
+                    placeholder="Dear {name},\n\n{reply}\n\nBest regards,\n{signature}",
+                    info="Put {reply} where the drafted answer goes and {signature} for the signature; "
+                    "empty uses a greeting and closing suited to the tone and language.",
+                )
+            with gr.Row():
+                draft_btn = gr.Button("Draft reply", variant="primary")
+                stop_btn = gr.Button("Stop")
+            status = gr.Markdown("")
+            reply = gr.Textbox(
+                label="Reply (edit freely before accepting)", lines=12, interactive=True, buttons=["copy"]
+            )
+            with gr.Row():
+                remove_marks = gr.Button("Remove citation marks", size="sm")
+                strip_on_accept = gr.Checkbox(value=True, label="Remove [n] marks from the accepted reply")
+            with gr.Row():
+                accept_btn = gr.Button("Accept reply", variant="primary")
+                reason = gr.Textbox(
+                    placeholder="Why is it wrong? (facts, tone, missing part…)", show_label=False, scale=3
+                )
+                reject_btn = gr.Button("Reject", variant="stop")
+            decision = gr.Markdown("")
+            draft_id = gr.Textbox(visible=False)
+        with gr.Column(scale=2):
+            sources = gr.Markdown(
+                "_The passages used for the draft appear here._",
+                label="Sources",
+                max_height=640,
+                container=True,
+            )
+    with gr.Accordion("Recent drafts", open=False):
+        stats = gr.Markdown(stats_markdown(app, None))
+        recent = gr.Dataframe(
+            headers=["when", "status", "confidence", "escalated", "message", "reply or reason"],
+            value=recent_rows(app, None),
+            interactive=False,
+            wrap=True,
+        )
+
+    def run_draft(text, kb_name, tone_value, adapter_name, signature_text, template_text):
+        if not kb_name:
+            raise gr.Error("Choose a knowledge base (or create one in the Knowledge tab) first.")
+        try:
+            config = DraftConfig(
+                tone=tone_value or "formal", signature=signature_text or "", template=template_text or ""
+            )
+            model = app.model_config(adapter_name or None)
+            yield "", "_Searching the documents…_", "", "", ""
+            for answer in app.draft(kb_name, text or "", config, model=model):
+                panel = sources_markdown(answer.passages, answer.cited)
+                head = answer_footer(answer) if answer.done else "_Drafting…_"
+                if answer.escalated and not answer.done:
+                    head = f"_The small model was unsure; asking {html.escape(answer.model)}…_"
+                yield answer.text, head, panel, answer.draft_id, ""
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
+
+    def accept(draft, text, strip, kb_name):
+        if not draft:
+            raise gr.Error("Draft a reply first.")
+        final = strip_citations(text) if strip else text
+        try:
+            stored = app.drafts.accept(draft, final)
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
+        note = f"✅ Accepted and stored ({stored.id}); it is offered as training data in the Tune tab."
+        return note, stats_markdown(app, kb_name), recent_rows(app, kb_name)
+
+    def reject(draft, why, kb_name):
+        if not draft:
+            raise gr.Error("Draft a reply first.")
+        try:
+            stored = app.drafts.reject(draft, why)
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
+        note = f"Rejected ({stored.id}): {html.escape(stored.reason or '')}"
+        return note, stats_markdown(app, kb_name), recent_rows(app, kb_name), ""
+
+    inputs = [message, kb_selector, tone, adapter, signature, template]
+    event = draft_btn.click(
+        run_draft, inputs, [reply, status, sources, draft_id, decision], api_name="draft"
+    ).then(lambda kb: (stats_markdown(app, kb), recent_rows(app, kb)), [kb_selector], [stats, recent])
+    stop_btn.click(None, None, None, cancels=[event])
+    remove_marks.click(lambda text: strip_citations(text or ""), [reply], [reply])
+    accept_btn.click(
+        accept,
+        [draft_id, reply, strip_on_accept, kb_selector],
+        [decision, stats, recent],
+        api_name="accept_draft",
+    )
+    reject_btn.click(
+        reject, [draft_id, reason, kb_selector], [decision, stats, recent, reason], api_name="reject_draft"
+    )
+    adapter.focus(lambda: gr.update(choices=_adapter_choices(app)), None, [adapter])
+    kb_selector.change(
+        lambda kb: (stats_markdown(app, kb), recent_rows(app, kb)), [kb_selector], [stats, recent]
+    )

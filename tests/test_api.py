@@ -1,0 +1,231 @@
+"""The OpenAI-compatible API, through the official ``openai`` client over 127.0.0.1, and
+escalation to a second Tsumugi API server acting as the larger model."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import replace
+
+import httpx
+import openai
+import pytest
+
+from assistant.answer import AnswerConfig
+from assistant.api import create_api
+from assistant.escalate import EscalationConfig
+from tests.conftest import serve_in_thread
+
+QUESTION = "How many people can sleep in the TrailMaster X4 Tent?"
+
+
+@pytest.fixture(scope="module")
+def api_url(service):
+    url, server = serve_in_thread(create_api(service))
+    yield url
+    server.should_exit = True
+
+
+@pytest.fixture(scope="module")
+def client(api_url):
+    return openai.OpenAI(base_url=api_url + "/v1", api_key="test-key", max_retries=0)
+
+
+def test_models_lists_the_base_model_and_adapters(client, service):
+    ids = [m.id for m in client.models.list().data]
+    assert ids[0] == service.settings.model.name
+    assert set(service.adapters.names()) <= set(ids)
+    assert client.models.retrieve(ids[0]).id == ids[0]
+
+
+def test_chat_without_knowledge_base(client, service):
+    reply = client.chat.completions.create(
+        model=service.settings.model.name,
+        messages=[{"role": "user", "content": "Say hello in one short sentence."}],
+        max_tokens=24,
+    )
+    assert reply.object == "chat.completion"
+    assert reply.choices[0].message.role == "assistant"
+    assert reply.choices[0].message.content.strip()
+    assert reply.usage.completion_tokens <= 24 and reply.usage.prompt_tokens > 5
+
+
+def test_chat_with_knowledge_base_carries_citations_and_confidence(client, service):
+    reply = client.chat.completions.create(
+        model=service.settings.model.name,
+        messages=[{"role": "user", "content": QUESTION}],
+        max_tokens=96,
+        extra_body={"kb": "contoso"},
+    )
+    extra = reply.model_extra
+    assert 0.0 <= extra["confidence"] <= 1.0
+    assert extra["citations"], extra
+    assert all(c["doc"].startswith("product_info_") for c in extra["citations"])
+    assert any(c["doc"] == "product_info_1.md" for c in extra["citations"])
+    assert extra["answered_by"] and extra["escalated"] is False
+    assert "4" in reply.choices[0].message.content
+
+
+def test_streaming_matches_the_protocol(client, service):
+    stream = client.chat.completions.create(
+        model=service.settings.model.name,
+        messages=[{"role": "user", "content": QUESTION}],
+        max_tokens=64,
+        stream=True,
+        extra_body={"kb": "contoso"},
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert len([c for c in chunks if c.choices[0].delta.content]) >= 3, "the reply should arrive in pieces"
+    assert text.strip()
+    last = chunks[-1]
+    assert last.choices[0].finish_reason == "stop"
+    assert last.model_extra["citations"] and "confidence" in last.model_extra
+    assert last.model_extra["answer"].strip()
+
+
+def test_wrong_or_missing_key_is_refused(api_url, service):
+    bad = openai.OpenAI(base_url=api_url + "/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as err:
+        bad.models.list()
+    assert err.value.status_code == 401
+    assert "API key" in err.value.body["message"]
+    with pytest.raises(openai.AuthenticationError):
+        bad.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}])
+    response = httpx.post(api_url + "/v1/chat/completions", json={"model": "x", "messages": []})
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_bad_requests_get_proper_errors(client, api_url, service):
+    name = service.settings.model.name
+    with pytest.raises(openai.NotFoundError) as err:
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+    assert err.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.NotFoundError) as err:
+        client.chat.completions.create(
+            model=name, messages=[{"role": "user", "content": "hi"}], extra_body={"kb": "missing"}
+        )
+    assert err.value.body["code"] == "kb_not_found"
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=name, messages=[])
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=name, messages=[{"role": "assistant", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=0)
+    headers = {"Authorization": "Bearer test-key", "Content-Type": "application/json"}
+    response = httpx.post(api_url + "/v1/chat/completions", content=b"{not json", headers=headers)
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_created_keys_work_and_revoked_keys_do_not(api_url, service):
+    from assistant.api_keys import ApiKeyStore
+
+    keys = ApiKeyStore(service.settings.data_dir)
+    key = keys.create("tester")
+    assert key not in keys.path.read_text("utf-8"), "keys are stored hashed"
+    client = openai.OpenAI(base_url=api_url + "/v1", api_key=key, max_retries=0)
+    assert client.models.list().data
+    keys.revoke("tester")
+    with pytest.raises(openai.AuthenticationError):
+        client.models.list()
+
+
+@pytest.fixture(scope="module")
+def larger_model(tmp_path_factory, model_cache):
+    """A second Tsumugi API server on loopback, standing in for the larger model."""
+    from assistant.config import Settings
+    from assistant.service import Tsumugi
+
+    other = Tsumugi(
+        Settings(
+            data_dir=tmp_path_factory.mktemp("larger"), model_cache=model_cache, api_keys=("larger-key",)
+        )
+    )
+    url, server = serve_in_thread(create_api(other))
+    yield url, other.settings.model.name
+    server.should_exit = True
+
+
+def _with_escalation(service, **kwargs):
+    return replace(service.settings, escalation=EscalationConfig(**kwargs))
+
+
+def test_low_confidence_is_escalated_to_the_larger_model(service, larger_model):
+    url, name = larger_model
+    saved = service.settings
+    service.settings = _with_escalation(
+        service, base_url=url + "/v1", model=name, api_key="larger-key", threshold=1.0
+    )
+    try:
+        before = service.drafts.stats("contoso")
+        answer = deque(service.ask("contoso", QUESTION, config=AnswerConfig(max_new_tokens=64)), maxlen=1)[0]
+        after = service.drafts.stats("contoso")
+    finally:
+        service.settings = saved
+    assert answer.escalated and answer.model == f"{name} (escalated)"
+    assert answer.first_answer and answer.first_model
+    assert answer.text.strip() and not answer.needs_review
+    assert answer.passages and answer.confidence is not None
+    assert after["escalated"] == before["escalated"] + 1
+
+
+def test_escalation_failures_fall_back_to_needs_review(service, larger_model):
+    url, name = larger_model
+    saved = service.settings
+    cases = {
+        "refused the API key": dict(base_url=url + "/v1", model=name, api_key="wrong", threshold=1.0),
+        "is not served": dict(base_url=url + "/v1", model="gpt-giant", api_key="larger-key", threshold=1.0),
+        "did not answer": dict(base_url="http://127.0.0.1:9/v1", model=name, threshold=1.0),
+    }
+    try:
+        for expected, settings in cases.items():
+            service.settings = _with_escalation(service, **settings)
+            answer = deque(
+                service.ask("contoso", QUESTION, config=AnswerConfig(max_new_tokens=32)), maxlen=1
+            )[0]
+            assert not answer.escalated and answer.needs_review, expected
+            assert expected in answer.notice
+            assert answer.text.strip() and answer.model == service.chat_model().label
+    finally:
+        service.settings = saved
+
+
+def test_without_endpoint_low_confidence_is_marked_for_review(service):
+    answer = deque(
+        service.ask("contoso", QUESTION, config=AnswerConfig(max_new_tokens=32, confidence_threshold=1.0)),
+        maxlen=1,
+    )[0]
+    assert answer.needs_review and not answer.escalated
+    answer = deque(
+        service.ask("contoso", QUESTION, config=AnswerConfig(max_new_tokens=32, confidence_threshold=0.0)),
+        maxlen=1,
+    )[0]
+    assert not answer.needs_review
+
+
+def test_streamed_escalation_sends_only_the_larger_models_answer(service, larger_model, api_url):
+    url, name = larger_model
+    saved = service.settings
+    service.settings = _with_escalation(
+        service, base_url=url + "/v1", model=name, api_key="larger-key", threshold=1.0
+    )
+    try:
+        client = openai.OpenAI(base_url=api_url + "/v1", api_key="test-key", max_retries=0)
+        chunks = list(
+            client.chat.completions.create(
+                model=service.settings.model.name,
+                messages=[{"role": "user", "content": QUESTION}],
+                max_tokens=48,
+                stream=True,
+                extra_body={"kb": "contoso"},
+            )
+        )
+    finally:
+        service.settings = saved
+    last = chunks[-1].model_extra
+    assert last["escalated"] is True and last["answered_by"] == f"{name} (escalated)"
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert streamed.strip()

@@ -1,0 +1,87 @@
+"""Multi-part questions: splitting, and retrieval per part finding what one retrieval misses."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import pytest
+
+from assistant.answer import AnswerConfig, answer_question
+from assistant.decompose import gather_passages, looks_multipart, rule_split, split_question
+from knowledge.retrieve import RetrievalConfig, retrieve
+
+
+@pytest.mark.parametrize(
+    ("question", "parts"),
+    [
+        (
+            "How do I clean the RainGuard Hiking Jacket, and what is the temperature rating of the CozyNights Sleeping Bag?",
+            [
+                "How do I clean the RainGuard Hiking Jacket?",
+                "What is the temperature rating of the CozyNights Sleeping Bag?",
+            ],
+        ),
+        (
+            "What is the warranty on the TrailMaster X4 Tent? Can I use the PowerBurner stove indoors?",
+            ["What is the warranty on the TrailMaster X4 Tent?", "Can I use the PowerBurner stove indoors?"],
+        ),
+        ("1. How heavy is the tent?\n2. Is it waterproof?", ["How heavy is the tent?", "Is it waterproof?"]),
+        ("返品はできますか？また、送料はいくらですか？", ["返品はできますか？", "送料はいくらですか？"]),
+        (
+            "How many people fit in the Alpine Explorer Tent?",
+            ["How many people fit in the Alpine Explorer Tent?"],
+        ),
+        ("Is the stove safe and easy to clean?", ["Is the stove safe and easy to clean?"]),
+    ],
+)
+def test_rule_split(question, parts):
+    assert rule_split(question) == parts
+
+
+def test_single_questions_are_not_split_and_the_model_is_not_asked():
+    class NoModel:
+        def stream(self, *args, **kwargs):
+            raise AssertionError("a one-part question must not cost a generation")
+
+    assert not looks_multipart("What is the capacity of the TrailMaster X4 Tent?")
+    assert split_question("What is the capacity of the TrailMaster X4 Tent?", NoModel()) == [
+        "What is the capacity of the TrailMaster X4 Tent?"
+    ]
+
+
+def test_model_split_is_checked_against_the_question(chat_model):
+    question = "Which fuel does the EcoFire Camping Stove use and how much does the TrailLite Daypack weigh?"
+    parts = split_question(question, chat_model)
+    assert len(parts) == 2
+    assert "EcoFire" in parts[0] and "TrailLite" in parts[1]
+
+
+def test_split_retrieval_finds_both_manuals_where_one_retrieval_misses(contoso_kb, chat_model):
+    # Two FAQ questions from different manuals: one retrieval ranks the first half's manual
+    # and drops the other; retrieving each part finds both.
+    question = "What is the weight of the EcoFire Camping Stove, and how do I wash the Summit Breeze Jacket?"
+    whole = {h.doc for h in retrieve(contoso_kb, question, RetrievalConfig(top_k=5))}
+    parts = split_question(question, chat_model)
+    split = {h.doc for h in gather_passages(contoso_kb, parts, RetrievalConfig(top_k=5))}
+    eco, breeze = "product_info_6.md", "product_info_3.md"
+    assert {eco, breeze} <= split, (parts, split)
+    assert not {eco, breeze} <= whole, whole
+
+
+def test_answer_reports_its_sub_questions(contoso_kb, chat_model):
+    question = (
+        "How many people fit in the TrailMaster X4 Tent? What is the price of the SkyView 2-Person Tent?"
+    )
+    answer = deque(
+        answer_question(contoso_kb, chat_model, question, config=AnswerConfig(max_new_tokens=48)), maxlen=1
+    )[0]
+    assert len(answer.sub_questions) == 2
+    docs = {h.doc for h in answer.passages}
+    assert {"product_info_1.md", "product_info_15.md"} <= docs
+    off = deque(
+        answer_question(
+            contoso_kb, chat_model, question, config=AnswerConfig(max_new_tokens=16, decompose=False)
+        ),
+        maxlen=1,
+    )[0]
+    assert off.sub_questions == []

@@ -1,0 +1,150 @@
+"""Reply drafting in English and Japanese, decisions on drafts, and drafts as tuning data."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections import deque
+
+import pytest
+
+from assistant.answer import language_of, strip_citations
+from assistant.draft import DraftConfig, compose
+from knowledge.errors import ConfigError, TsumugiError
+from tests.conftest import ROOT
+
+EN_MESSAGE = (
+    "Hello,\n\nI am planning a camping trip with my family. How many people can sleep in the "
+    "TrailMaster X4 Tent? Thanks,\nSam"
+)
+JA_MESSAGE = "お世話になっております。先日購入した商品を返品したいのですが、開封した商品でも返品できますか？"
+
+
+def _draft(service, kb, message, **config):
+    return deque(service.draft(kb, message, DraftConfig(**config)), maxlen=1)[0]
+
+
+def _valid_citations(answer) -> list[int]:
+    marks = [int(m) for m in re.findall(r"\[(\d{1,2})\]", answer.text)]
+    assert all(1 <= m <= len(answer.passages) for m in marks), (marks, len(answer.passages))
+    return marks
+
+
+def test_english_draft_is_grounded_and_stored(service):
+    answer = _draft(service, "contoso", EN_MESSAGE, signature="Aiko\nCustomer Support")
+    assert language_of(answer.text) == "en"
+    assert answer.text.startswith("Dear customer,")
+    assert answer.text.rstrip().endswith("Aiko\nCustomer Support")
+    assert _valid_citations(answer), answer.text
+    assert any(answer.passages[n - 1].doc == "product_info_1.md" for n in answer.cited)
+    assert answer.confidence is not None and answer.draft_id
+    stored = service.drafts.get(answer.draft_id)
+    assert stored.status == "pending" and stored.message == EN_MESSAGE.strip() and stored.kb == "contoso"
+
+
+def test_japanese_draft_is_in_japanese_with_keigo_and_citations(service):
+    answer = _draft(service, "ja-support", JA_MESSAGE)
+    assert language_of(answer.text) == "ja"
+    assert "誠にありがとうございます" in answer.text and "申し上げます" in answer.text
+    assert _valid_citations(answer), answer.text
+    assert any(answer.passages[n - 1].doc == "henpin.md" for n in answer.cited)
+    # Whatever the model wrote, the body is Japanese: its own words, or the documents' sentences.
+    body = answer.text.split("ございます。", 1)[1]
+    assert language_of(body) == "ja"
+
+
+def test_tones_and_templates(service):
+    concise = _draft(service, "contoso", EN_MESSAGE, tone="concise")
+    assert concise.text.startswith("Hello,") and concise.text.rstrip().endswith("Regards,")
+    templated = _draft(
+        service, "contoso", EN_MESSAGE, template="Hi Sam,\n\n{reply}\n\n-- {signature}", signature="Team"
+    )
+    assert templated.text.startswith("Hi Sam,") and templated.text.endswith("-- Team")
+    with pytest.raises(ConfigError, match=r"\{reply\}"):
+        DraftConfig(template="no placeholder")
+    with pytest.raises(ConfigError, match="tone"):
+        DraftConfig(tone="rude")
+    with pytest.raises(ConfigError, match="message"):
+        _draft(service, "contoso", "   ")
+
+
+def test_message_the_documents_do_not_cover_gets_a_holding_reply(service):
+    answer = _draft(service, "contoso", "Can I pay my electricity bill through your website?")
+    assert not answer.covered and answer.needs_review
+    assert "get back to you" in answer.text and answer.text.startswith("Dear customer,")
+
+
+def test_accepted_drafts_become_tuning_data(service):
+    first = _draft(service, "contoso", EN_MESSAGE)
+    edited = strip_citations(first.text) + "\n\nP.S. Enjoy the trip!"
+    accepted = service.drafts.accept(first.draft_id, edited)
+    assert accepted.status == "accepted" and accepted.final == edited
+    second = _draft(service, "contoso", "Is the TrailMaster X4 Tent waterproof?")
+    with pytest.raises(TsumugiError, match="why"):
+        service.drafts.reject(second.draft_id, "  ")
+    rejected = service.drafts.reject(second.draft_id, "Wrong product")
+    assert rejected.status == "rejected" and rejected.reason == "Wrong product"
+    with pytest.raises(TsumugiError):
+        service.drafts.accept("no-such-draft", "text")
+
+    data = service.drafts.training_data("contoso")
+    pairs = [(e.question, e.answer) for e in data.examples]
+    assert (EN_MESSAGE.strip(), edited) in pairs
+    assert all(q != "Is the TrailMaster X4 Tent waterproof?" for q, _ in pairs), (
+        "rejected drafts are not data"
+    )
+    stats = service.drafts.stats("contoso")
+    assert stats["accepted"] >= 1 and stats["rejected"] >= 1 and stats["answers"] >= stats["drafts"]
+
+    # The tuning request sees them; fewer than six pairs is refused in one sentence, no job made.
+    from assistant.tune import TuneConfig
+
+    jobs_before = len(service.jobs.list())
+    with pytest.raises(TsumugiError, match="at least 6"):
+        service.start_tune(
+            "from-drafts", {"kind": "drafts", "kb": "contoso"}, TuneConfig.from_preset("quick")
+        )
+    assert len(service.jobs.list()) == jobs_before
+
+
+def test_draft_cli_reads_stdin(service):
+    env_data = str(service.settings.data_dir)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "assistant",
+            "draft",
+            "--kb",
+            "contoso",
+            "--tone",
+            "friendly",
+            "--no-citations",
+        ],
+        input=EN_MESSAGE,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={
+            **__import__("os").environ,
+            "TSUMUGI_DATA": env_data,
+            "TSUMUGI_MODEL_CACHE": str(service.settings.model_cache),
+        },
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Hi there,") and "[1]" not in result.stdout
+    assert "confidence" in result.stderr and "stored as pending" in result.stderr
+
+
+def test_compose_defaults_per_language():
+    config = DraftConfig(tone="formal", signature="Support")
+    assert compose("Body.", "en", config) == (
+        "Dear customer,\n\nThank you for contacting us.\n\nBody.\n\nPlease do not hesitate to contact us if "
+        "there is anything else we can help with.\n\nKind regards,\n\nSupport"
+    )
+    ja = compose("本文です。", "ja", DraftConfig())
+    assert ja.startswith("お問い合わせいただき、誠にありがとうございます。") and ja.endswith(
+        "何卒よろしくお願い申し上げます。"
+    )
