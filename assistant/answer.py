@@ -235,6 +235,17 @@ def drop_repeats(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", cleaned).strip()
 
 
+def support(text: str, hits: list[Hit]) -> float:
+    """Share of the informative terms of ``text`` that occur in the passages."""
+    words = set(content_terms(terms(strip_citations(text))))
+    if not words:
+        return 0.0
+    found: set[str] = set()
+    for hit in hits:
+        found.update(terms(hit.text))
+    return len(words & found) / len(words)
+
+
 def extractive_answer(question: str, hits: list[Hit], limit: int = 3) -> str:
     """The passage sentences that share the most informative words with the question, cited.
 
@@ -254,7 +265,17 @@ def extractive_answer(question: str, hits: list[Hit], limit: int = 3) -> str:
     scored.sort()
     chosen = sorted(scored[:limit], key=lambda t: (t[1], t[2]))
     joiner = "" if is_japanese(question) else " "
-    return joiner.join(f"{sentence} [{n}]" for _, n, _, sentence in chosen)
+
+    def cite(sentence: str, n: int) -> str:
+        if sentence[-1] in ".!?。！？":
+            return (
+                f"{sentence[:-1]} [{n}]{sentence[-1]}"
+                if sentence[-1] in ".!?"
+                else f"{sentence[:-1]}[{n}]{sentence[-1]}"
+            )
+        return f"{sentence} [{n}]"
+
+    return joiner.join(cite(sentence, n) for _, n, _, sentence in chosen)
 
 
 MessagesFn = Callable[[str, list[Hit], list[tuple[str, str]], str], list[dict]]
@@ -307,13 +328,17 @@ def answer_question(
         answer.text = raw
         yield answer
     text = fix_citations(drop_repeats(raw.strip()), hits)
-    if lang == "ja" and language_of(text) != "ja":
+    if lang == "ja" and (language_of(text) != "ja" or support(text, hits) < 0.5):
         text = extractive_answer(question, hits)
         answer.method = "extractive"
         answer.notice = (
-            "The model did not answer in Japanese; these are the closest sentences from the documents."
+            "The model did not write a Japanese answer grounded in the documents; "
+            "these are the closest sentences from them."
         )
-    signals = conf.signals(raw if answer.method == "generated" else "", hits, info.get("token_logprobs", []))
+    generated = answer.method == "generated"
+    signals = conf.signals(
+        raw if generated else "", hits, info.get("token_logprobs", []), text if generated else ""
+    )
     answer.signals = signals.to_json()
     answer.confidence = conf.score(signals)
     answer.text = finish(text) if finish else text

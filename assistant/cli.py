@@ -11,7 +11,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import TypeVar
 
-from knowledge.errors import TsumugiError
+from knowledge.errors import ConfigError, TsumugiError
 from knowledge.progress import Progress
 
 T = TypeVar("T")
@@ -237,6 +237,39 @@ def _keys(app):
     return ApiKeyStore(app.settings.data_dir, app.settings.api_keys)
 
 
+def _read_password(args) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    import getpass
+
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != first:
+        raise ConfigError("The two passwords differ; nothing was changed.")
+    return first
+
+
+def _cmd_users(app, args) -> int:
+    from assistant.auth import UserStore
+
+    users = UserStore(app.settings.data_dir)
+    if args.add:
+        users.add(args.add, _read_password(args), args.role)
+        print(
+            f"User {args.add!r} ({args.role}) created; from its next start the web app asks everyone to log in.",
+            file=sys.stderr,
+        )
+    elif args.passwd:
+        users.set_password(args.passwd, _read_password(args))
+        print(f"Password of {args.passwd!r} changed.", file=sys.stderr)
+    elif args.delete:
+        users.delete(args.delete)
+        print(f"User {args.delete!r} deleted.", file=sys.stderr)
+    else:
+        for record in users.list():
+            print(f"{record['name']}  {record['role']:6} created {record['created']}")
+    return 0
+
+
 def _cmd_keys(app, args) -> int:
     keys = _keys(app)
     if args.create:
@@ -381,6 +414,8 @@ def _cmd_eval(app, args) -> int:
         top_k=args.top_k,
         retrieval=not args.no_retrieval,
         max_new_tokens=args.max_new_tokens,
+        decompose=not args.no_decompose,
+        escalate=args.escalate,
     )
     run = drive(app.evaluate(evalset, config), None if args.quiet else ProgressPrinter())
     if args.json:
@@ -506,6 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-retrieval", action="store_true", help="answer from the model alone (closed book)")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--limit", type=int, help="only the first N questions")
+    p.add_argument("--no-decompose", action="store_true", help="one retrieval per question, never split")
+    p.add_argument("--escalate", action="store_true", help="send low-confidence answers to the larger model")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--details", action="store_true", help="with --json: every question's answer and scores")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -529,6 +566,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--ui", action="store_true", help="serve the web app at / as well")
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("users", help="list, add or delete users of the web app (login and roles)")
+    p.add_argument("--add", metavar="NAME")
+    p.add_argument("--role", choices=["agent", "admin"], default="agent")
+    p.add_argument("--passwd", metavar="NAME", help="change a user's password")
+    p.add_argument("--delete", metavar="NAME")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin (scripts)")
+    p.set_defaults(func=_cmd_users)
 
     p = sub.add_parser("keys", help="list, create or revoke API keys")
     p.add_argument("--create", metavar="NAME")

@@ -54,6 +54,8 @@ class Settings:
     escalation: EscalationConfig = field(default_factory=EscalationConfig)
     """TSUMUGI_ESCALATE_URL, TSUMUGI_ESCALATE_MODEL, TSUMUGI_ESCALATE_KEY (or OPENAI_API_KEY),
     TSUMUGI_CONFIDENCE_THRESHOLD: the larger model for low-confidence answers."""
+    allow_open: bool = False
+    """TSUMUGI_ALLOW_OPEN: serve on a network address without login (refused otherwise)."""
     api_keys: tuple[str, ...] = ()
     """TSUMUGI_API_KEYS: comma-separated keys accepted by the HTTP API, besides those created
     with `python -m assistant keys --create`."""
@@ -80,7 +82,7 @@ class Settings:
             escalation = EscalationConfig(
                 base_url=_env("TSUMUGI_ESCALATE_URL", "").rstrip("/"),
                 model=_env("TSUMUGI_ESCALATE_MODEL", ""),
-                api_key=_env("TSUMUGI_ESCALATE_KEY", _env("OPENAI_API_KEY", "")),
+                api_key=escalation_key(),
                 threshold=threshold,
             )
         except ConfigError as exc:
@@ -97,6 +99,7 @@ class Settings:
             allow_downloads=_env_bool("TSUMUGI_ALLOW_DOWNLOADS", False),
             max_pages=_env_int("TSUMUGI_MAX_PAGES", 2000, problems),
             escalation=escalation,
+            allow_open=_env_bool("TSUMUGI_ALLOW_OPEN", False),
             api_keys=tuple(k.strip() for k in _env("TSUMUGI_API_KEYS", "").split(",") if k.strip()),
         )
         if not 1 <= settings.port <= 65535:
@@ -106,6 +109,11 @@ class Settings:
         if problems:
             raise ConfigError(" ".join(problems))
         return settings
+
+
+def escalation_key() -> str:
+    """The larger model's API key from the environment (never written to disk by Tsumugi)."""
+    return _env("TSUMUGI_ESCALATE_KEY", _env("OPENAI_API_KEY", ""))
 
 
 def _default_data_dir() -> str:

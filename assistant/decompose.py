@@ -27,7 +27,6 @@ MAX_PASSAGES = 10
 _WH = r"(?:how|what|which|where|when|who|why|does|do|is|are|can|could|should|will|would|may|did)"
 _JOINED = re.compile(rf"(?:,\s*|\s+)(?:and|also|plus|as well as)\s+(?=(?:also\s+)?{_WH}\b)", re.I)
 _LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+(.+)$", re.M)
-_QUESTION_END = re.compile(r"(?<=[?？])\s*")
 _JA_JOIN = re.compile(r"(?<=[かか。])\s*(?:また|それと|あと|それから)[、,]?")
 _LEADING = re.compile(r"^(?:and|also|plus|then)\s+|^(?:また|それと|あと|それから)[、,]?", re.I)
 _PRONOUN = re.compile(r"\b(?:it|its|they|them|their|this|that|these|those|one)\b", re.I)
@@ -41,15 +40,44 @@ SPLIT_PROMPT = (
 )
 
 
+_SENTENCE = re.compile(r"(?<=[.!?。！？])\s*|\n+")
+_QUESTION_START = re.compile(rf"^\s*(?:and\s+|also\s+)?{_WH}\b", re.I)
+
+
+def _is_question(sentence: str) -> bool:
+    s = sentence.strip()
+    if not s:
+        return False
+    if s.endswith(("?", "？")):
+        return True
+    if is_japanese(s):
+        return s.endswith(("か。", "か"))
+    return bool(_QUESTION_START.match(s))
+
+
+def _question_sentences(text: str) -> list[str]:
+    """The sentences of a message that ask something (greetings and context left out)."""
+    return [s.strip() for s in _SENTENCE.split(text) if _is_question(s)]
+
+
+def asked(message: str) -> str:
+    """What a message asks: its question sentences, without greetings, context or sign-off
+    (the whole message when no sentence is a question). A small model answers the bare
+    question far better than an email with pleasantries around it."""
+    questions = _question_sentences(message)
+    joiner = "" if is_japanese(message) else " "
+    return joiner.join(questions) if questions else message.strip()
+
+
 def looks_multipart(question: str) -> bool:
-    """Whether a question shows the cues of several questions in one."""
+    """Whether a message shows the cues of several questions in one."""
     if len(_LIST_ITEM.findall(question)) >= 2:
         return True
-    if len(re.findall(r"[?？]", question.strip().rstrip("?？"))) >= 1:
+    asked = _question_sentences(question)
+    if len(asked) >= 2:
         return True
-    if is_japanese(question):
-        return bool(_JA_JOIN.search(question))
-    return bool(_JOINED.search(question))
+    joiner = _JA_JOIN if is_japanese(question) else _JOINED
+    return any(joiner.search(s) for s in asked)
 
 
 def rule_split(question: str) -> list[str]:
@@ -58,18 +86,21 @@ def rule_split(question: str) -> list[str]:
     if len(items) >= 2:
         parts = items
     else:
-        parts = [p for p in _QUESTION_END.split(question.strip()) if p.strip()]
-        if is_japanese(question):
-            parts = [q for p in parts for q in _JA_JOIN.split(p)]
-        else:
-            parts = [q for p in parts for q in _JOINED.split(p)]
+        joiner = _JA_JOIN if is_japanese(question) else _JOINED
+        parts = [p for s in _question_sentences(question) for p in joiner.split(s)]
     parts = [_tidy(p) for p in parts]
     parts = [p for p in parts if len(content_terms(terms(p))) >= 1]
     return parts[:MAX_PARTS] if len(parts) >= 2 else [question.strip()]
 
 
+_SALUTATION = re.compile(
+    r"^(?:hi|hello|hey|dear [^,]{1,30}|good (?:morning|afternoon|evening))\s*[,!]\s*", re.I
+)
+
+
 def _tidy(part: str) -> str:
-    part = _LEADING.sub("", part.strip(" ,、。")).strip()
+    part = _SALUTATION.sub("", part.strip(" ,、。"))
+    part = _LEADING.sub("", part).strip()
     if not part:
         return part
     if is_japanese(part):

@@ -124,6 +124,10 @@ class EvalConfig:
     max_new_tokens: int = 128
     precision: str = ""
     """"" uses the configured precision."""
+    decompose: bool = True
+    """Split multi-part questions and retrieve for each part."""
+    escalate: bool = False
+    """Send low-confidence answers to the larger model (when one is configured)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -139,7 +143,10 @@ class EvalConfig:
     def label(self) -> str:
         model = self.adapter or "base model"
         where = f"top-{self.top_k}" if self.retrieval else "no retrieval"
-        return f"{model}, {where}" + (f", {self.kb}" if self.kb else "")
+        switches = ("" if self.decompose or not self.retrieval else ", no decomposition") + (
+            ", escalation" if self.escalate and self.retrieval else ""
+        )
+        return f"{model}, {where}" + (f", {self.kb}" if self.kb else "") + switches
 
 
 @dataclass
@@ -209,7 +216,10 @@ def run_evaluation(
     model_config = app.model_config(config.adapter or None, config.precision or None)
     model = app.chat_model(model_config)
     answer_config = AnswerConfig(
-        max_new_tokens=config.max_new_tokens, retrieval=RetrievalConfig(top_k=config.top_k)
+        max_new_tokens=config.max_new_tokens,
+        retrieval=RetrievalConfig(top_k=config.top_k),
+        decompose=config.decompose,
+        escalate=config.escalate,
     )
     results = []
     for n, item in enumerate(evalset.items):
@@ -220,17 +230,30 @@ def run_evaluation(
         if config.retrieval:
             # The last yield is the finished answer, with its citations checked.
             answer = deque(
-                app.ask(config.kb, item.question, config=answer_config, model=model_config, stop=cancel),
+                app.ask(
+                    config.kb,
+                    item.question,
+                    config=answer_config,
+                    model=model_config,
+                    stop=cancel,
+                    source=None,
+                ),
                 maxlen=1,
             )[0]
             passages = [(h.doc, h.text) for h in answer.passages]
             text, cited, covered = answer.text, answer.cited, answer.covered
+            outcome = {
+                "confidence": answer.confidence,
+                "escalated": answer.escalated,
+                "needs_review": answer.needs_review,
+            }
         else:
             messages = [{"role": "user", "content": item.question}]
             text = "".join(model.stream(messages, config.max_new_tokens, 0.0, stop=cancel)).strip()
             passages, cited, covered = None, [], True
+            outcome = {}
         latency = time.perf_counter() - start
-        result = score_item(item, text, passages, cited, covered, latency)
+        result = score_item(item, text, passages, cited, covered, latency) | outcome
         result["answer"] = text if config.retrieval else strip_citations(text)
         results.append(result)
     yield clock.event("answering", total, total, "questions", "scoring")
@@ -320,7 +343,8 @@ def run_eval_job(
     request: dict, folder: Path, data_dir: Path, cancel: threading.Event
 ) -> Generator[Progress, None, dict]:
     """The worker side of ``Tsumugi.start_eval``: every configuration in turn, each run stored."""
-    from assistant.config import Settings
+    from assistant.config import Settings, escalation_key
+    from assistant.escalate import EscalationConfig
     from assistant.models import ModelConfig
     from assistant.service import Tsumugi
 
@@ -331,6 +355,8 @@ def run_eval_job(
             model_cache=Path(s["model_cache"]),
             model=ModelConfig(**s["model"]),
             embed_model=s["embed_model"],
+            # The endpoint without its key: the worker reads the key from its environment.
+            escalation=EscalationConfig(**s["escalation"], api_key=escalation_key()),
         )
     )
     evalset = EvalSet.from_json(request["set"])

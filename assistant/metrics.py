@@ -21,6 +21,10 @@ METRIC_HELP = {
     "abstention_accuracy": "Share of questions the documents cannot answer where the assistant said so "
     "instead of making something up.",
     "false_abstention": "Share of answerable questions where the assistant wrongly said the documents do not cover it.",
+    "confidence_auc": "How well the confidence score ranks answerable questions above unanswerable ones "
+    "(1 = always, 0.5 = no better than chance).",
+    "escalated_share": "Share of questions whose answer went to the larger model because confidence was low.",
+    "needs_review_share": "Share of answers marked for a person to check (low confidence, no larger model).",
     "latency_p50_s": "Typical seconds to a full answer (median).",
     "latency_p95_s": "Seconds to a full answer for the slowest one in twenty.",
 }
@@ -34,6 +38,9 @@ METRIC_LABEL = {
     "citation_precision": "Citation precision",
     "abstention_accuracy": "Abstention accuracy",
     "false_abstention": "False abstention",
+    "confidence_auc": "Confidence ROC AUC",
+    "escalated_share": "Escalated",
+    "needs_review_share": "Needs review",
     "latency_p50_s": "Latency p50 (s)",
     "latency_p95_s": "Latency p95 (s)",
 }
@@ -146,9 +153,26 @@ def summarize(results: list[dict]) -> dict:
         "citation_precision": _mean([r["citation_precision"] for r in cited]),
         "abstention_accuracy": _mean([float(r["abstained"]) for r in unanswerable]),
         "false_abstention": _mean([float(r["abstained"]) for r in answerable]),
+        "confidence_auc": roc_auc(
+            [r["confidence"] for r in answerable if r.get("confidence") is not None],
+            [r["confidence"] for r in unanswerable if r.get("confidence") is not None],
+        ),
+        "escalated_share": _mean([float(r["escalated"]) for r in results if "escalated" in r]),
+        "needs_review_share": _mean([float(r["needs_review"]) for r in results if "needs_review" in r]),
         "latency_p50_s": statistics.median(latencies) if latencies else None,
         "latency_p95_s": _percentile(latencies, 0.95),
     }
+
+
+def roc_auc(positives: list[float], negatives: list[float]) -> float | None:
+    """Probability that a random positive scores above a random negative (ties count half)."""
+    if not positives or not negatives:
+        return None
+    wins = 0.0
+    for p in positives:
+        for n in negatives:
+            wins += 1.0 if p > n else 0.5 if p == n else 0.0
+    return wins / (len(positives) * len(negatives))
 
 
 def score_item(

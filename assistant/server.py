@@ -13,18 +13,31 @@ def build_server(app, ui: bool = True):
     if ui:
         import gradio as gr
 
+        from assistant.auth import UserStore
         from assistant.ui import build_app
 
+        users = UserStore(app.settings.data_dir)
         demo = build_app(app).queue(default_concurrency_limit=4)
-        server = gr.mount_gradio_app(server, demo, path="/", ssr_mode=False)
+        # With users, everyone logs in; with none (local single-user mode) nobody does.
+        auth = users.verify if users.any() else None
+        server = gr.mount_gradio_app(
+            server,
+            demo,
+            path="/",
+            ssr_mode=False,
+            auth=auth,
+            auth_message="Tsumugi: log in with the account an admin created for you.",
+        )
     return server
 
 
 def run_server(app, host: str, port: int, ui: bool = True) -> None:
     import uvicorn
 
+    from assistant.auth import UserStore, check_exposure
     from assistant.ui import warm_up
 
+    check_exposure(host, UserStore(app.settings.data_dir), app.settings.allow_open)
     warm_up(app)
     server = build_server(app, ui)
     where = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"

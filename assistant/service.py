@@ -136,17 +136,18 @@ class Tsumugi:
         config: AnswerConfig | None = None,
         model: ModelConfig | None = None,
         stop: threading.Event | None = None,
-        source: str = "chat",
+        source: str | None = "chat",
     ) -> Generator[Answer, None, Answer]:
         """Answer with citations and a confidence; low confidence goes to the larger model when
-        one is configured (see :mod:`assistant.escalate`)."""
+        one is configured (see :mod:`assistant.escalate`). The outcome is recorded for the
+        escalation statistics under ``source`` (chat, api; None records nothing)."""
         kb = self.library.get(kb_name)
         answer = None
         for answer in answer_question(
             kb, self.chat_model(model), question, history, config, stop, self.settings.escalation
         ):
             yield answer
-        if answer is not None and answer.done:
+        if answer is not None and answer.done and source:
             self.drafts.record_answer(kb_name, source, answer)
         return answer
 
@@ -211,4 +212,9 @@ class Tsumugi:
             "model_cache": str(Path(s.model_cache).resolve()),
             "model": {"name": s.model.name, "precision": s.model.precision, "device": s.model.device},
             "embed_model": s.embed_model,
+            "escalation": {
+                "base_url": s.escalation.base_url,
+                "model": s.escalation.model,
+                "threshold": s.escalation.threshold,
+            },
         }

@@ -87,6 +87,21 @@ def collect(app, rows) -> list[dict]:
     return out
 
 
+def rescore(items: list[dict]) -> list[dict]:
+    """Recompute each answer's confidence with the shipped weights (signals from a dump)."""
+    from assistant import confidence as conf
+
+    for item in items:
+        if not item["covered"]:
+            continue
+        signals = dict(item["signals"])
+        signals.setdefault("cited", conf.cited_share(item["answer"]))
+        signals = {name: signals[name] for name in conf.FEATURES}
+        item["signals"] = signals
+        item["confidence"] = conf.score(conf.Signals(**signals))
+    return items
+
+
 def _matrix(items: list[dict]):
     import numpy as np
 
@@ -127,6 +142,8 @@ def analyse(items: list[dict], fit: bool = False) -> dict:
         "auc_shipped": _auc(confidence, y),
         "auc_by_signal": {f: _auc(list(x[:, k]), y) for k, f in enumerate(FEATURES)},
     }
+    # The relevance cut-off refuses some questions before any model runs: not escalated.
+    low = [i["covered"] and c < DEFAULT_THRESHOLD for i, c in zip(items, confidence, strict=True)]
     # Held out: each corpus scored with weights fitted on the other two.
     corpora = np.array([i["corpus"] for i in items])
     cv_scores = np.zeros(len(y))
@@ -134,22 +151,23 @@ def analyse(items: list[dict], fit: bool = False) -> dict:
         test = corpora == corpus
         if len(set(y[~test])) < 2:
             continue
-        model = LogisticRegression(C=1.0, max_iter=1000).fit(x[~test], y[~test])
+        model = LogisticRegression(C=0.3, max_iter=5000).fit(x[~test], y[~test])
         cv_scores[test] = model.predict_proba(x[test])[:, 1]
     result["auc_held_out_corpus"] = _auc(list(cv_scores), y)
     result["by_corpus"] = {}
     for corpus in sorted(set(corpora)):
         mask = corpora == corpus
         conf_c = [c for c, m in zip(confidence, mask, strict=True) if m]
-        low_c = [c < DEFAULT_THRESHOLD for c in conf_c]
+        low_c = [lo for lo, m in zip(low, mask, strict=True) if m]
         result["by_corpus"][corpus] = {
             "answerable": int(y[mask].sum()),
             "unanswerable": int((1 - y[mask]).sum()),
             "auc": _auc(conf_c, list(y[mask])),
             "auc_token_logprob": _auc(list(x[mask, 0]), list(y[mask])),
             "escalated_share": sum(low_c) / len(low_c),
+            "refused_share": sum(not i["covered"] for i, m in zip(items, mask, strict=True) if m)
+            / int(mask.sum()),
         }
-    low = [c < DEFAULT_THRESHOLD for c in confidence]
     result["threshold"] = DEFAULT_THRESHOLD
     result["escalated_share"] = sum(low) / len(low)
     result["escalated_share_answerable"] = sum(lo for lo, label in zip(low, y, strict=True) if label) / max(
@@ -159,7 +177,7 @@ def analyse(items: list[dict], fit: bool = False) -> dict:
         lo for lo, label in zip(low, y, strict=True) if not label
     ) / max(1, (1 - y).sum())
     if fit:
-        model = LogisticRegression(C=1.0, max_iter=1000).fit(x, y)
+        model = LogisticRegression(C=0.3, max_iter=5000).fit(x, y)
         result["fitted_weights"] = [round(float(w), 2) for w in model.coef_[0]]
         result["fitted_bias"] = round(float(model.intercept_[0]), 2)
     return result
@@ -260,7 +278,8 @@ def rows_markdown(rows: list[dict]) -> list[str]:
                 f"{r['auc_shipped']:.3f} (refit with each corpus held out {r['auc_held_out_corpus']:.3f}); below "
                 f"{r['threshold']:.2f}: {r['escalated_share']:.1%} of questions "
                 f"({r['escalated_share_answerable']:.1%} of answerable, "
-                f"{r['escalated_share_unanswerable']:.1%} of unanswerable) | {signals} | "
+                f"{r['escalated_share_unanswerable']:.1%} of unanswerable); refused by the relevance cut-off "
+                f"{r['refused_by_cutoff']} | {signals} | "
                 f"AUC ×{r['auc_shipped'] / r['auc_by_signal']['token_logprob']:.2f} vs token probability |"
             )
         elif r["stage"] == "decomposition":
@@ -281,9 +300,18 @@ if __name__ == "__main__":
     parser.add_argument("--fit", action="store_true", help="print weights refitted on all questions")
     parser.add_argument("--model-cache", type=Path, default=ROOT / "data" / "models")
     parser.add_argument("--dump", type=Path, help="write every question's signals and answer here")
+    parser.add_argument(
+        "--from-dump",
+        type=Path,
+        help="analyse a dump written by --dump again (no answering; confidence only)",
+    )
     args = parser.parse_args()
     import json
 
-    rows = run(args.model_cache, args.quick, args.fit, args.dump)
+    if args.from_dump:
+        items = rescore(json.loads(args.from_dump.read_text("utf-8")))
+        rows = [{"stage": "confidence", "baseline": "one signal alone", **analyse(items, args.fit)}]
+    else:
+        rows = run(args.model_cache, args.quick, args.fit, args.dump)
     print("\n".join(rows_markdown(rows)))
     print(json.dumps(rows, indent=2, ensure_ascii=False))

@@ -148,3 +148,14 @@ def test_compose_defaults_per_language():
     assert ja.startswith("お問い合わせいただき、誠にありがとうございます。") and ja.endswith(
         "何卒よろしくお願い申し上げます。"
     )
+
+
+def test_the_models_own_greeting_and_sign_off_are_removed():
+    from assistant.draft import clean_body
+
+    body = (
+        "Hi Sam,\n\nI hope you're doing well! The answer to your question is:\n\n"
+        "The tent sleeps four people [1]. It is waterproof [2].\n\nBest regards,\nSupport Team"
+    )
+    assert clean_body(body) == "The tent sleeps four people [1]. It is waterproof [2]."
+    assert clean_body("Yes, it sleeps four [1].") == "Yes, it sleeps four [1]."

@@ -10,8 +10,10 @@ from assistant.service import Tsumugi
 
 
 def build_app(app: Tsumugi) -> gr.Blocks:
+    from assistant.auth import UserStore, guard_functions
     from assistant.ui import chat_tab, draft_tab, evaluate_tab, knowledge_tab, tune_tab
 
+    users = UserStore(app.settings.data_dir)
     names = app.library.names()
     with gr.Blocks(title="Tsumugi") as demo:
         gr.Markdown("# 紡 Tsumugi\nYour documents, a small language model, and answers with sources.")
@@ -22,18 +24,47 @@ def build_app(app: Tsumugi) -> gr.Blocks:
             interactive=True,
         )
         # A new user has nothing to chat with yet: open on the Knowledge tab.
+        whoami = gr.Markdown(visible=False)
+        # Every handler checks the caller's role on the server; agents do not even see the
+        # admin tabs. With no users (local single-user mode) everyone may do everything.
+        agent_fns: set = set()
+        admin_fns: set = set()
+        admin_tabs = []
         with gr.Tabs(selected="chat" if names else "knowledge"):
             with gr.Tab("Chat", id="chat"):
+                before = set(demo.fns)
                 chat_tab.build(app, kb_selector)
             with gr.Tab("Draft reply", id="draft"):
                 draft_tab.build(app, kb_selector)
-            with gr.Tab("Knowledge", id="knowledge"):
-                knowledge_tab.build(app, kb_selector)
-            with gr.Tab("Tune", id="tune"):
-                tune_tab.build(app, demo, kb_selector)
-            with gr.Tab("Evaluate", id="evaluate"):
-                evaluate_tab.build(app, demo, kb_selector)
-        demo.load(lambda: gr.update(choices=app.library.names()), None, [kb_selector])
+                agent_fns |= set(demo.fns) - before
+            for label, tab_id, module in (
+                ("Knowledge", "knowledge", knowledge_tab),
+                ("Tune", "tune", tune_tab),
+                ("Evaluate", "evaluate", evaluate_tab),
+            ):
+                with gr.Tab(label, id=tab_id) as tab:
+                    before = set(demo.fns)
+                    if module is knowledge_tab:
+                        module.build(app, kb_selector)
+                    else:
+                        module.build(app, demo, kb_selector)
+                    admin_fns |= set(demo.fns) - before
+                admin_tabs.append(tab)
+
+        def on_load(request: gr.Request):
+            username = getattr(request, "username", None)
+            role = users.role(username)
+            tabs = [gr.update(visible=role == "admin") for _ in admin_tabs]
+            who = (
+                gr.update(value=f"Logged in as **{username}** ({role}) · [Log out](/logout)", visible=True)
+                if username
+                else gr.update(visible=False)
+            )
+            return [gr.update(choices=app.library.names()), who, *tabs]
+
+        demo.load(on_load, None, [kb_selector, whoami, *admin_tabs])
+        guard_functions(demo, agent_fns, "agent", users)
+        guard_functions(demo, admin_fns, "admin", users)
     return demo
 
 

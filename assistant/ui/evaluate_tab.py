@@ -58,6 +58,10 @@ def chart_frame(runs):
     return pd.DataFrame(points, columns=["metric", "run", "value"]).astype({"value": "float64"})
 
 
+NO_DECOMPOSE = "Without question decomposition"
+WITH_ESCALATION = "With escalation to the larger model"
+
+
 def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
     gr.Markdown(
         "Measure how well the assistant answers **your** questions from **your** documents, "
@@ -108,6 +112,12 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
             )
             closed_book = gr.Checkbox(
                 False, label="Also without retrieval (closed book): what the model knows by itself"
+            )
+            variants = gr.CheckboxGroup(
+                label="Also compare",
+                choices=[NO_DECOMPOSE, WITH_ESCALATION],
+                value=[],
+                info="Each ticked variant adds runs; escalation needs a larger model in settings.",
             )
             limit = gr.Number(0, label="Only the first N questions (0 = all)", precision=0, minimum=0)
             with gr.Row():
@@ -207,7 +217,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
         except TsumugiError as exc:
             raise gr.Error(str(exc)) from exc
 
-    def start_eval(kb_name, name, chosen_models, ks, closed, first_n, others=None):
+    def start_eval(kb_name, name, chosen_models, ks, closed, first_n, others=None, extra=None):
         if not kb_name or not name:
             raise gr.Error("Choose a knowledge base and a saved question set first.")
         adapters = [("" if m == BASE else m) for m in (chosen_models or [])]
@@ -220,6 +230,17 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
             for a in adapters
             for k in (ks or ["5"])
         ]
+        from dataclasses import replace
+
+        plain = list(configs)
+        if NO_DECOMPOSE in (extra or []):
+            configs += [replace(c, decompose=False) for c in plain]
+        if WITH_ESCALATION in (extra or []):
+            if not app.settings.escalation.enabled:
+                raise gr.Error(
+                    "No larger model is configured; set TSUMUGI_ESCALATE_URL and TSUMUGI_ESCALATE_MODEL."
+                )
+            configs += [replace(c, escalate=True) for c in plain]
         if closed:
             configs += [EvalConfig(adapter=a, retrieval=False) for a in adapters]
         try:
@@ -284,7 +305,9 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
     draft_btn.click(draft, [kb_selector, draft_count], [items, set_name])
     set_pick.change(show_set, [kb_selector, set_pick], [items])
     run_btn.click(
-        start_eval, [kb_selector, set_pick, models, top_ks, closed_book, limit, other_kbs], [job_id, status]
+        start_eval,
+        [kb_selector, set_pick, models, top_ks, closed_book, limit, other_kbs, variants],
+        [job_id, status],
     )
     timer.tick(poll, [job_id], [status, runs_pick])
     cancel_btn.click(cancel_eval, [job_id], None)

@@ -1,0 +1,205 @@
+"""Users, roles and the rule about who may serve what.
+
+Local single-user mode (the default) has no users and listens on 127.0.0.1 only: nobody else
+can reach it, so it needs no login. As soon as an admin creates a user, the web app asks
+everyone to log in. Roles:
+
+- ``admin``: everything: knowledge bases, tuning, evaluation, deletions, users.
+- ``agent``: chat and reply drafts.
+
+Passwords are stored as scrypt hashes with a random salt per user (``hashlib.scrypt``,
+n=2**14, r=8, p=1), in ``<data>/users.json`` written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import inspect
+import ipaddress
+import json
+import secrets
+import threading
+import time
+from pathlib import Path
+
+from knowledge.errors import ConfigError, StoreError
+from knowledge.library import check_name
+from knowledge.store import atomic_write_bytes
+
+ROLES = ("admin", "agent")
+MIN_PASSWORD = 8
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, **_SCRYPT)
+    return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        scheme, salt, digest = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    candidate = hash_password(password, bytes.fromhex(salt)).split("$")[2]
+    return hmac.compare_digest(candidate, digest)
+
+
+class UserStore:
+    def __init__(self, data_dir: str | Path) -> None:
+        self.path = Path(data_dir) / "users.json"
+        self._lock = threading.Lock()
+
+    def _load(self) -> dict[str, dict]:
+        if not self.path.exists():
+            return {}
+        try:
+            return json.loads(self.path.read_text("utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise StoreError(f"The user file {self.path} is damaged; restore it from a backup.") from exc
+
+    def _save(self, users: dict[str, dict]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.path, json.dumps(users, indent=2).encode("utf-8"))
+
+    def any(self) -> bool:
+        return bool(self._load())
+
+    def add(self, name: str, password: str, role: str = "agent") -> None:
+        name = check_name(name, "user")
+        if role not in ROLES:
+            raise ConfigError(f"A role should be admin or agent, got {role!r}.")
+        if len(password or "") < MIN_PASSWORD:
+            raise ConfigError(f"A password needs at least {MIN_PASSWORD} characters.")
+        with self._lock:
+            users = self._load()
+            if name in users:
+                raise ConfigError(
+                    f"The user {name!r} exists already; choose another name or change the password."
+                )
+            if not users and role != "admin":
+                raise ConfigError("The first user must be an admin, or nobody could manage the others.")
+            users[name] = {
+                "password": hash_password(password),
+                "role": role,
+                "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            }
+            self._save(users)
+
+    def set_password(self, name: str, password: str) -> None:
+        if len(password or "") < MIN_PASSWORD:
+            raise ConfigError(f"A password needs at least {MIN_PASSWORD} characters.")
+        with self._lock:
+            users = self._load()
+            if name not in users:
+                raise StoreError(f"There is no user {name!r}.")
+            users[name]["password"] = hash_password(password)
+            self._save(users)
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            users = self._load()
+            if name not in users:
+                raise StoreError(f"There is no user {name!r}.")
+            admins = [n for n, u in users.items() if u["role"] == "admin"]
+            if users[name]["role"] == "admin" and admins == [name]:
+                raise ConfigError("This is the last admin; make another admin before deleting it.")
+            del users[name]
+            self._save(users)
+
+    def list(self) -> list[dict]:
+        return [
+            {"name": n, "role": u["role"], "created": u["created"]} for n, u in sorted(self._load().items())
+        ]
+
+    def verify(self, name: str, password: str) -> bool:
+        user = self._load().get((name or "").strip())
+        return bool(user) and check_password(password or "", user["password"])
+
+    def role(self, name: str | None) -> str | None:
+        """The user's role; with no users at all (local mode) everyone is admin."""
+        users = self._load()
+        if not users:
+            return "admin"
+        user = users.get(name or "")
+        return user["role"] if user else None
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, users: UserStore, allow_open: bool) -> None:
+    """Refuse to listen on a network address with nobody required to log in."""
+    if is_loopback(host) or users.any() or allow_open:
+        return
+    raise ConfigError(
+        f"Refusing to serve on {host} without login: anyone on the network could read and change "
+        "your documents. Create an admin with `python -m assistant users --add NAME --role admin`, "
+        "or set TSUMUGI_ALLOW_OPEN=1 to serve without login anyway."
+    )
+
+
+class Forbidden(ConfigError):
+    """The logged-in user's role does not allow the action."""
+
+
+def require_role(fn, role: str, users: UserStore, quiet_outputs: int | None = None):
+    """``fn`` as a Gradio handler that first checks the caller's role (from the login).
+
+    The wrapper takes the ``gr.Request`` as its first parameter, which Gradio fills in; the
+    original parameters follow unchanged, so inputs, progress trackers and generators work as
+    before.
+    """
+    import gradio as gr
+
+    def check(request) -> None:
+        username = getattr(request, "username", None) if request is not None else None
+        actual = users.role(username)
+        if actual is None or (role == "admin" and actual != "admin"):
+            raise gr.Error(
+                f"Your account ({username or 'not logged in'}) is not allowed to do this; ask an admin."
+            )
+
+    if inspect.isgeneratorfunction(fn):
+
+        def wrapper(request, *args, **kwargs):
+            check(request)
+            return (yield from fn(*args, **kwargs))
+
+    else:
+
+        def wrapper(request, *args, **kwargs):
+            check(request)
+            return fn(*args, **kwargs)
+
+    original = inspect.signature(fn)
+    request_param = inspect.Parameter(
+        "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request
+    )
+    wrapper.__signature__ = original.replace(parameters=[request_param, *original.parameters.values()])
+    wrapper.__annotations__ = {"request": gr.Request}
+    wrapper.__name__ = getattr(fn, "__name__", "handler")
+    wrapper.__qualname__ = getattr(fn, "__qualname__", wrapper.__name__)
+    wrapper.__tsumugi_role__ = role
+    return wrapper
+
+
+def guard_functions(demo, fn_ids, role: str, users: UserStore) -> None:
+    """Wrap the Gradio event handlers registered as ``fn_ids`` so only ``role`` may run them."""
+    for fn_id in fn_ids:
+        block_fn = demo.fns[fn_id]
+        if block_fn.fn is None or getattr(block_fn.fn, "__tsumugi_role__", None):
+            continue
+        events = {target[1] for target in block_fn.targets}
+        quiet = len(block_fn.outputs) if events & {"load", "tick"} else None
+        block_fn.fn = require_role(block_fn.fn, role, users, quiet)
