@@ -143,13 +143,22 @@ def language_of(text: str) -> str:
     return "ja" if is_japanese(text) else "en"
 
 
+_PASSAGE_TAG = re.compile(r"<\s*/?\s*passage\s*>", re.I)
+
+
+def quote_passage(text: str) -> str:
+    """A passage's text that cannot close its quotation: a document containing "</passage>"
+    followed by instructions would otherwise step out of the quoted data into the prompt."""
+    return _PASSAGE_TAG.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), text)
+
+
 def format_passages(hits: list[Hit]) -> str:
     lines = []
     for n, hit in enumerate(hits, start=1):
         where = hit.doc + (f", page {hit.page}" if hit.page else "")
         if hit.heading:
             where += f", {hit.heading}"
-        lines.append(f"[{n}] ({where})\n<passage>\n{hit.text}\n</passage>")
+        lines.append(f"[{n}] ({where})\n<passage>\n{quote_passage(hit.text)}\n</passage>")
     return "\n\n".join(lines)
 
 

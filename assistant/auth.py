@@ -200,6 +200,8 @@ def guard_functions(demo, fn_ids, role: str, users: UserStore) -> None:
         block_fn = demo.fns[fn_id]
         if block_fn.fn is None or getattr(block_fn.fn, "__tsumugi_role__", None):
             continue
+        # A click or a submit is someone asking for the action: refuse it out loud. Anything
+        # else (page load, timer, a shared dropdown changing) is refused silently.
         events = {target[1] for target in block_fn.targets}
-        quiet = len(block_fn.outputs) if events & {"load", "tick"} else None
+        quiet = None if events & {"click", "submit"} else len(block_fn.outputs)
         block_fn.fn = require_role(block_fn.fn, role, users, quiet)

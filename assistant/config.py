@@ -13,6 +13,7 @@ from assistant.escalate import EscalationConfig
 from assistant.models import EMBEDDED_MODEL, ModelConfig
 from knowledge.embed import DEFAULT_EMBED_MODEL
 from knowledge.errors import ConfigError
+from knowledge.limits import IngestLimits
 
 
 def _env(name: str, default: str) -> str:
@@ -26,6 +27,15 @@ def _env_int(name: str, default: int, problems: list[str]) -> int:
         return int(raw)
     except ValueError:
         problems.append(f"{name} should be a whole number, got {raw!r}.")
+        return default
+
+
+def _env_float(name: str, default: float, problems: list[str]) -> float:
+    raw = _env(name, str(default))
+    try:
+        return float(raw)
+    except ValueError:
+        problems.append(f"{name} should be a number, got {raw!r}.")
         return default
 
 
@@ -49,8 +59,9 @@ class Settings:
     """TSUMUGI_PORT: port the app listens on."""
     allow_downloads: bool = False
     """TSUMUGI_ALLOW_DOWNLOADS: let models be fetched from the Hugging Face hub (off: offline)."""
-    max_pages: int = 2000
-    """TSUMUGI_MAX_PAGES: longest PDF accepted, in pages."""
+    limits: IngestLimits = field(default_factory=IngestLimits)
+    """TSUMUGI_MAX_FILE_MB, TSUMUGI_MAX_FILES, TSUMUGI_MAX_PAGES, TSUMUGI_MAX_UNPACKED_MB,
+    TSUMUGI_PARSE_TIMEOUT: what one upload may cost (see knowledge/limits.py)."""
     escalation: EscalationConfig = field(default_factory=EscalationConfig)
     """TSUMUGI_ESCALATE_URL, TSUMUGI_ESCALATE_MODEL, TSUMUGI_ESCALATE_KEY (or OPENAI_API_KEY),
     TSUMUGI_CONFIDENCE_THRESHOLD: the larger model for low-confidence answers."""
@@ -88,6 +99,17 @@ class Settings:
         except ConfigError as exc:
             problems.append(str(exc))
             escalation = EscalationConfig()
+        try:
+            limits = IngestLimits(
+                max_file_mb=_env_float("TSUMUGI_MAX_FILE_MB", 100.0, problems),
+                max_files=_env_int("TSUMUGI_MAX_FILES", 500, problems),
+                max_pages=_env_int("TSUMUGI_MAX_PAGES", 2000, problems),
+                max_unpacked_mb=_env_float("TSUMUGI_MAX_UNPACKED_MB", 500.0, problems),
+                parse_timeout_s=_env_float("TSUMUGI_PARSE_TIMEOUT", 120.0, problems),
+            )
+        except ConfigError as exc:
+            problems.append(str(exc))
+            limits = IngestLimits()
         settings = cls(
             data_dir=data_dir,
             model_cache=Path(_env("TSUMUGI_MODEL_CACHE", str(data_dir / "models"))),
@@ -97,15 +119,13 @@ class Settings:
             host=_env("TSUMUGI_HOST", _env("GRADIO_SERVER_NAME", "127.0.0.1")),
             port=_env_int("TSUMUGI_PORT", int(_env("GRADIO_SERVER_PORT", "7860")), problems),
             allow_downloads=_env_bool("TSUMUGI_ALLOW_DOWNLOADS", False),
-            max_pages=_env_int("TSUMUGI_MAX_PAGES", 2000, problems),
+            limits=limits,
             escalation=escalation,
             allow_open=_env_bool("TSUMUGI_ALLOW_OPEN", False),
             api_keys=tuple(k.strip() for k in _env("TSUMUGI_API_KEYS", "").split(",") if k.strip()),
         )
         if not 1 <= settings.port <= 65535:
             problems.append(f"TSUMUGI_PORT should be between 1 and 65535, got {settings.port}.")
-        if settings.max_pages < 1:
-            problems.append(f"TSUMUGI_MAX_PAGES should be positive, got {settings.max_pages}.")
         if problems:
             raise ConfigError(" ".join(problems))
         return settings

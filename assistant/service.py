@@ -123,7 +123,7 @@ class Tsumugi:
             sources = list(paths)
         else:
             sources = collect_sources(paths)  # type: ignore[arg-type]
-        return (yield from ingest_files(kb, sources, cancel, max_pages=self.settings.max_pages))
+        return (yield from ingest_files(kb, sources, cancel, limits=self.settings.limits))
 
     def search(self, kb_name: str, query: str, config: RetrievalConfig | None = None) -> list[Hit]:
         return retrieve(self.library.get(kb_name), query, config)

@@ -20,7 +20,8 @@ import numpy as np
 from knowledge.chunk import ChunkConfig, chunk_document, indexed_text
 from knowledge.embed import get_embedder
 from knowledge.errors import ParseError, TsumugiError
-from knowledge.parse import SUPPORTED_EXTENSIONS, parse_bytes
+from knowledge.limits import IngestLimits, check_archive, check_count, check_size, parse_limited
+from knowledge.parse import SUPPORTED_EXTENSIONS
 from knowledge.progress import Clock, Progress
 from knowledge.store import KnowledgeBase
 
@@ -86,17 +87,20 @@ class _Prepared:
     chunks: list
 
 
-def _prepare(kb, source, embedder, chunking, max_pages, pending) -> _Prepared | FileResult:
+def _prepare(kb, source, embedder, chunking, limits: IngestLimits, pending) -> _Prepared | FileResult:
     try:
+        check_size(source.name, source.path.stat().st_size, limits)
         data = source.path.read_bytes()
     except OSError as exc:
         raise ParseError(f"{source.name} could not be read ({exc.strerror}).") from exc
+    if data.startswith(b"PK\x03\x04"):
+        check_archive(data, source.name, limits)
     sha = hashlib.sha256(data).hexdigest()
     same = kb.find_by_hash(sha)
     if same is not None:
         note = "" if same.name == source.name else f" (same content as {same.name})"
         return FileResult(source.name, "unchanged", same.chunks, f"Already in the knowledge base{note}.")
-    doc = parse_bytes(data, source.name, max_pages=max_pages)
+    doc = parse_limited(data, source.name, limits)
     text_sha = hashlib.sha256(" ".join(doc.text.split()).encode("utf-8")).hexdigest()
     same = kb.find_by_text_hash(text_sha)
     if same is not None and same.name != source.name:
@@ -119,7 +123,7 @@ def ingest_files(
     kb: KnowledgeBase,
     sources: list[Source],
     cancel: threading.Event | None = None,
-    max_pages: int | None = None,
+    limits: IngestLimits | None = None,
     group_chunks: int = 1024,
 ) -> Generator[Progress, None, list[FileResult]]:
     """Add ``sources`` to ``kb``; yields progress, returns one result per file, in order.
@@ -130,6 +134,8 @@ def ingest_files(
     manuals. Each file is then committed on its own, so a failure or a cancel keeps the
     files committed before it.
     """
+    limits = limits or IngestLimits()
+    check_count(len(sources), limits)
     embedder = get_embedder(kb.embed_model)
     chunking = effective_chunking(kb.chunking, embedder.max_tokens)
     clock = Clock()
@@ -143,7 +149,7 @@ def ingest_files(
                 break
             yield clock.event("Reading", len(results), total, "files", source.name, items=(source.name,))
             try:
-                prepared = _prepare(kb, source, embedder, chunking, max_pages, pending)
+                prepared = _prepare(kb, source, embedder, chunking, limits, pending)
             except TsumugiError as exc:  # ParseError included: one sentence for this file
                 prepared = FileResult(source.name, "failed", message=str(exc))
             except MemoryError:
