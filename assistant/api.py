@@ -32,6 +32,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from assistant import events
 from assistant.api_keys import ApiKeyStore
 from knowledge.errors import ConfigError, TsumugiError
 
@@ -76,6 +77,22 @@ def create_api(app) -> FastAPI:
     api = FastAPI(title="Tsumugi API", docs_url="/v1/docs", openapi_url="/v1/openapi.json")
     keys = ApiKeyStore(app.settings.data_dir, app.settings.api_keys)
 
+    @api.middleware("http")
+    async def _log_requests(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        if request.url.path.startswith("/v1"):
+            events.log(
+                "request",
+                method=request.method,
+                path=request.url.path,
+                status=response.status_code,
+                ms=round((time.perf_counter() - started) * 1000),
+                key=getattr(request.state, "key_name", None),
+                client=request.client.host if request.client else None,
+            )
+        return response
+
     @api.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
@@ -99,6 +116,7 @@ def create_api(app) -> FastAPI:
                 "authentication_error",
             )
         record = keys.verify(key)
+        request.state.key_name = record["name"] if record else None
         if record is None:
             raise ApiError(
                 401,

@@ -13,6 +13,7 @@ n=2**14, r=8, p=1), in ``<data>/users.json`` written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import inspect
@@ -23,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+from assistant import events
 from knowledge.errors import ConfigError, StoreError
 from knowledge.library import check_name
 from knowledge.store import atomic_write_bytes
@@ -192,6 +194,27 @@ def require_role(fn, role: str, users: UserStore, quiet_outputs: int | None = No
     wrapper.__qualname__ = getattr(fn, "__qualname__", wrapper.__name__)
     wrapper.__tsumugi_role__ = role
     return wrapper
+
+
+@contextlib.contextmanager
+def _action(name: str, request):
+    """Log a web-app action with its user, duration and outcome."""
+    started = time.perf_counter()
+    outcome = "ok"
+    try:
+        yield
+    except Exception as exc:
+        outcome = f"{exc.__class__.__name__}: {exc}"[:300]
+        raise
+    finally:
+        user = getattr(request, "username", None) if request is not None else None
+        events.log(
+            "action",
+            user=user,
+            action=name,
+            outcome=outcome,
+            ms=round((time.perf_counter() - started) * 1000),
+        )
 
 
 def guard_functions(demo, fn_ids, role: str, users: UserStore) -> None:

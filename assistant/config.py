@@ -65,6 +65,8 @@ class Settings:
     escalation: EscalationConfig = field(default_factory=EscalationConfig)
     """TSUMUGI_ESCALATE_URL, TSUMUGI_ESCALATE_MODEL, TSUMUGI_ESCALATE_KEY (or OPENAI_API_KEY),
     TSUMUGI_CONFIDENCE_THRESHOLD: the larger model for low-confidence answers."""
+    demo: bool = False
+    """TSUMUGI_DEMO: seed a sample knowledge base when there is none (on by default on a Space)."""
     allow_open: bool = False
     """TSUMUGI_ALLOW_OPEN: serve on a network address without login (refused otherwise)."""
     api_keys: tuple[str, ...] = ()
@@ -121,7 +123,9 @@ class Settings:
             allow_downloads=_env_bool("TSUMUGI_ALLOW_DOWNLOADS", False),
             limits=limits,
             escalation=escalation,
-            allow_open=_env_bool("TSUMUGI_ALLOW_OPEN", False),
+            demo=_env_bool("TSUMUGI_DEMO", bool(os.environ.get("SPACE_ID"))),
+            # A Space's visibility (public or private) is its access control.
+            allow_open=_env_bool("TSUMUGI_ALLOW_OPEN", bool(os.environ.get("SPACE_ID"))),
             api_keys=tuple(k.strip() for k in _env("TSUMUGI_API_KEYS", "").split(",") if k.strip()),
         )
         if not 1 <= settings.port <= 65535:

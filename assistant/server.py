@@ -38,6 +38,11 @@ def run_server(app, host: str, port: int, ui: bool = True) -> None:
     from assistant.ui import warm_up
 
     check_exposure(host, UserStore(app.settings.data_dir), app.settings.allow_open)
+    if app.settings.demo:
+        from assistant.demo import seed
+
+        if seed(app):
+            print("Demo mode: seeded a sample knowledge base.", flush=True)
     warm_up(app)
     server = build_server(app, ui)
     where = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"

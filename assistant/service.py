@@ -8,6 +8,7 @@ from collections.abc import Generator
 from dataclasses import replace
 from pathlib import Path
 
+from assistant import events
 from assistant.adapters import AdapterStore
 from assistant.answer import Answer, AnswerConfig, answer_question
 from assistant.config import Settings, prepare_environment
@@ -29,6 +30,7 @@ class Tsumugi:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.from_env()
         prepare_environment(self.settings)
+        events.configure(self.settings.data_dir)
         self.library = Library(self.settings.data_dir)
         self.adapters = AdapterStore(self.settings.data_dir)
         self.jobs = JobStore(self.settings.data_dir)
@@ -92,7 +94,9 @@ class Tsumugi:
                 json.dumps({"question": e.question, "answer": e.answer}, ensure_ascii=False) + "\n"
                 for e in snapshot.examples
             ).encode("utf-8")
-        return self.jobs.submit("tune", request, files)
+        job = self.jobs.submit("tune", request, files)
+        events.log("job", id=job.id, job="tune", state="submitted", name=request["name"])
+        return job
 
     def delete_adapter(self, name: str) -> None:
         info = self.adapters.get(name)
@@ -123,7 +127,10 @@ class Tsumugi:
             sources = list(paths)
         else:
             sources = collect_sources(paths)  # type: ignore[arg-type]
-        return (yield from ingest_files(kb, sources, cancel, limits=self.settings.limits))
+        results = yield from ingest_files(kb, sources, cancel, limits=self.settings.limits)
+        for r in results:
+            events.log("ingest", kb=kb_name, file=r.name, status=r.status, chunks=r.chunks, message=r.message)
+        return results
 
     def search(self, kb_name: str, query: str, config: RetrievalConfig | None = None) -> list[Hit]:
         return retrieve(self.library.get(kb_name), query, config)
@@ -149,6 +156,7 @@ class Tsumugi:
             yield answer
         if answer is not None and answer.done and source:
             self.drafts.record_answer(kb_name, source, answer)
+            _log_answer(source, kb_name, answer)
         return answer
 
     def draft(
@@ -168,6 +176,7 @@ class Tsumugi:
         ):
             if answer.done:
                 answer.draft_id = self.drafts.add(kb_name, answer, tone=config.tone)
+                _log_answer("draft", kb_name, answer)
             yield answer
         return answer
 
@@ -203,7 +212,9 @@ class Tsumugi:
             "configs": [asdict(c) for c in configs],
             "settings": self._worker_settings(),
         }
-        return self.jobs.submit("eval", request)
+        job = self.jobs.submit("eval", request)
+        events.log("job", id=job.id, job="eval", state="submitted", name=request["name"])
+        return job
 
     def _worker_settings(self) -> dict:
         s = self.settings
@@ -218,3 +229,18 @@ class Tsumugi:
                 "threshold": s.escalation.threshold,
             },
         }
+
+
+def _log_answer(source: str, kb: str, answer: Answer) -> None:
+    events.log(
+        "answer",
+        source=source,
+        kb=kb,
+        model=answer.model,
+        covered=answer.covered,
+        confidence=None if answer.confidence is None else round(answer.confidence, 3),
+        escalated=answer.escalated,
+        needs_review=answer.needs_review,
+        sub_questions=len(answer.sub_questions),
+        seconds=round(answer.timings.get("total_s", 0.0), 2),
+    )

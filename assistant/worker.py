@@ -53,7 +53,12 @@ def main(argv: list[str]) -> int:
         events.write(json.dumps({"t": time.time(), "type": kind, **data}, ensure_ascii=False) + "\n")
         events.flush()
 
+    from assistant import events as event_log
+
+    event_log.configure(data_dir)
+
     def finish(state: str, **extra) -> int:
+        event_log.log("job", id=job_id, state=state, error=extra.get("error"))
         status.update(state=state, finished=time.strftime("%Y-%m-%d %H:%M:%S"), **extra)
         write_json(status_path, status)
         emit("state", state=state, **extra)

@@ -313,5 +313,23 @@ if __name__ == "__main__":
         rows = [{"stage": "confidence", "baseline": "one signal alone", **analyse(items, args.fit)}]
     else:
         rows = run(args.model_cache, args.quick, args.fit, args.dump)
-    print("\n".join(rows_markdown(rows)))
+    table = "\n".join(["| measure | Tsumugi | baseline | gain |", "|---|---|---|---|", *rows_markdown(rows)])
+    print(table)
     print(json.dumps(rows, indent=2, ensure_ascii=False))
+    if not args.quick:
+        out = ROOT / "bench" / "results"
+        previous = out / "confidence.json"
+        kept = []
+        if previous.exists():  # --from-dump redoes the confidence rows only
+            kept = [
+                r
+                for r in json.loads(previous.read_text("utf-8"))
+                if r["stage"] not in {x["stage"] for x in rows}
+            ]
+        rows = kept + rows
+        previous.write_text(json.dumps(rows, indent=2, ensure_ascii=False), "utf-8")
+        (out / "confidence.md").write_text(
+            "\n".join(["| measure | Tsumugi | baseline | gain |", "|---|---|---|---|", *rows_markdown(rows)])
+            + "\n",
+            "utf-8",
+        )

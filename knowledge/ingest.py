@@ -8,7 +8,9 @@ bad file gets its own sentence while the rest of the batch goes on.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import sqlite3
 import threading
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, replace
@@ -175,15 +177,42 @@ def ingest_files(
                 prepared.index = i
                 pending.append(prepared)
             if pending and (sum(len(p.chunks) for p in pending) >= group_chunks or i == total - 1):
-                yield from _embed_and_store(kb, pending, embedder, clock, results, total, cancel)
+                try:
+                    yield from _embed_and_store(kb, pending, embedder, clock, results, total, cancel)
+                except (OSError, sqlite3.OperationalError) as exc:
+                    if not _disk_full(exc):
+                        raise
+                    # Each document is one transaction: those stored stay, the rest are reported.
+                    for p in pending:
+                        results.setdefault(p.index, FileResult(p.source.name, "failed", message=DISK_FULL))
+                    for j in range(i + 1, total):
+                        results.setdefault(j, FileResult(sources[j].name, "failed", message=DISK_FULL))
+                    break
                 pending = []
         # Files not reached, or parsed but not stored before a cancel, are reported as such.
         for j in range(total):
             results.setdefault(
                 j, FileResult(sources[j].name, "cancelled", message="Cancelled before it was stored.")
             )
-        kb.save_index()
+        try:
+            kb.save_index()
+        except (OSError, sqlite3.OperationalError) as exc:
+            if not _disk_full(exc):
+                raise
+            # SQLite holds everything; the index is rebuilt from it when there is room again.
     return [results[i] for i in range(total)]
+
+
+DISK_FULL = (
+    "The disk holding the data folder is full, so this file was not stored; free some space "
+    "(or ask an admin to) and upload it again. Documents already stored are unaffected."
+)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "full" in str(exc).lower()
 
 
 def _embed_and_store(kb, group, embedder, clock, results, total, cancel):

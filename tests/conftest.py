@@ -115,6 +115,14 @@ def tiny_embedder_dir(tmp_path_factory) -> Path:
     return out
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def serve_in_thread(app, host: str = "127.0.0.1"):
     """Run an ASGI app with uvicorn on a free loopback port; returns (base URL, server)."""
     import socket

@@ -11,12 +11,23 @@ from assistant.service import Tsumugi
 
 def build_app(app: Tsumugi) -> gr.Blocks:
     from assistant.auth import UserStore, guard_functions
-    from assistant.ui import chat_tab, draft_tab, evaluate_tab, knowledge_tab, tune_tab
+    from assistant.status import storage_is_persistent
+    from assistant.ui import admin_tab, chat_tab, draft_tab, evaluate_tab, knowledge_tab, tune_tab
 
     users = UserStore(app.settings.data_dir)
     names = app.library.names()
     with gr.Blocks(title="Tsumugi") as demo:
         gr.Markdown("# 紡 Tsumugi\nYour documents, a small language model, and answers with sources.")
+        if not storage_is_persistent(app.settings.data_dir):
+            gr.Markdown(
+                "⚠️ **Temporary storage**: this Space has no persistent storage, so uploads, adapters and "
+                "drafts are lost when it restarts. Add persistent storage in the Space settings to keep them."
+            )
+        if app.settings.demo:
+            gr.Markdown(
+                "👋 **Demo**: a sample knowledge base of outdoor-gear manuals is loaded. Ask “How many "
+                "people fit in the TrailMaster X4 Tent?” in Chat, or paste a customer email in Draft reply."
+            )
         kb_selector = gr.Dropdown(
             label="Knowledge base",
             choices=names,
@@ -41,11 +52,14 @@ def build_app(app: Tsumugi) -> gr.Blocks:
                 ("Knowledge", "knowledge", knowledge_tab),
                 ("Tune", "tune", tune_tab),
                 ("Evaluate", "evaluate", evaluate_tab),
+                ("Admin", "admin", admin_tab),
             ):
                 with gr.Tab(label, id=tab_id) as tab:
                     before = set(demo.fns)
                     if module is knowledge_tab:
                         module.build(app, kb_selector)
+                    elif module is admin_tab:
+                        module.build(app)
                     else:
                         module.build(app, demo, kb_selector)
                     admin_fns |= set(demo.fns) - before

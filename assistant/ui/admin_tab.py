@@ -1,0 +1,126 @@
+"""Admin tab: server status, users and API keys."""
+
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+
+from assistant import status
+from assistant.api_keys import ApiKeyStore
+from assistant.auth import UserStore
+from knowledge.errors import TsumugiError
+
+
+def status_markdown(app) -> str:
+    s = status.snapshot(app)
+    models = ", ".join(f"`{m}`" for m in s["models_loaded"]) or "none yet (loaded on the first question)"
+    jobs = s["jobs"]
+    active = (
+        "; ".join(f"{j['kind']} {html.escape(j['name'])} ({j['state']})" for j in s["active_jobs"]) or "none"
+    )
+    d = s["drafts"]
+    share = "–" if d["escalated_share"] is None else f"{d['escalated_share']:.0%}"
+    lines = [
+        f"**Models in memory**: {models}",
+        f"**Memory**: this process {s['process_rss_mb']} MB; {s['memory_available_mb']:,} of "
+        f"{s['memory_total_mb']:,} MB available · **CPU cores**: {s['cpu_count']}",
+        f"**Disk**: {s['disk_free_gb']} GB free under `{html.escape(s['data_dir'])}`"
+        + ("" if s["storage_persistent"] else " · ⚠️ **temporary storage**: lost when the Space restarts"),
+        f"**Jobs**: {jobs['running']} running, {jobs['queued']} waiting ({active}); "
+        f"{jobs['failed']} failed and {jobs['interrupted']} interrupted on record",
+        f"**Content**: {s['knowledge_bases']} knowledge bases, {s['adapters']} adapters, {d['drafts']} drafts "
+        f"({d['accepted']} accepted) · answers escalated: {d['escalated']} of {d['answers']} ({share})",
+    ]
+    recent = status.problems(s)
+    if recent:
+        lines.append("**Recent problems** (newest last):")
+        for e in recent:
+            what = e.get("message") or e.get("error") or e.get("action") or e.get("state") or ""
+            lines.append(
+                f"- `{e['ts']}` {e['kind']}: {html.escape(str(e.get('file') or e.get('user') or ''))} {html.escape(str(what))}"
+            )
+    lines.append("<sub>Structured logs: `logs/events.jsonl` under the data folder.</sub>")
+    return "\n\n".join(lines[:5]) + "\n\n" + "\n".join(lines[5:])
+
+
+def _users_rows(users: UserStore) -> list[list]:
+    return [[u["name"], u["role"], u["created"]] for u in users.list()]
+
+
+def _keys_rows(keys: ApiKeyStore) -> list[list]:
+    return [[k["name"], k["role"], k["created"]] for k in keys.list()]
+
+
+def build(app) -> None:
+    users = UserStore(app.settings.data_dir)
+    keys = ApiKeyStore(app.settings.data_dir)
+    with gr.Row():
+        gr.Markdown("#### Server status")
+        refresh = gr.Button("Refresh", size="sm", scale=0)
+    panel = gr.Markdown(status_markdown(app))
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown(
+                "#### Users\nWith at least one user, everyone logs in (from the next start). "
+                "Admins manage documents, tuning and users; agents chat and draft replies."
+            )
+            user_table = gr.Dataframe(
+                headers=["user", "role", "created"], value=_users_rows(users), interactive=False
+            )
+            with gr.Row():
+                new_user = gr.Textbox(label="Name")
+                new_password = gr.Textbox(label="Password (8+ characters)", type="password")
+                new_role = gr.Radio(["agent", "admin"], value="agent", label="Role")
+            with gr.Row():
+                add_user = gr.Button("Add user", variant="primary")
+                remove_user = gr.Button("Delete user", variant="stop")
+        with gr.Column():
+            gr.Markdown("#### API keys\nFor the OpenAI-compatible API at `/v1`. A key is shown once.")
+            key_table = gr.Dataframe(
+                headers=["name", "role", "created"], value=_keys_rows(keys), interactive=False
+            )
+            with gr.Row():
+                key_name = gr.Textbox(label="Key name")
+                key_role = gr.Radio(["agent", "admin"], value="agent", label="Role")
+            with gr.Row():
+                create_key = gr.Button("Create key", variant="primary")
+                revoke_key = gr.Button("Revoke key", variant="stop")
+            new_key = gr.Textbox(label="New key (copy it now)", interactive=False, buttons=["copy"])
+
+    def do_add(name, password, role):
+        try:
+            users.add(name, password, role)
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
+        gr.Info(f"User {name} added; restart the app if it ran without login.")
+        return _users_rows(users), ""
+
+    def do_remove(name):
+        try:
+            users.delete((name or "").strip())
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
+        return _users_rows(users)
+
+    def do_create_key(name, role):
+        try:
+            key = keys.create(name, role)
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
+        return _keys_rows(keys), key
+
+    def do_revoke(name):
+        try:
+            keys.revoke((name or "").strip())
+        except TsumugiError as exc:
+            raise gr.Error(str(exc)) from exc
+        return _keys_rows(keys), ""
+
+    refresh.click(lambda: status_markdown(app), None, [panel], api_name="admin_status")
+    add_user.click(
+        do_add, [new_user, new_password, new_role], [user_table, new_password], api_name="add_user"
+    )
+    remove_user.click(do_remove, [new_user], [user_table], api_name="delete_user")
+    create_key.click(do_create_key, [key_name, key_role], [key_table, new_key], api_name="create_key")
+    revoke_key.click(do_revoke, [key_name], [key_table, new_key], api_name="revoke_key")
