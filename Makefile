@@ -1,10 +1,11 @@
 # One command each: `make run` sets up and starts the app, `make test` sets up and runs the tests.
 PYTHON ?= python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast bench lint format clean
+.PHONY: setup run test test-fast bench lint format clean browser
 
 $(STAMP): requirements.txt requirements-models.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +20,14 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python app.py
 
-test: $(STAMP)
+# The browser tests drive Debian's Chromium (Playwright's own browser download is not
+# reachable here); Japanese text needs the Noto CJK fonts to render.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "Installing Debian's chromium and fonts-noto-cjk for the browser tests"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium fonts-noto-cjk >/dev/null; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)

@@ -1,0 +1,202 @@
+"""End to end in a real browser (Playwright driving Debian's Chromium) against the real server
+(``app.py`` in its own process, with login): log in, create a knowledge base, upload files and
+see them listed, ask a question and watch the answer stream in with its source, start a quick
+tune and see its progress, draft a reply and accept it.
+
+Each step saves a screenshot under ``test-artifacts/e2e/`` (``E2E_ARTIFACTS`` overrides).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CONTOSO, DATA, ROOT, free_port, stop_jobs
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("E2E_ARTIFACTS", ROOT / "test-artifacts" / "e2e"))
+ADMIN = ("lead", "correct horse battery")
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, model_cache):
+    import httpx
+
+    from assistant.auth import UserStore
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: `make test` installs Debian's chromium (make browser).")
+    data = tmp_path_factory.mktemp("e2e-data")
+    UserStore(data).add(*ADMIN, role="admin")
+    port = free_port()
+    env = {
+        **os.environ,
+        "TSUMUGI_DATA": str(data),
+        "TSUMUGI_MODEL_CACHE": str(model_cache),
+        "TSUMUGI_PORT": str(port),
+        "TSUMUGI_HOST": "127.0.0.1",
+    }
+    log = open(tmp_path_factory.mktemp("e2e-log") / "server.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 240
+    while True:
+        try:
+            if httpx.get(url + "/v1/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(Path(log.name).read_text()[-3000:])
+        time.sleep(1)
+    yield url, data
+    proc.terminate()
+    proc.wait(timeout=30)
+    stop_jobs(data)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        yield page
+        browser.close()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).first.click()
+    page.wait_for_timeout(400)
+
+
+def upload(page, button_area, paths: list[Path]) -> None:
+    with page.expect_file_chooser() as chooser:
+        button_area.click()
+    chooser.value.set_files([str(p) for p in paths])
+
+
+def test_1_log_in(page, server):
+    url, _ = server
+    page.goto(url + "/")
+    page.get_by_label("username").fill(ADMIN[0])
+    page.get_by_label("password").fill("wrong password")
+    page.get_by_role("button", name="Login").click()
+    page.wait_for_timeout(1500)
+    assert page.get_by_role("tab", name="Chat").count() == 0, "a wrong password must not log in"
+    page.get_by_label("username").fill(ADMIN[0])
+    page.get_by_label("password").fill(ADMIN[1])
+    page.get_by_role("button", name="Login").click()
+    page.get_by_role("tab", name="Knowledge", exact=True).first.wait_for()
+    page.get_by_text(f"Logged in as {ADMIN[0]}").wait_for()
+    shot(page, "01-logged-in")
+
+
+def test_2_create_a_knowledge_base_and_upload(page, server):
+    tab(page, "Knowledge")
+    page.get_by_label("New knowledge base").fill("Outdoor shop")
+    page.get_by_role("button", name="Create").click()
+    page.wait_for_timeout(1500)
+    area = page.locator("text=Click to Upload >> visible=true").first
+    upload(
+        page,
+        area,
+        [CONTOSO / "product_info_1.md", CONTOSO / "product_info_6.md", DATA / "ja-support" / "henpin.md"],
+    )
+    page.wait_for_timeout(1500)
+    page.get_by_role("button", name="Add to knowledge base").click()
+    page.get_by_text("product_info_6.md").first.wait_for()
+    page.wait_for_function(
+        "document.body.innerText.includes('henpin.md') && document.body.innerText.includes('added')"
+    )
+    body = page.inner_text("body")
+    assert "product_info_1.md" in body and "henpin.md" in body
+    shot(page, "02-documents-listed")
+
+
+def test_3_ask_and_watch_the_answer_stream_with_its_source(page, server):
+    tab(page, "Chat")
+    page.get_by_placeholder("Ask a question about your documents…").fill(
+        "How many people can sleep in the TrailMaster X4 Tent?"
+    )
+    page.get_by_role("button", name="Send").click()
+    bot = page.locator(".message.bot, [data-testid='bot']").last
+    lengths = []
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        text = bot.inner_text() if bot.count() else ""
+        if not lengths or len(text) != lengths[-1]:
+            lengths.append(len(text))
+        if "Answered by" in page.inner_text("body"):
+            break
+        time.sleep(0.15)
+    assert len(set(lengths)) >= 3, f"the answer should arrive in pieces, saw lengths {lengths}"
+    assert "product_info_1.md" in page.inner_text("body")
+    assert "confidence" in page.inner_text("body")
+    shot(page, "03-streamed-answer-with-source")
+
+
+def test_4_start_a_quick_tune_and_see_progress(page, server):
+    tab(page, "Tune")
+    area = page.locator("text=Click to Upload >> visible=true").first
+    upload(page, area, [DATA / "tune" / "kumo-lantern-qa.csv"])
+    page.get_by_text("question/answer pairs").first.wait_for()
+    page.get_by_label("Adapter name").fill("kumo-e2e")
+    page.get_by_role("button", name="Start tuning").click()
+    page.wait_for_function(
+        "/loading model|training|waiting|steps/.test(document.body.innerText)", timeout=120_000
+    )
+    shot(page, "04-tuning-progress")
+    page.get_by_role("button", name="Cancel job").click()
+    page.get_by_text("cancelled").first.wait_for(timeout=120_000)
+
+
+def test_5_draft_a_reply_and_accept_it(page, server):
+    _, data = server
+    tab(page, "Draft reply")
+    page.get_by_label("Customer message").fill(
+        "Hello, we are a family of four. How many people can sleep in the TrailMaster X4 Tent? Thanks, Sam"
+    )
+    page.get_by_role("button", name="Draft reply").click()
+    page.locator("text=Answered by >> visible=true").first.wait_for(timeout=120_000)
+    reply = page.locator("label", has_text="Reply (edit freely before accepting)").locator("textarea")
+    text = reply.input_value()
+    assert text.startswith("Dear customer,")
+    reply.fill(text + "\n\nP.S. Have a great trip!")
+    shot(page, "05-draft")
+    page.get_by_role("button", name="Accept reply").click()
+    page.get_by_text("Accepted and stored").wait_for()
+    shot(page, "06-draft-accepted")
+
+    from assistant.draft_store import DraftStore
+
+    accepted = DraftStore(data).list(status="accepted")
+    assert accepted and accepted[0].final.endswith("Have a great trip!") and "[1]" not in accepted[0].final
