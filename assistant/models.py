@@ -196,8 +196,9 @@ class ChatModel:
             raise ModelError(
                 f"The model {config.name!r} has no chat template; choose an instruct/chat model."
             )
-        self.lock = threading.Lock()
-        """Generation is serialised per model: two at once only slow each other down on CPU."""
+        self.lock = FairLock()
+        """Generation is serialised per model: two at once only slow each other down on CPU.
+        First come, first served, so web and API users wait alike under load."""
         self.last_stats: dict[str, int] = {}
         """Prompt and generated token counts of the latest ``stream`` call."""
 
@@ -302,6 +303,33 @@ class ChatModel:
             thread.join()
         if errors:
             raise ModelError(f"Generation failed: {errors[0]}") from errors[0]
+
+
+class FairLock:
+    """A lock granted in the order it was asked for.
+
+    ``threading.Lock`` lets whichever waiting thread the scheduler wakes take it; under load
+    (bench/load.py: 8 web and 8 API clients) the API's threads kept winning and web users
+    waited twice as long.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._next = 0
+        self._serving = 0
+
+    def __enter__(self) -> FairLock:
+        with self._cond:
+            ticket = self._next
+            self._next += 1
+            while ticket != self._serving:
+                self._cond.wait()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._cond:
+            self._serving += 1
+            self._cond.notify_all()
 
 
 def attach_adapter(model, adapter_dir: str | Path, merge: bool):

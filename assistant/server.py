@@ -17,7 +17,7 @@ def build_server(app, ui: bool = True):
         from assistant.ui import build_app
 
         users = UserStore(app.settings.data_dir)
-        demo = build_app(app).queue(default_concurrency_limit=4)
+        demo = build_app(app).queue(default_concurrency_limit=8)
         # With users, everyone logs in; with none (local single-user mode) nobody does.
         auth = users.verify if users.any() else None
         server = gr.mount_gradio_app(

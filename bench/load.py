@@ -84,7 +84,7 @@ def _gradio_client(
 
     client = Client(url + "/", verbose=False)
     i = n
-    while time.time() < stop_at:
+    while i == n or time.time() < stop_at:  # every client asks at least once
         question = QUESTIONS[i % len(QUESTIONS)]
         i += 1
         started = time.perf_counter()
@@ -105,7 +105,7 @@ def _api_client(
 
     client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=600)
     i = n
-    while time.time() < stop_at:
+    while i == n or time.time() < stop_at:  # every client asks at least once
         question = QUESTIONS[i % len(QUESTIONS)]
         i += 1
         started = time.perf_counter()

@@ -229,3 +229,27 @@ def test_streamed_escalation_sends_only_the_larger_models_answer(service, larger
     assert last["escalated"] is True and last["answered_by"] == f"{name} (escalated)"
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert streamed.strip()
+
+
+def test_requests_answers_and_status_are_logged(client, api_url, service):
+    from assistant import events, status
+
+    assert httpx.get(api_url + "/v1/models").status_code == 401
+    client.chat.completions.create(
+        model=service.settings.model.name,
+        messages=[{"role": "user", "content": QUESTION}],
+        max_tokens=16,
+        extra_body={"kb": "contoso"},
+    )
+    logged = events.recent(service.settings.data_dir)
+    requests = [e for e in logged if e["kind"] == "request" and e["path"] == "/v1/chat/completions"]
+    assert requests and requests[-1]["status"] == 200 and requests[-1]["key"] == "TSUMUGI_API_KEYS"
+    assert any(e["status"] == 401 for e in logged if e["kind"] == "request"), "refused requests are logged too"
+    answers = [e for e in logged if e["kind"] == "answer" and e["source"] == "api"]
+    assert answers and 0 <= answers[-1]["confidence"] <= 1
+    assert all(QUESTION not in str(e) for e in answers), "question texts stay out of the logs"
+    assert any(e["kind"] == "ingest" and e["status"] == "added" for e in logged)
+
+    snap = status.snapshot(service)
+    assert snap["models_loaded"] and snap["process_rss_mb"] > 100 and snap["disk_free_gb"] > 0
+    assert snap["knowledge_bases"] >= 2 and snap["drafts"]["answers"] >= 1

@@ -51,7 +51,9 @@ def _check_consistent(kb) -> int:
 @pytest.mark.slow
 def test_kill_9_during_ingestion_loses_nothing_committed(tmp_path, embedder):
     data = tmp_path / "data"
-    paths = _corpus(tmp_path / "docs", copies=2)  # 40 files
+    # 120 files: more chunks than one embedding group (1,024), so the first files are committed
+    # while the rest are still being embedded.
+    paths = _corpus(tmp_path / "docs", copies=6)
     env = {**os.environ, "TSUMUGI_DATA": str(data), "TSUMUGI_PARSE_TIMEOUT": "60"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "assistant", "ingest", "--kb", "big", *map(str, paths)],

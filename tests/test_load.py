@@ -16,7 +16,7 @@ def test_eight_web_and_eight_api_clients_at_once_without_errors(service):
     url, server = serve_in_thread(build_server(service))
     try:
         result = run_load(
-            url, "test-key", "contoso", gradio_clients=8, api_clients=8, seconds=1, max_tokens=16
+            url, "test-key", "contoso", gradio_clients=8, api_clients=8, seconds=1, max_tokens=32
         )
     finally:
         server.should_exit = True
