@@ -244,7 +244,9 @@ def test_requests_answers_and_status_are_logged(client, api_url, service):
     logged = events.recent(service.settings.data_dir)
     requests = [e for e in logged if e["kind"] == "request" and e["path"] == "/v1/chat/completions"]
     assert requests and requests[-1]["status"] == 200 and requests[-1]["key"] == "TSUMUGI_API_KEYS"
-    assert any(e["status"] == 401 for e in logged if e["kind"] == "request"), "refused requests are logged too"
+    assert any(e["status"] == 401 for e in logged if e["kind"] == "request"), (
+        "refused requests are logged too"
+    )
     answers = [e for e in logged if e["kind"] == "answer" and e["source"] == "api"]
     assert answers and 0 <= answers[-1]["confidence"] <= 1
     assert all(QUESTION not in str(e) for e in answers), "question texts stay out of the logs"
