@@ -6,20 +6,25 @@ limit refuses the file with one sentence naming the limit and how to change it; 
 the batch goes on.
 
 Text extraction runs in a separate process with a time limit: a thread cannot be stopped,
-a process can. The process is started once (forkserver, so it does not inherit the app's
-threads or models) and replaced after a timeout.
+a process can. The process (``knowledge/extractor.py``) is started once and replaced after a
+timeout or a crash.
 """
 
 from __future__ import annotations
 
+import atexit
 import io
-import multiprocessing
+import os
+import pickle
+import select
+import struct
+import subprocess
+import sys
 import threading
+import time
 import zipfile
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from pathlib import Path
 
 from knowledge.errors import ConfigError, ParseError
 
@@ -89,50 +94,86 @@ def check_archive(data: bytes, name: str, limits: IngestLimits) -> None:
             )
 
 
-_pool: ProcessPoolExecutor | None = None
-_pool_lock = threading.Lock()
+class Extractor:
+    """One ``python -m knowledge.extractor`` process, started on first use, replaced when it
+    runs over its time limit or dies. A plain subprocess rather than multiprocessing: it needs
+    no ``if __name__ == "__main__"`` guard in the caller's script, and it exits when its
+    parent does (its stdin closes), leaving no orphans after a crash."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    def _start(self) -> subprocess.Popen:
+        root = str(Path(__file__).resolve().parents[1])
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
+        }
+        return subprocess.Popen(
+            [sys.executable, "-m", "knowledge.extractor"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+    def parse(self, data: bytes, name: str, max_pages: int, timeout: float):
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._proc = self._start()
+            request = pickle.dumps((data, name, max_pages), protocol=pickle.HIGHEST_PROTOCOL)
+            deadline = time.monotonic() + timeout
+            try:
+                self._proc.stdin.write(struct.pack("<Q", len(request)) + request)
+                self._proc.stdin.flush()
+                header = self._read(8, deadline)
+                status, value = pickle.loads(self._read(struct.unpack("<Q", header)[0], deadline))
+            except TimeoutError:
+                self.stop()
+                raise ParseError(
+                    f"Reading {name} took longer than {timeout:g} s and was stopped; the file may be "
+                    "damaged or built to stall readers. Export it again, or ask an admin to raise "
+                    "TSUMUGI_PARSE_TIMEOUT."
+                ) from None
+            except (OSError, EOFError, pickle.UnpicklingError, struct.error):
+                self.stop()
+                raise ParseError(
+                    f"Reading {name} crashed the text extractor (out of memory?); the file was skipped."
+                ) from None
+        if status != "ok":
+            raise ParseError(value)
+        return value
+
+    def _read(self, size: int, deadline: float) -> bytes:
+        fd = self._proc.stdout.fileno()
+        chunks, left = [], size
+        while left:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                raise TimeoutError
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                raise EOFError
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
 
 
-def _get_pool() -> ProcessPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver"))
-        return _pool
-
-
-def _reset_pool() -> None:
-    global _pool
-    with _pool_lock:
-        if _pool is not None:
-            for process in list(getattr(_pool, "_processes", {}).values()):
-                process.kill()
-            _pool.shutdown(wait=False, cancel_futures=True)
-            _pool = None
-
-
-def _parse(data: bytes, name: str, max_pages: int):
-    from knowledge.parse import parse_bytes
-
-    return parse_bytes(data, name, max_pages=max_pages)
+_extractor = Extractor()
+atexit.register(_extractor.stop)
 
 
 def parse_limited(data: bytes, name: str, limits: IngestLimits):
     """Parse in the extraction process, stopping it after ``limits.parse_timeout_s``."""
     if limits.parse_timeout_s == 0:
-        return _parse(data, name, limits.max_pages)
-    future = _get_pool().submit(_parse, data, name, limits.max_pages)
-    try:
-        return future.result(timeout=limits.parse_timeout_s)
-    except FutureTimeout:
-        _reset_pool()
-        raise ParseError(
-            f"Reading {name} took longer than {limits.parse_timeout_s:g} s and was stopped; the file may "
-            "be damaged or built to stall readers. Export it again, or ask an admin to raise "
-            "TSUMUGI_PARSE_TIMEOUT."
-        ) from None
-    except BrokenProcessPool:
-        _reset_pool()
-        raise ParseError(
-            f"Reading {name} crashed the text extractor (out of memory?); the file was skipped."
-        ) from None
+        from knowledge.parse import parse_bytes
+
+        return parse_bytes(data, name, max_pages=limits.max_pages)
+    return _extractor.parse(data, name, limits.max_pages, limits.parse_timeout_s)
