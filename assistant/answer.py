@@ -244,6 +244,18 @@ def drop_repeats(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", cleaned).strip()
 
 
+def repeats_span(text: str, span: int = 12) -> bool:
+    """True when some ``span`` characters recur: a small model stitching passages into a loop."""
+    flat = re.sub(r"\s+|\[\d{1,2}\]", "", text)
+    seen: set[str] = set()
+    for i in range(len(flat) - span + 1):
+        piece = flat[i : i + span]
+        if piece in seen:
+            return True
+        seen.add(piece)
+    return False
+
+
 def support(text: str, hits: list[Hit]) -> float:
     """Share of the informative terms of ``text`` that occur in the passages."""
     words = set(content_terms(terms(strip_citations(text))))
@@ -336,8 +348,11 @@ def answer_question(
         raw += piece
         answer.text = raw
         yield answer
-    text = fix_citations(drop_repeats(raw.strip()), hits)
-    if lang == "ja" and (language_of(text) != "ja" or support(text, hits) < 0.5):
+    # A generation cut mid-character (loop or length limit) ends in a replacement character.
+    text = fix_citations(drop_repeats(raw.replace("\ufffd", "").strip()), hits)
+    # A small model's Japanese is often a garbled mix of the passages: keep it only when
+    # nearly all of its terms come from them.
+    if lang == "ja" and (language_of(text) != "ja" or support(text, hits) < 0.8 or repeats_span(text)):
         text = extractive_answer(question, hits)
         answer.method = "extractive"
         answer.notice = (
@@ -389,6 +404,6 @@ def _escalate(answer: Answer, messages, hits, config: AnswerConfig, escalation, 
         answer.needs_review = True
         answer.notice = f"{exc} The small model's answer is shown; check it before use."
         return
-    answer.text = fix_citations(drop_repeats(raw.strip()), hits)
+    answer.text = fix_citations(drop_repeats(raw.replace("\ufffd", "").strip()), hits)
     answer.text = finish(answer.text) if finish else answer.text
     answer.timings["escalation_s"] = time.perf_counter() - started
