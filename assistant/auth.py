@@ -160,29 +160,50 @@ def require_role(fn, role: str, users: UserStore, quiet_outputs: int | None = No
 
     The wrapper takes the ``gr.Request`` as its first parameter, which Gradio fills in; the
     original parameters follow unchanged, so inputs, progress trackers and generators work as
-    before.
+    before. A refused click says so. With ``quiet_outputs`` (handlers of page loads, timers and
+    changes, which nobody clicked) a refused call changes nothing and says nothing, and allowed
+    calls are not logged either (a timer would write a line a second).
     """
     import gradio as gr
 
-    def check(request) -> None:
+    name = getattr(fn, "__name__", "handler")
+
+    def allowed(request) -> bool:
         username = getattr(request, "username", None) if request is not None else None
         actual = users.role(username)
-        if actual is None or (role == "admin" and actual != "admin"):
-            raise gr.Error(
-                f"Your account ({username or 'not logged in'}) is not allowed to do this; ask an admin."
-            )
+        if actual is not None and (role != "admin" or actual == "admin"):
+            return True
+        if quiet_outputs is not None:
+            return False
+        events.log("denied", user=username, action=name, role=actual)
+        raise gr.Error(
+            f"Your account ({username or 'not logged in'}) is not allowed to do this; ask an admin."
+        )
+
+    def nothing():
+        skips = tuple(gr.skip() for _ in range(quiet_outputs or 0))
+        return skips[0] if len(skips) == 1 else skips
 
     if inspect.isgeneratorfunction(fn):
 
         def wrapper(request, *args, **kwargs):
-            check(request)
-            return (yield from fn(*args, **kwargs))
+            if not allowed(request):
+                yield nothing()
+                return None
+            if quiet_outputs is not None:
+                return (yield from fn(*args, **kwargs))
+            with _action(name, request):
+                return (yield from fn(*args, **kwargs))
 
     else:
 
         def wrapper(request, *args, **kwargs):
-            check(request)
-            return fn(*args, **kwargs)
+            if not allowed(request):
+                return nothing()
+            if quiet_outputs is not None:
+                return fn(*args, **kwargs)
+            with _action(name, request):
+                return fn(*args, **kwargs)
 
     original = inspect.signature(fn)
     request_param = inspect.Parameter(
@@ -190,8 +211,8 @@ def require_role(fn, role: str, users: UserStore, quiet_outputs: int | None = No
     )
     wrapper.__signature__ = original.replace(parameters=[request_param, *original.parameters.values()])
     wrapper.__annotations__ = {"request": gr.Request}
-    wrapper.__name__ = getattr(fn, "__name__", "handler")
-    wrapper.__qualname__ = getattr(fn, "__qualname__", wrapper.__name__)
+    wrapper.__name__ = name
+    wrapper.__qualname__ = getattr(fn, "__qualname__", name)
     wrapper.__tsumugi_role__ = role
     return wrapper
 
@@ -225,6 +246,6 @@ def guard_functions(demo, fn_ids, role: str, users: UserStore) -> None:
             continue
         # A click or a submit is someone asking for the action: refuse it out loud. Anything
         # else (page load, timer, a shared dropdown changing) is refused silently.
-        events = {target[1] for target in block_fn.targets}
-        quiet = None if events & {"click", "submit"} else len(block_fn.outputs)
+        triggers = {target[1] for target in block_fn.targets}
+        quiet = None if triggers & {"click", "submit"} else len(block_fn.outputs)
         block_fn.fn = require_role(block_fn.fn, role, users, quiet)

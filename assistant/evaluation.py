@@ -356,7 +356,7 @@ def run_eval_job(
             model=ModelConfig(**s["model"]),
             embed_model=s["embed_model"],
             # The endpoint without its key: the worker reads the key from its environment.
-            escalation=EscalationConfig(**s["escalation"], api_key=escalation_key()),
+            escalation=EscalationConfig(**s.get("escalation", {}), api_key=escalation_key()),
         )
     )
     evalset = EvalSet.from_json(request["set"])
