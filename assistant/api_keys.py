@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
 import threading
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from knowledge.errors import ConfigError, StoreError
 from knowledge.library import check_name
-from knowledge.store import atomic_write_bytes
+from knowledge.store import JsonFile
 
 PREFIX = "tsu-"
 
@@ -28,23 +27,13 @@ def _digest(key: str) -> str:
 class ApiKeyStore:
     def __init__(self, data_dir: str | Path, extra_keys: tuple[str, ...] = ()) -> None:
         self.path = Path(data_dir) / "api_keys.json"
+        self._file = JsonFile(
+            self.path,
+            f"The API key file {self.path} is damaged; restore it or delete it and create keys again.",
+        )
         self._lock = threading.Lock()
         self._extra = {_digest(k) for k in extra_keys}
         """Keys from TSUMUGI_API_KEYS (settings), accepted without being stored."""
-
-    def _load(self) -> dict[str, dict]:
-        if not self.path.exists():
-            return {}
-        try:
-            return json.loads(self.path.read_text("utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise StoreError(
-                f"The API key file {self.path} is damaged; restore it or delete it and create keys again."
-            ) from exc
-
-    def _save(self, keys: dict[str, dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.path, json.dumps(keys, indent=2).encode("utf-8"))
 
     def create(self, name: str, role: str = "agent") -> str:
         """A new key named ``name``; returns the key itself (shown once, never stored)."""
@@ -52,31 +41,32 @@ class ApiKeyStore:
         if role not in ("admin", "agent"):
             raise ConfigError(f"An API key's role should be admin or agent, got {role!r}.")
         with self._lock:
-            keys = self._load()
+            keys = self._file.load()
             if name in keys:
                 raise ConfigError(
                     f"An API key named {name!r} exists already; revoke it first or choose another name."
                 )
             key = PREFIX + secrets.token_urlsafe(32)
             keys[name] = {"sha256": _digest(key), "role": role, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
-            self._save(keys)
+            self._file.save(keys)
         return key
 
     def revoke(self, name: str) -> None:
         with self._lock:
-            keys = self._load()
+            keys = self._file.load()
             if name not in keys:
                 raise StoreError(f"There is no API key named {name!r}.")
             del keys[name]
-            self._save(keys)
+            self._file.save(keys)
 
     def list(self) -> list[dict]:
         return [
-            {"name": n, "role": v["role"], "created": v["created"]} for n, v in sorted(self._load().items())
+            {"name": n, "role": v["role"], "created": v["created"]}
+            for n, v in sorted(self._file.load().items())
         ]
 
     def configured(self) -> bool:
-        return bool(self._extra) or bool(self._load())
+        return bool(self._extra) or bool(self._file.load())
 
     def verify(self, key: str) -> dict | None:
         """The key's record (name, role) when valid, else None (compared in constant time)."""
@@ -86,7 +76,7 @@ class ApiKeyStore:
         for extra in self._extra:
             if hmac.compare_digest(digest, extra):
                 return {"name": "TSUMUGI_API_KEYS", "role": "admin"}
-        for name, record in self._load().items():
+        for name, record in self._file.load().items():
             if hmac.compare_digest(digest, record["sha256"]):
                 return {"name": name, "role": record["role"]}
         return None

@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import inspect
 import ipaddress
-import json
 import secrets
 import threading
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 from assistant import events
 from knowledge.errors import ConfigError, StoreError
 from knowledge.library import check_name
-from knowledge.store import atomic_write_bytes
+from knowledge.store import JsonFile
 
 ROLES = ("admin", "agent")
 MIN_PASSWORD = 8
@@ -54,22 +53,11 @@ def check_password(password: str, stored: str) -> bool:
 class UserStore:
     def __init__(self, data_dir: str | Path) -> None:
         self.path = Path(data_dir) / "users.json"
+        self._file = JsonFile(self.path, f"The user file {self.path} is damaged; restore it from a backup.")
         self._lock = threading.Lock()
 
-    def _load(self) -> dict[str, dict]:
-        if not self.path.exists():
-            return {}
-        try:
-            return json.loads(self.path.read_text("utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise StoreError(f"The user file {self.path} is damaged; restore it from a backup.") from exc
-
-    def _save(self, users: dict[str, dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.path, json.dumps(users, indent=2).encode("utf-8"))
-
     def any(self) -> bool:
-        return bool(self._load())
+        return bool(self._file.load())
 
     def add(self, name: str, password: str, role: str = "agent") -> None:
         name = check_name(name, "user")
@@ -78,7 +66,7 @@ class UserStore:
         if len(password or "") < MIN_PASSWORD:
             raise ConfigError(f"A password needs at least {MIN_PASSWORD} characters.")
         with self._lock:
-            users = self._load()
+            users = self._file.load()
             if name in users:
                 raise ConfigError(
                     f"The user {name!r} exists already; choose another name or change the password."
@@ -90,41 +78,42 @@ class UserStore:
                 "role": role,
                 "created": time.strftime("%Y-%m-%d %H:%M:%S"),
             }
-            self._save(users)
+            self._file.save(users)
 
     def set_password(self, name: str, password: str) -> None:
         if len(password or "") < MIN_PASSWORD:
             raise ConfigError(f"A password needs at least {MIN_PASSWORD} characters.")
         with self._lock:
-            users = self._load()
+            users = self._file.load()
             if name not in users:
                 raise StoreError(f"There is no user {name!r}.")
             users[name]["password"] = hash_password(password)
-            self._save(users)
+            self._file.save(users)
 
     def delete(self, name: str) -> None:
         with self._lock:
-            users = self._load()
+            users = self._file.load()
             if name not in users:
                 raise StoreError(f"There is no user {name!r}.")
             admins = [n for n, u in users.items() if u["role"] == "admin"]
             if users[name]["role"] == "admin" and admins == [name]:
                 raise ConfigError("This is the last admin; make another admin before deleting it.")
             del users[name]
-            self._save(users)
+            self._file.save(users)
 
     def list(self) -> list[dict]:
         return [
-            {"name": n, "role": u["role"], "created": u["created"]} for n, u in sorted(self._load().items())
+            {"name": n, "role": u["role"], "created": u["created"]}
+            for n, u in sorted(self._file.load().items())
         ]
 
     def verify(self, name: str, password: str) -> bool:
-        user = self._load().get((name or "").strip())
+        user = self._file.load().get((name or "").strip())
         return bool(user) and check_password(password or "", user["password"])
 
     def role(self, name: str | None) -> str | None:
         """The user's role; with no users at all (local mode) everyone is admin."""
-        users = self._load()
+        users = self._file.load()
         if not users:
             return "admin"
         user = users.get(name or "")

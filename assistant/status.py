@@ -39,9 +39,10 @@ def snapshot(app) -> dict:
     disk = shutil.disk_usage(data_dir)
     memory = _meminfo()
     jobs = app.jobs.list()
+    rss = _rss()
     return {
         "models_loaded": [model.label for model in list(_models.values())],
-        "process_rss_mb": None if _rss() is None else round(_rss() / 2**20),
+        "process_rss_mb": None if rss is None else round(rss / 2**20),
         "memory_available_mb": round(memory.get("MemAvailable", 0) / 2**20),
         "memory_total_mb": round(memory.get("MemTotal", 0) / 2**20),
         "disk_free_gb": round(disk.free / 2**30, 1),

@@ -77,25 +77,34 @@ def prepare(data: Path, model_cache: Path) -> str:
     return ApiKeyStore(data).create("load")
 
 
+def _client(kind: str, ask, stop_at: float, out: list, errors: list, n: int) -> None:
+    """One client: questions one after another until ``stop_at`` (at least one); ``ask``
+    returns the answer's text."""
+    i = n
+    while i == n or time.time() < stop_at:
+        question = QUESTIONS[i % len(QUESTIONS)]
+        i += 1
+        started = time.perf_counter()
+        try:
+            if not ask(question):
+                raise RuntimeError("empty answer")
+            out.append(time.perf_counter() - started)
+        except Exception as exc:  # counted and reported
+            errors.append(f"{kind}: {exc.__class__.__name__}: {exc}"[:200])
+
+
 def _gradio_client(
     url: str, kb: str, max_tokens: int, stop_at: float, out: list, errors: list, n: int
 ) -> None:
     from gradio_client import Client
 
     client = Client(url + "/", verbose=False)
-    i = n
-    while i == n or time.time() < stop_at:  # every client asks at least once
-        question = QUESTIONS[i % len(QUESTIONS)]
-        i += 1
-        started = time.perf_counter()
-        try:
-            *_, last = client.submit(question, [], kb, 5, 0.0, max_tokens, api_name="/respond")
-            text = last[0][-1]["content"]
-            if not text:
-                raise RuntimeError("empty answer")
-            out.append(time.perf_counter() - started)
-        except Exception as exc:  # counted and reported
-            errors.append(f"gradio: {exc.__class__.__name__}: {exc}"[:200])
+
+    def ask(question: str) -> str:
+        *_, last = client.submit(question, [], kb, 5, 0.0, max_tokens, api_name="/respond")
+        return last[0][-1]["content"]
+
+    _client("gradio", ask, stop_at, out, errors, n)
 
 
 def _api_client(
@@ -104,23 +113,17 @@ def _api_client(
     import openai
 
     client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=600)
-    i = n
-    while i == n or time.time() < stop_at:  # every client asks at least once
-        question = QUESTIONS[i % len(QUESTIONS)]
-        i += 1
-        started = time.perf_counter()
-        try:
-            reply = client.chat.completions.create(
-                model="smollm2-135m-instruct",
-                messages=[{"role": "user", "content": question}],
-                max_tokens=max_tokens,
-                extra_body={"kb": kb},
-            )
-            if not reply.choices[0].message.content:
-                raise RuntimeError("empty answer")
-            out.append(time.perf_counter() - started)
-        except Exception as exc:  # counted and reported
-            errors.append(f"api: {exc.__class__.__name__}: {exc}"[:200])
+
+    def ask(question: str) -> str:
+        reply = client.chat.completions.create(
+            model="smollm2-135m-instruct",
+            messages=[{"role": "user", "content": question}],
+            max_tokens=max_tokens,
+            extra_body={"kb": kb},
+        )
+        return reply.choices[0].message.content
+
+    _client("api", ask, stop_at, out, errors, n)
 
 
 def run_load(

@@ -100,6 +100,27 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+class JsonFile:
+    """A small JSON object on disk (users, API keys), written atomically."""
+
+    def __init__(self, path: Path, damaged: str) -> None:
+        self.path = path
+        self.damaged = damaged
+        """The sentence for a file that no longer parses (says what to do)."""
+
+    def load(self) -> dict:
+        if not self.path.exists():
+            return {}
+        try:
+            return json.loads(self.path.read_text("utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise StoreError(self.damaged) from exc
+
+    def save(self, data: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.path, json.dumps(data, indent=2).encode("utf-8"))
+
+
 class KnowledgeBase:
     """A named knowledge base in its own folder. Safe to share between threads."""
 
