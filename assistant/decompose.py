@@ -19,6 +19,7 @@ import re
 from knowledge.lexical import content_terms, is_japanese, terms
 from knowledge.retrieve import Hit, RetrievalConfig, retrieve
 from knowledge.store import KnowledgeBase
+from knowledge.text import sentences
 
 MAX_PARTS = 4
 MAX_PASSAGES = 10
@@ -40,7 +41,6 @@ SPLIT_PROMPT = (
 )
 
 
-_SENTENCE = re.compile(r"(?<=[.!?。！？])\s*|\n+")
 _QUESTION_START = re.compile(rf"^\s*(?:and\s+|also\s+)?{_WH}\b", re.I)
 
 
@@ -57,7 +57,7 @@ def _is_question(sentence: str) -> bool:
 
 def _question_sentences(text: str) -> list[str]:
     """The sentences of a message that ask something (greetings and context left out)."""
-    return [s.strip() for s in _SENTENCE.split(text) if _is_question(s)]
+    return [s for s in sentences(text) if _is_question(s)]
 
 
 def asked(message: str) -> str:
@@ -155,7 +155,9 @@ def gather_passages(
     """Retrieve for each part and merge the rankings, best ranks first, without repeats."""
     if len(parts) == 1:
         return retrieve(kb, parts[0], config, context=context)
-    rankings = []
+    # The whole question's own ranking leads: a split (right or wrong) never loses the
+    # passages one retrieval of the question would have given.
+    rankings = [retrieve(kb, " ".join(parts), config, context=context)]
     for n, part in enumerate(parts):
         # "…and does it come in blue?": the part leans on the first one for what "it" is.
         part_context = [parts[0]] if n and _PRONOUN.search(part) else context

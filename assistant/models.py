@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from knowledge.errors import ConfigError, TsumugiError
+from knowledge.text import sentences
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 """Name of the chat model that ships with Tsumugi and works with no network."""
@@ -381,9 +382,6 @@ def is_looping(ids: list[int], min_span: int = 12, repeats: int = 3) -> bool:
     return False
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*|\n+")
-
-
 def sentence_key(sentence: str) -> str:
     """A sentence reduced to its words, without list numbering, for spotting repeats."""
     return re.sub(r"^\s*\d+[.)]\s*|\W+", " ", sentence).strip().lower()
@@ -391,7 +389,7 @@ def sentence_key(sentence: str) -> str:
 
 def repeats_sentence(text: str, min_words: int = 4) -> bool:
     """True when the last finished sentence of ``text`` already appeared earlier."""
-    parts = [p for p in _SENTENCE_END.split(text) if p.strip()]
+    parts = sentences(text)
     if len(parts) < 3:
         return False
     finished = parts[:-1]  # the last part may still be growing

@@ -8,12 +8,12 @@ middle of a section repeats up to ``overlap`` tokens of trailing sentences.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from knowledge.errors import ConfigError
 from knowledge.parse.base import ParsedDocument
+from knowledge.text import split_sentences
 
 
 @dataclass(frozen=True)
@@ -75,26 +75,6 @@ class _Unit:
     is_heading: bool
     joiner: str = field(default="\n\n")
     """Text that joins this unit to the previous one in the same chunk."""
-
-
-# A sentence ends at . ! ? followed by space, or at Japanese 。！？ (with closing brackets),
-# or at a line break.
-_SENTENCE = re.compile(r".+?(?:[.!?](?=\s)|[。！？!?][」』）)\"']*|\n|$)", re.DOTALL)
-
-
-def split_sentences(text: str) -> list[tuple[str, str]]:
-    """Split into ``(sentence, separator_before)`` pairs that rejoin to the original text."""
-    pieces: list[tuple[str, str]] = []
-    pos = 0
-    for match in _SENTENCE.finditer(text):
-        raw = match.group(0)
-        sentence = raw.strip()
-        if not sentence:
-            continue
-        start = match.start() + (len(raw) - len(raw.lstrip()))
-        pieces.append((sentence, text[pos:start]))
-        pos = start + len(sentence)
-    return pieces
 
 
 def _count(tokenizer, texts: list[str]) -> list[int]:
