@@ -13,12 +13,18 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
 from assistant import confidence as conf
-from assistant.decompose import gather_passages, split_question
+from assistant.decompose import asked, gather_passages, split_question
+from assistant.evidence import MAX_UNITS, Evidence, SupportCheck, answer_coverage, select, term_weights
 from assistant.models import ModelError, sentence_key
+from assistant.styles import DEFAULT_STYLE, STYLES
+from knowledge.embed import get_embedder
 from knowledge.errors import ConfigError
 from knowledge.lexical import content_terms, is_japanese, terms
 from knowledge.retrieve import Hit, RetrievalConfig
 from knowledge.store import KnowledgeBase
+from knowledge.text import CITATION as _CITATION
+from knowledge.text import LIST_MARKER, cite, sentences, split_sentences
+from knowledge.text import strip_citations as strip_citations
 
 NOT_COVERED = {
     "en": "The documents in this knowledge base do not cover this question.",
@@ -40,7 +46,13 @@ SYSTEM_PROMPT = {
     ),
 }
 
-_CITATION = re.compile(r"\[(\d{1,2})\]")
+CONCISE_PROMPT = {
+    "en": "Facts:\n{facts}\n\nUsing only the facts above, answer in one sentence: {question}",
+    "ja": "事実:\n{facts}\n\n上の事実だけを使って、一文で日本語で答えてください: {question}",
+}
+"""A short prompt of the evidence alone: with the passages and the long system prompt, the
+135M model described the passages ("The passage is quoted from a document…") instead of
+answering."""
 
 
 @dataclass(frozen=True)
@@ -59,9 +71,16 @@ class AnswerConfig:
     (None: the threshold in settings, TSUMUGI_CONFIDENCE_THRESHOLD)."""
     escalate: bool = True
     """Send low-confidence answers to the larger model when one is configured."""
+    style: str = DEFAULT_STYLE
+    """quote: the passages' own sentences, each cited; concise: a short answer the model writes
+    from the evidence, checked sentence by sentence; detailed: the model writes from the whole
+    passages, checked the same way. ("unchecked", the model's text as it wrote it, exists only
+    to measure the check in the benchmark.)"""
 
     def __post_init__(self) -> None:
         problems = []
+        if self.style not in STYLES + ("unchecked",):
+            problems.append(f"`style` should be one of {', '.join(STYLES)}, got {self.style!r}.")
         if not 1 <= self.max_new_tokens <= 4096:
             problems.append(f"`max_new_tokens` should be between 1 and 4096, got {self.max_new_tokens}.")
         if not 0 <= self.temperature <= 2:
@@ -98,9 +117,14 @@ class Answer:
     first_model: str = ""
     sub_questions: list[str] = field(default_factory=list)
     """The parts a multi-part question was split into (empty when not split)."""
-    method: str = "generated"
-    """generated, or extractive: sentences quoted from the passages because the model did not
-    answer in the question's language."""
+    method: str = "quoted"
+    """quoted (the passages' own sentences), checked (the model's sentences, each supported by
+    the passage it cites, and evidence in place of those that were not), or generated (unchecked)."""
+    style: str = DEFAULT_STYLE
+    segments: list[dict] = field(default_factory=list)
+    """The answer's sentences in order, each {"text", "quoted"}: quoted ones are the passages' words."""
+    check: dict[str, int] = field(default_factory=dict)
+    """What the support check did: written, kept, replaced, removed sentences."""
     draft_id: str = ""
     """The stored draft's id, for accepting or rejecting it (drafts only)."""
     notice: str = ""
@@ -131,6 +155,9 @@ class Answer:
             "first_model": self.first_model or None,
             "sub_questions": self.sub_questions,
             "method": self.method,
+            "style": self.style,
+            "segments": self.segments,
+            "check": self.check,
             "notice": self.notice or None,
             "draft_id": self.draft_id or None,
             "citations": [{"n": n, **self.passages[n - 1].to_json()} for n in self.cited],
@@ -174,11 +201,6 @@ def build_messages(question: str, hits: list[Hit], history: list[tuple[str, str]
     return messages
 
 
-def strip_citations(text: str) -> str:
-    """The text without [n] marks, for what goes to a customer or back into a prompt."""
-    return re.sub(r"\s*\[\d{1,2}\]", "", text).strip()
-
-
 def fix_citations(text: str, hits: list[Hit]) -> str:
     """Drop citation marks that point at no passage; attribute uncited sentences.
 
@@ -195,26 +217,15 @@ def fix_citations(text: str, hits: list[Hit]) -> str:
         return text
     passage_terms = [set(terms(h.text)) for h in hits]
     out = []
-    for sentence in re.split(r"(?<=[.!?。！？])\s*", text):
-        if not sentence.strip() or _CITATION.search(sentence):
-            out.append(sentence)
-            continue
+    for sentence, sep in split_sentences(text):
         words = set(terms(sentence))
-        if len(words) >= 2:
+        if not _CITATION.search(sentence) and len(words) >= 2:
             overlap = [len(words & p) / len(words) for p in passage_terms]
             best = max(range(len(hits)), key=lambda i: overlap[i])
             if overlap[best] >= 0.5:
-                stripped = sentence.rstrip()
-                end = stripped[-1] if stripped and stripped[-1] in ".!?。！？" else ""
-                body = stripped[: len(stripped) - len(end)] if end else stripped
-                sentence = f"{body} [{best + 1}]{end}"
-        out.append(sentence)
-    joiner = "" if language_of(text) == "ja" else " "
-    return joiner.join(s for s in out if s)
-
-
-_LIST_MARKER = re.compile(r"^(\s*(?:\d+[.)]|[-*•])\s+)")
-_SENTENCES = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
+                sentence = cite(sentence, best + 1)
+        out.append(sep + sentence)
+    return "".join(out).strip()
 
 
 def drop_repeats(text: str) -> str:
@@ -225,10 +236,10 @@ def drop_repeats(text: str) -> str:
     seen: set[str] = set()
     lines = []
     for line in text.splitlines():
-        marker_match = _LIST_MARKER.match(line)
-        marker = marker_match.group(1) if marker_match else ""
+        marker_match = LIST_MARKER.match(line)
+        marker = marker_match.group(0) if marker_match else ""
         kept = []
-        for sentence in _SENTENCES.split(line[len(marker) :]):
+        for sentence in sentences(line[len(marker) :]):
             key = sentence_key(sentence)
             if key in seen:
                 continue
@@ -242,61 +253,6 @@ def drop_repeats(text: str) -> str:
     # A loop of a short unit ("12x12x12x...") is cut back to one occurrence.
     cleaned = re.sub(r"(.{1,20}?)\1{3,}\S*", r"\1", cleaned)
     return re.sub(r"\n{3,}", "\n\n", cleaned).strip()
-
-
-def repeats_span(text: str, span: int = 12) -> bool:
-    """True when some ``span`` characters recur: a small model stitching passages into a loop."""
-    flat = re.sub(r"\s+|\[\d{1,2}\]", "", text)
-    seen: set[str] = set()
-    for i in range(len(flat) - span + 1):
-        piece = flat[i : i + span]
-        if piece in seen:
-            return True
-        seen.add(piece)
-    return False
-
-
-def support(text: str, hits: list[Hit]) -> float:
-    """Share of the informative terms of ``text`` that occur in the passages."""
-    words = set(content_terms(terms(strip_citations(text))))
-    if not words:
-        return 0.0
-    found: set[str] = set()
-    for hit in hits:
-        found.update(terms(hit.text))
-    return len(words & found) / len(words)
-
-
-def extractive_answer(question: str, hits: list[Hit], limit: int = 3) -> str:
-    """The passage sentences that share the most informative words with the question, cited.
-
-    Used when the model does not answer in the question's language (the embedded 135M model
-    writes little Japanese): quoting the documents is better than an answer in the wrong
-    language, and it is marked as such.
-    """
-    wanted = set(content_terms(terms(question)))
-    scored = []
-    for n, hit in enumerate(hits, start=1):
-        for order, sentence in enumerate(re.split(r"(?<=[.!?。！？])\s*|\n+", hit.text)):
-            sentence = sentence.strip().lstrip("#*- ").strip()
-            if len(sentence) < 6:
-                continue
-            overlap = len(wanted & set(content_terms(terms(sentence))))
-            scored.append((-overlap, n, order, sentence))
-    scored.sort()
-    chosen = sorted(scored[:limit], key=lambda t: (t[1], t[2]))
-    joiner = "" if is_japanese(question) else " "
-
-    def cite(sentence: str, n: int) -> str:
-        if sentence[-1] in ".!?。！？":
-            return (
-                f"{sentence[:-1]} [{n}]{sentence[-1]}"
-                if sentence[-1] in ".!?"
-                else f"{sentence[:-1]}[{n}]{sentence[-1]}"
-            )
-        return f"{sentence} [{n}]"
-
-    return joiner.join(cite(sentence, n) for _, n, _, sentence in chosen)
 
 
 MessagesFn = Callable[[str, list[Hit], list[tuple[str, str]], str], list[dict]]
@@ -315,16 +271,18 @@ def answer_question(
 ) -> Generator[Answer, None, Answer]:
     """Stream an :class:`Answer`; each yield is the same object with more text.
 
+    The evidence is chosen first (:mod:`assistant.evidence`); the style decides whether the
+    model writes around it, and every sentence it writes is checked before it is shown.
     ``escalation`` is an :class:`assistant.escalate.EscalationConfig`; ``messages_fn`` builds
-    the prompt (default: :func:`build_messages`); ``finish`` turns the model's cleaned text
-    into the final text (drafting wraps it in a greeting and a signature).
+    the prompt for the detailed style (default: :func:`build_messages`); ``finish`` turns the
+    final text into what is shown (drafting wraps it in a greeting and a signature).
     """
     config = config or AnswerConfig()
     history = (history or [])[-config.history_turns :] if config.history_turns else []
     messages_fn = messages_fn or build_messages
     lang = language_of(question)
     start = time.perf_counter()
-    answer = Answer(question=question, model=getattr(model, "label", ""))
+    answer = Answer(question=question, model=getattr(model, "label", ""), style=config.style)
     parts = split_question(question, model) if config.decompose else [question]
     if len(parts) > 1:
         answer.sub_questions = parts
@@ -339,39 +297,43 @@ def answer_question(
         answer.timings["total_s"] = time.perf_counter() - start
         yield answer
         return answer
+    embedder = get_embedder(kb.embed_model)
+    evidence = gather_evidence(
+        kb, parts if len(parts) > 1 else [asked(question)], hits, embedder, config.style
+    )
+    answer.timings["evidence_s"] = time.perf_counter() - start - answer.timings["retrieval_s"]
     yield answer
     messages = messages_fn(question, hits, history, lang)
-    raw, info = "", {}
-    for piece in model.stream(messages, config.max_new_tokens, config.temperature, stop=stop, info=info):
-        if not raw:
-            answer.timings["first_token_s"] = time.perf_counter() - start
-        raw += piece
-        answer.text = raw
-        yield answer
-    # A generation cut mid-character (loop or length limit) ends in a replacement character.
-    text = fix_citations(drop_repeats(raw.replace("\ufffd", "").strip()), hits)
-    # A small model's Japanese is often a garbled mix of the passages: keep it only when
-    # nearly all of its terms come from them.
-    if lang == "ja" and (language_of(text) != "ja" or support(text, hits) < 0.8 or repeats_span(text)):
-        text = extractive_answer(question, hits)
-        answer.method = "extractive"
-        answer.notice = (
-            "The model did not write a Japanese answer grounded in the documents; "
-            "these are the closest sentences from them."
-        )
-    generated = answer.method == "generated"
-    signals = conf.signals(
-        raw if generated else "", hits, info.get("token_logprobs", []), text if generated else ""
-    )
+    info: dict = {}
+    if config.style == "unchecked":
+        yield from _generate_unchecked(answer, model, messages, hits, config, stop, info, start)
+    elif config.style == "quote":
+        _show_quote(answer, evidence, lang)
+        answer.timings["first_token_s"] = time.perf_counter() - start
+    else:
+        if config.style == "concise":
+            messages = concise_messages(question, evidence, lang)
+        tokens = config.max_new_tokens if config.style == "detailed" else min(config.max_new_tokens, 96)
+        check = SupportCheck(hits, evidence, embedder)
+        yield from _stream_checked(answer, model, messages, tokens, config, stop, info, check, lang, start)
+        if not check.result.kept:
+            # Nothing the model wrote held up: the evidence itself is the answer.
+            _show_quote(answer, evidence, lang)
+            answer.notice = (
+                "The model's sentences were not supported by the documents; "
+                "these are the documents' own sentences."
+            )
+        answer.check = {k: getattr(check.result, k) for k in ("written", "kept", "replaced", "removed")}
+    signals = conf.signals(evidence, answer, answer_coverage(answer.text, evidence), hits)
     answer.signals = signals.to_json()
-    answer.confidence = conf.score(signals)
-    answer.text = finish(text) if finish else text
+    answer.confidence = conf.score(signals, conf.weights_for(model, config.style))
+    answer.text = finish(answer.text) if finish else answer.text
     threshold = config.confidence_threshold
     if threshold is None:
         threshold = escalation.threshold if escalation is not None else conf.DEFAULT_THRESHOLD
     if answer.confidence < threshold and not (stop and stop.is_set()):
         if escalation is not None and escalation.enabled and config.escalate:
-            yield from _escalate(answer, messages, hits, config, escalation, stop, finish)
+            yield from _escalate(answer, messages, hits, config, escalation, stop, finish, evidence, embedder)
         else:
             answer.needs_review = True
     answer.done = True
@@ -380,7 +342,87 @@ def answer_question(
     return answer
 
 
-def _escalate(answer: Answer, messages, hits, config: AnswerConfig, escalation, stop, finish):
+def gather_evidence(kb: KnowledgeBase, parts: list[str], hits: list[Hit], embedder, style: str) -> Evidence:
+    """The evidence for each part of a question, merged; its measurements are the weakest part's
+    (a message is only answered when every part is)."""
+    limit = MAX_UNITS.get(style, MAX_UNITS["quote"])
+    found = []
+    for part in parts:
+        q_terms = list(dict.fromkeys(content_terms(terms(part))))
+        found.append(select(part, hits, embedder, term_weights(kb, q_terms), limit))
+    if len(found) == 1:
+        return found[0]
+    units = list(dict.fromkeys(u for e in found for u in e.units))
+    weights = {t: w for e in found for t, w in e.weights.items()}
+    return Evidence(
+        units=units,
+        best_score=min(e.best_score for e in found),
+        best_similarity=min(e.best_similarity for e in found),
+        coverage=min(e.coverage for e in found),
+        margin=min(e.margin for e in found),
+        read=all(e.read for e in found),
+        weights=weights,
+    )
+
+
+def _show_quote(answer: Answer, evidence: Evidence, lang: str) -> None:
+    answer.text = evidence.quote(lang == "ja")
+    answer.segments = [{"text": Evidence([u]).quote(lang == "ja"), "quoted": True} for u in evidence.units]
+    answer.method = "quoted"
+
+
+def concise_messages(question: str, evidence: Evidence, lang: str) -> list[dict]:
+    """A prompt holding only the evidence, so the model has nothing else to draw on."""
+    facts = "\n".join(f"[{u.n}] {quote_passage(u.text)}" for u in evidence.units)
+    prompt = CONCISE_PROMPT[lang].format(facts=facts, question=asked(question))
+    return [{"role": "user", "content": prompt}]
+
+
+_MARK_AFTER_END = re.compile(r"([.!?。！？])[ \t]*((?:\[\d{1,2}\][ \t]*)+)")
+
+
+def _stream_checked(answer, model, messages, tokens, config, stop, info, check: SupportCheck, lang, start):
+    """Stream the model's answer, showing each sentence once it is finished and checked."""
+    raw, done = "", 0
+    for piece in model.stream(messages, tokens, config.temperature, stop=stop, info=info):
+        if not raw:
+            answer.timings["first_token_s"] = time.perf_counter() - start
+        raw += piece
+        finished = sentences(_MARK_AFTER_END.sub(r" \2\1", raw.replace("\ufffd", "")))[:-1]
+        if len(finished) > done:
+            for sentence in finished[done:]:
+                check.add(sentence)
+            done = len(finished)
+            answer.text = check.text(lang == "ja")
+            yield answer
+    rest = sentences(_MARK_AFTER_END.sub(r" \2\1", raw.replace("\ufffd", "")))[done:]
+    for n, sentence in enumerate(rest):
+        # The last piece of an answer cut at the length limit is half a sentence: not shown.
+        if n < len(rest) - 1 or re.search(r"[.!?。！？:：]\s*$|\]\s*$", sentence):
+            check.add(sentence)
+    answer.text = check.text(lang == "ja")
+    answer.segments = [{"text": s, "quoted": q} for s, q in check.result.sentences]
+    answer.method = "checked"
+
+
+def _generate_unchecked(answer, model, messages, hits, config, stop, info, start):
+    """The model's answer with citations fixed and loops cut, but no support check."""
+    raw = ""
+    for piece in model.stream(messages, config.max_new_tokens, config.temperature, stop=stop, info=info):
+        if not raw:
+            answer.timings["first_token_s"] = time.perf_counter() - start
+        raw += piece
+        answer.text = raw
+        yield answer
+    # A generation cut mid-character (loop or length limit) ends in a replacement character.
+    answer.text = fix_citations(drop_repeats(raw.replace("\ufffd", "").strip()), hits)
+    answer.segments = [{"text": answer.text, "quoted": False}]
+    answer.method = "generated"
+
+
+def _escalate(
+    answer: Answer, messages, hits, config: AnswerConfig, escalation, stop, finish, evidence, embedder
+):
     """Ask the larger model the same question with the same passages, streaming into ``answer``."""
     from assistant.escalate import remote_model
 
@@ -404,6 +446,16 @@ def _escalate(answer: Answer, messages, hits, config: AnswerConfig, escalation, 
         answer.needs_review = True
         answer.notice = f"{exc} The small model's answer is shown; check it before use."
         return
-    answer.text = fix_citations(drop_repeats(raw.replace("\ufffd", "").strip()), hits)
+    # The larger model's sentences go through the same check as the small model's.
+    check = SupportCheck(hits, evidence, embedder)
+    for sentence in sentences(_MARK_AFTER_END.sub(r" \2\1", fix_citations(drop_repeats(raw.strip()), hits))):
+        check.add(sentence)
+    lang = language_of(answer.question)
+    if not check.result.kept:
+        _show_quote(answer, evidence, lang)
+    else:
+        answer.text = check.text(lang == "ja")
+        answer.segments = [{"text": s, "quoted": q} for s, q in check.result.sentences]
+        answer.method = "checked"
     answer.text = finish(answer.text) if finish else answer.text
     answer.timings["escalation_s"] = time.perf_counter() - started

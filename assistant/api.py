@@ -9,6 +9,7 @@ OpenAI protocol, sent with ``extra_body`` by the official client:
   ``needs_review``, ``escalated`` and ``answered_by`` beside ``choices``. The final
   streamed chunk carries them too.
 - ``top_k``, ``decompose``, ``escalate``: retrieval and escalation switches.
+- ``style``: quote, concise or detailed (see :class:`assistant.answer.AnswerConfig`).
 
 Every request needs ``Authorization: Bearer <key>`` with a key from
 ``python -m assistant keys --create NAME`` or TSUMUGI_API_KEYS. Errors come back with the
@@ -34,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from assistant import events
 from assistant.api_keys import ApiKeyStore
+from assistant.styles import DEFAULT_STYLE
 from knowledge.errors import ConfigError, TsumugiError
 
 
@@ -66,6 +68,8 @@ class ChatRequest(BaseModel):
     top_k: int = Field(default=5, ge=1, le=20)
     decompose: bool = True
     escalate: bool = True
+    style: Literal["quote", "concise", "detailed"] = DEFAULT_STYLE
+    """How the answer is written (with ``kb``): see assistant.answer.AnswerConfig.style."""
 
 
 def _error_body(message: str, code: str, kind: str) -> dict:
@@ -239,6 +243,7 @@ def _answers(app, body: ChatRequest, model_config, turns, max_tokens, temperatur
         retrieval=RetrievalConfig(top_k=body.top_k),
         decompose=body.decompose,
         escalate=body.escalate,
+        style=body.style,
     )
     app.chat_model(model_config)  # a model that cannot load fails here, before any reply
     # With a larger model to fall back on, the small model's text may be replaced: hold it back.

@@ -141,6 +141,7 @@ def _cmd_ask(app, args) -> int:
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         retrieval=_retrieval_config(args, cutoff=not args.no_cutoff),
+        style=args.style,
     )
     print("Loading the model…", file=sys.stderr)
     model = app.model_config(args.adapter)
@@ -168,6 +169,18 @@ def _cmd_ask(app, args) -> int:
         print(f"[{n}] {hit.doc}" + (f", page {hit.page}" if hit.page else ""))
     print(outcome_line(answer), file=sys.stderr)
     return 0
+
+
+def _style_argument(parser) -> None:
+    from assistant.styles import DEFAULT_STYLE, STYLES
+
+    parser.add_argument(
+        "--style",
+        choices=STYLES,
+        default=DEFAULT_STYLE,
+        help="quote: the documents' sentences, cited; concise: a short answer the model writes, "
+        "checked against the documents; detailed: a longer checked answer",
+    )
 
 
 def outcome_line(answer) -> str:
@@ -199,6 +212,7 @@ def _cmd_draft(app, args) -> int:
         template=args.template.read_text("utf-8") if args.template else "",
         top_k=args.top_k,
         decompose=not args.no_decompose,
+        style=args.style,
     )
     print("Loading the model…", file=sys.stderr)
     model = app.model_config(args.adapter)
@@ -416,6 +430,7 @@ def _cmd_eval(app, args) -> int:
         max_new_tokens=args.max_new_tokens,
         decompose=not args.no_decompose,
         escalate=args.escalate,
+        style=args.style,
     )
     run = drive(app.evaluate(evalset, config), None if args.quiet else ProgressPrinter())
     if args.json:
@@ -500,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-cutoff", action="store_true", help="answer from passages below the relevance cut-off too"
     )
     p.add_argument("--adapter", help="answer with this tuned adapter")
+    _style_argument(p)
     p.add_argument("question")
     p.set_defaults(func=_cmd_ask)
 
@@ -543,6 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N questions")
     p.add_argument("--no-decompose", action="store_true", help="one retrieval per question, never split")
     p.add_argument("--escalate", action="store_true", help="send low-confidence answers to the larger model")
+    _style_argument(p)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--details", action="store_true", help="with --json: every question's answer and scores")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -558,6 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--no-decompose", action="store_true", help="one retrieval for the whole message")
     p.add_argument("--no-citations", action="store_true", help="print the reply without [n] marks")
+    _style_argument(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_draft)
 

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 
 from assistant.answer import Answer, AnswerConfig, answer_question, build_messages
 from assistant.decompose import asked
+from assistant.styles import DEFAULT_STYLE, STYLES
 from knowledge.errors import ConfigError
 from knowledge.retrieve import Hit, RetrievalConfig
+from knowledge.text import sentences
 
 TONES = ("formal", "friendly", "concise")
 
@@ -99,11 +101,15 @@ class DraftConfig:
     max_new_tokens: int = 320
     decompose: bool = True
     confidence_threshold: float | None = None
+    style: str = DEFAULT_STYLE
+    """How the body is written: quote, concise or detailed (see assistant.styles)."""
 
     def __post_init__(self) -> None:
         problems = []
         if self.tone not in TONES:
             problems.append(f"The tone should be one of {', '.join(TONES)}, got {self.tone!r}.")
+        if self.style not in STYLES:
+            problems.append(f"The answer style should be one of {', '.join(STYLES)}, got {self.style!r}.")
         if self.template.strip() and "{reply}" not in self.template:
             problems.append("The reply template needs a {reply} placeholder where the drafted answer goes.")
         if problems:
@@ -130,8 +136,7 @@ def compose(body: str, lang: str, config: DraftConfig) -> str:
     """The whole reply around the drafted body."""
     body = clean_body(body)
     if config.tone == "concise":
-        sentences = [x for x in re.split(r"(?<=[.!?。！？])\s+|(?<=[。！？])", body) if x.strip()]
-        body = ("" if lang == "ja" else " ").join(sentences[:2])
+        body = ("" if lang == "ja" else " ").join(sentences(body)[:2])
     if config.template.strip():
         filled = config.template.replace("{reply}", body).replace("{signature}", config.signature.strip())
         return filled.strip()
@@ -163,6 +168,7 @@ def draft_reply(
         retrieval=RetrievalConfig(top_k=config.top_k),
         decompose=config.decompose,
         confidence_threshold=config.confidence_threshold,
+        style=config.style,
     )
     answer = None
     for answer in answer_question(

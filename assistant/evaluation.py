@@ -20,6 +20,7 @@ from pathlib import Path
 
 from assistant.metrics import score_item, summarize
 from assistant.records import RecordTable, read_records, truthy
+from assistant.styles import DEFAULT_STYLE, STYLES
 from knowledge.errors import Cancelled, ConfigError, ParseError, StoreError
 from knowledge.library import check_name
 from knowledge.progress import Clock, Progress
@@ -128,6 +129,8 @@ class EvalConfig:
     """Split multi-part questions and retrieve for each part."""
     escalate: bool = False
     """Send low-confidence answers to the larger model (when one is configured)."""
+    style: str = DEFAULT_STYLE
+    """quote, concise or detailed (see assistant.answer.AnswerConfig.style)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -137,14 +140,18 @@ class EvalConfig:
             problems.append(f"`max_new_tokens` should be between 8 and 2048, got {self.max_new_tokens}.")
         if self.retrieval and not self.kb:
             problems.append("`kb` should name a knowledge base to retrieve from.")
+        if self.style not in STYLES:
+            problems.append(f"`style` should be one of {', '.join(STYLES)}, got {self.style!r}.")
         if problems:
             raise ConfigError(" ".join(problems))
 
     def label(self) -> str:
         model = self.adapter or "base model"
         where = f"top-{self.top_k}" if self.retrieval else "no retrieval"
-        switches = ("" if self.decompose or not self.retrieval else ", no decomposition") + (
-            ", escalation" if self.escalate and self.retrieval else ""
+        switches = (
+            ("" if self.decompose or not self.retrieval else ", no decomposition")
+            + (", escalation" if self.escalate and self.retrieval else "")
+            + (f", {self.style}" if self.retrieval and self.style != DEFAULT_STYLE else "")
         )
         return f"{model}, {where}" + (f", {self.kb}" if self.kb else "") + switches
 
@@ -220,6 +227,7 @@ def run_evaluation(
         retrieval=RetrievalConfig(top_k=config.top_k),
         decompose=config.decompose,
         escalate=config.escalate,
+        style=config.style,
     )
     results = []
     for n, item in enumerate(evalset.items):

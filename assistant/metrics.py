@@ -11,6 +11,8 @@ import statistics
 import unicodedata
 from collections import Counter
 
+from knowledge.text import CITATION
+
 METRIC_HELP = {
     "retrieval_recall": "Share of questions where a passage given to the model comes from the expected "
     "document or contains the expected answer.",
@@ -23,6 +25,8 @@ METRIC_HELP = {
     "false_abstention": "Share of answerable questions where the assistant wrongly said the documents do not cover it.",
     "confidence_auc": "How well the confidence score ranks answerable questions above unanswerable ones "
     "(1 = always, 0.5 = no better than chance).",
+    "confidence_auc_correct": "How well the confidence score ranks right answers above wrong ones "
+    "(right: the answer holds at least half of the expected answer's words).",
     "escalated_share": "Share of questions whose answer went to the larger model because confidence was low.",
     "needs_review_share": "Share of answers marked for a person to check (low confidence, no larger model).",
     "latency_p50_s": "Typical seconds to a full answer (median).",
@@ -39,6 +43,7 @@ METRIC_LABEL = {
     "abstention_accuracy": "Abstention accuracy",
     "false_abstention": "False abstention",
     "confidence_auc": "Confidence ROC AUC",
+    "confidence_auc_correct": "Confidence AUC, right vs wrong",
     "escalated_share": "Escalated",
     "needs_review_share": "Needs review",
     "latency_p50_s": "Latency p50 (s)",
@@ -48,7 +53,6 @@ METRIC_LABEL = {
 _CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff々〆ー]")
 _LATIN = re.compile(r"[^\W_]+")
 _ARTICLES = {"a", "an", "the"}
-_CITATION = re.compile(r"\[\d{1,2}\]")
 
 ABSTENTION_PATTERNS = re.compile(
     r"do(?:es)? not (?:cover|contain|mention|include|say|provide)|don't (?:cover|contain|mention)|"
@@ -61,7 +65,7 @@ ABSTENTION_PATTERNS = re.compile(
 
 def answer_tokens(text: str) -> list[str]:
     """Words (Latin script) and single characters (Japanese) of ``text``, citations removed."""
-    text = unicodedata.normalize("NFKC", _CITATION.sub(" ", text or "")).lower()
+    text = unicodedata.normalize("NFKC", CITATION.sub(" ", text or "")).lower()
     out: list[str] = []
     for word in _LATIN.findall(text):
         if _CJK_CHAR.search(word):
@@ -93,6 +97,15 @@ def answer_recall(passage: str, reference: str) -> float:
         return 0.0
     have = Counter(answer_tokens(passage))
     return sum((Counter(ref) & have).values()) / len(ref)
+
+
+CORRECT_RECALL = 0.5
+"""An answer is counted right when it holds at least this share of the expected answer's tokens."""
+
+
+def is_correct(answer: str, expected: str) -> bool:
+    """Whether ``answer`` holds the expected answer (for confidence: right versus wrong)."""
+    return answer_recall(CITATION.sub(" ", answer), expected) >= CORRECT_RECALL and not is_abstention(answer)
 
 
 def is_abstention(text: str) -> bool:
@@ -157,6 +170,10 @@ def summarize(results: list[dict]) -> dict:
             [r["confidence"] for r in answerable if r.get("confidence") is not None],
             [r["confidence"] for r in unanswerable if r.get("confidence") is not None],
         ),
+        "confidence_auc_correct": roc_auc(
+            [r["confidence"] for r in with_expected if r.get("confidence") is not None and r["correct"]],
+            [r["confidence"] for r in with_expected if r.get("confidence") is not None and not r["correct"]],
+        ),
         "escalated_share": _mean([float(r["escalated"]) for r in results if "escalated" in r]),
         "needs_review_share": _mean([float(r["needs_review"]) for r in results if "needs_review" in r]),
         "latency_p50_s": statistics.median(latencies) if latencies else None,
@@ -184,7 +201,7 @@ def score_item(
     latency_s: float | None,
 ) -> dict:
     """One question's scores. ``passages`` is None for a run without retrieval."""
-    clean = _CITATION.sub("", answer_text).strip()
+    clean = CITATION.sub("", answer_text).strip()
     abstained = not covered or is_abstention(clean)
     result = {
         "question": item.question,
@@ -196,6 +213,7 @@ def score_item(
         "latency_s": latency_s,
         "f1": token_f1(clean, item.expected) if item.expected and not item.unanswerable else None,
         "exact_match": exact_match(clean, item.expected) if item.expected and not item.unanswerable else None,
+        "correct": is_correct(clean, item.expected) if item.expected and not item.unanswerable else None,
         "hit_rank": "n/a",
         "citation_precision": None,
     }

@@ -46,7 +46,7 @@ def test_answer_cites_a_passage_of_the_right_manual(contoso_kb, chat_model):
             contoso_kb,
             chat_model,
             "Is there a warranty on the TrailMaster X4 Tent?",
-            config=AnswerConfig(max_new_tokens=96),
+            config=AnswerConfig(max_new_tokens=96, style="detailed"),
         )
     )
     steps, answer = len(updates), updates[-1]

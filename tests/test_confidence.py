@@ -1,5 +1,6 @@
-"""Confidence: token probabilities and retrieval scores in one number that ranks answers to
-answerable questions above answers to unanswerable ones."""
+"""Confidence: evidence and support-check signals in one number that ranks answers to
+answerable questions above answers to unanswerable ones (correct-versus-wrong answers are
+tested in tests/test_evidence.py and measured in bench/answers.py)."""
 
 from __future__ import annotations
 
@@ -20,21 +21,9 @@ def test_roc_auc():
     assert conf.roc_auc([], [0.1]) is None
 
 
-def test_score_follows_the_fitted_signs():
-    base = conf.Signals(token_logprob=-1.0, similarity=0.4, coverage=0.4, cited=0.5, abstained=0.0)
-    better = [
-        conf.Signals(-1.0, 0.7, 0.4, 0.5, 0.0),  # a closer passage
-        conf.Signals(-1.0, 0.4, 0.9, 0.5, 0.0),  # the question's terms all in one passage
-        conf.Signals(-1.0, 0.4, 0.4, 1.0, 0.0),  # every sentence cited
-    ]
-    for s in better:
-        assert conf.score(s) > conf.score(base), s
-    assert conf.score(conf.Signals(-1.0, 0.4, 0.4, 0.5, 1.0)) < conf.score(base), "an abstention is not sure"
-    # The embedded model invents fluently: a more probable answer on the same retrieval is trusted less.
-    assert conf.score(conf.Signals(-0.2, 0.4, 0.4, 0.5, 0.0)) < conf.score(base)
-    assert 0.0 < conf.score(base) < 1.0
+def test_label_names_the_bands_around_the_threshold():
     assert conf.label(0.1) == "low" and conf.label(0.6) == "medium" and conf.label(0.9) == "high"
-    assert conf.cited_share("It sleeps four [1]. It is waterproof.") == 0.5
+    assert conf.label(None) == "unknown"
 
 
 def _sample(n: int) -> tuple[list[str], list[str]]:
@@ -57,7 +46,6 @@ def test_answerable_questions_score_higher(contoso_kb, chat_model):
             assert answer.confidence is not None and 0 <= answer.confidence <= 1
             if answer.covered:
                 assert set(answer.signals) == set(conf.FEATURES)
-                assert answer.signals["token_logprob"] < 0
             out.append(answer.confidence)
         return out
 

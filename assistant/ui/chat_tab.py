@@ -5,7 +5,8 @@ from __future__ import annotations
 import gradio as gr
 
 from assistant.answer import AnswerConfig
-from assistant.ui.common import answer_footer, sources_markdown
+from assistant.styles import DEFAULT_STYLE, STYLE_CHOICES
+from assistant.ui.common import answer_footer, shown_answer, sources_markdown
 from knowledge.errors import TsumugiError
 from knowledge.retrieve import RetrievalConfig
 
@@ -59,6 +60,13 @@ def build(app, kb_selector: gr.Dropdown) -> None:
             temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.1, label="Temperature (0 = most precise)")
             max_new = gr.Slider(32, 1024, value=256, step=32, label="Longest answer (tokens)")
         with gr.Row():
+            style = gr.Radio(
+                STYLE_CHOICES,
+                value=DEFAULT_STYLE,
+                label="Answer style",
+                info="Every sentence shown is checked against the passage it cites; the documents' own words are shown indented.",
+            )
+        with gr.Row():
             adapter = gr.Dropdown(
                 label="Tuned adapter",
                 choices=[("none: the base model", "")] + [(n, n) for n in app.adapters.names()],
@@ -82,7 +90,17 @@ def build(app, kb_selector: gr.Dropdown) -> None:
                 "(set with TSUMUGI_MODEL, TSUMUGI_PRECISION, TSUMUGI_DEVICE)"
             )
 
-    def respond(message, history, kb_name, k, temp, max_tokens, precision_choice="auto", adapter_name=""):
+    def respond(
+        message,
+        history,
+        kb_name,
+        k,
+        temp,
+        max_tokens,
+        precision_choice="auto",
+        adapter_name="",
+        style_choice="",
+    ):
         message = (message or "").strip()
         if not message:
             raise gr.Error("Type a question first.")
@@ -93,6 +111,7 @@ def build(app, kb_selector: gr.Dropdown) -> None:
             max_new_tokens=int(max_tokens),
             temperature=float(temp),
             retrieval=RetrievalConfig(top_k=int(k)),
+            style=style_choice or DEFAULT_STYLE,
         )
         try:
             model = app.model_config(adapter_name or None, precision_choice or None)
@@ -103,7 +122,7 @@ def build(app, kb_selector: gr.Dropdown) -> None:
         yield history, "", "_Searching the documents…_"
         try:
             for answer in app.ask(kb_name, message, pairs, config, model=model):
-                history[-1] = {"role": "assistant", "content": answer.text or "…"}
+                history[-1] = {"role": "assistant", "content": shown_answer(answer) or "…"}
                 panel = sources_markdown(answer.passages, answer.cited)
                 if answer.done:
                     panel += "\n\n" + answer_footer(answer)
@@ -111,7 +130,7 @@ def build(app, kb_selector: gr.Dropdown) -> None:
         except TsumugiError as exc:
             raise gr.Error(str(exc)) from exc
 
-    inputs = [question, chatbot, kb_selector, top_k, temperature, max_new, precision, adapter]
+    inputs = [question, chatbot, kb_selector, top_k, temperature, max_new, precision, adapter, style]
     outputs = [chatbot, question, sources]
     send_event = send.click(respond, inputs, outputs)
     submit_event = question.submit(respond, inputs, outputs)

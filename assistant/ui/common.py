@@ -71,6 +71,22 @@ def confidence_badge(answer) -> str:
     return " ".join(badges)
 
 
+def shown_answer(answer) -> str:
+    """The answer for the chat, with the documents' own words as quotations (Markdown ``>``)."""
+    if not answer.done or not answer.segments or answer.method == "generated" or not answer.covered:
+        return answer.text
+    blocks: list[str] = []
+    for segment in answer.segments:
+        text = segment["text"].strip()
+        if segment["quoted"]:
+            blocks.append("\n".join("> " + line if line.strip() else ">" for line in text.splitlines()))
+        elif blocks and not blocks[-1].startswith(">"):
+            blocks[-1] += " " + text
+        else:
+            blocks.append(text)
+    return "\n\n".join(blocks)
+
+
 def answer_footer(answer) -> str:
     """Which model answered, how sure and how fast, under the sources."""
     parts = [f"Answered by `{answer.model}`" if answer.covered else "Not sent to the model"]
@@ -78,6 +94,12 @@ def answer_footer(answer) -> str:
         parts[0] += f" (the small model `{answer.first_model}` was unsure)"
     if answer.sub_questions:
         parts.append(f"split into {len(answer.sub_questions)} sub-questions")
+    if answer.covered and answer.method in ("quoted", "checked"):
+        parts.append(
+            "quoted from the documents: the indented parts"
+            if answer.method == "checked"
+            else "quoted from the documents"
+        )
     if "first_token_s" in answer.timings:
         parts.append(f"first token {answer.timings['first_token_s']:.1f} s")
     if "total_s" in answer.timings:

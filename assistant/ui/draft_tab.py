@@ -9,6 +9,7 @@ import gradio as gr
 
 from assistant.answer import strip_citations
 from assistant.draft import DraftConfig
+from assistant.styles import DEFAULT_STYLE, STYLE_CHOICES
 from assistant.ui.common import answer_footer, sources_markdown
 from knowledge.errors import TsumugiError
 
@@ -63,6 +64,7 @@ def build(app, kb_selector: gr.Dropdown) -> None:
             )
             with gr.Row():
                 tone = gr.Radio(TONE_CHOICES, value="formal", label="Tone")
+                style = gr.Radio(STYLE_CHOICES, value=DEFAULT_STYLE, label="Answer style")
                 adapter = gr.Dropdown(
                     label="Tuned adapter", choices=_adapter_choices(app), value="", allow_custom_value=True
                 )
@@ -111,12 +113,15 @@ def build(app, kb_selector: gr.Dropdown) -> None:
             wrap=True,
         )
 
-    def run_draft(text, kb_name, tone_value, adapter_name, signature_text, template_text):
+    def run_draft(text, kb_name, tone_value, adapter_name, signature_text, template_text, style_value=""):
         if not kb_name:
             raise gr.Error("Choose a knowledge base (or create one in the Knowledge tab) first.")
         try:
             config = DraftConfig(
-                tone=tone_value or "formal", signature=signature_text or "", template=template_text or ""
+                tone=tone_value or "formal",
+                signature=signature_text or "",
+                template=template_text or "",
+                style=style_value or DEFAULT_STYLE,
             )
             model = app.model_config(adapter_name or None)
             yield "", "_Searching the documents…_", "", "", ""
@@ -150,7 +155,7 @@ def build(app, kb_selector: gr.Dropdown) -> None:
         note = f"Rejected ({stored.id}): {html.escape(stored.reason or '')}"
         return note, stats_markdown(app, kb_name), recent_rows(app, kb_name), ""
 
-    inputs = [message, kb_selector, tone, adapter, signature, template]
+    inputs = [message, kb_selector, tone, adapter, signature, template, style]
     event = draft_btn.click(
         run_draft, inputs, [reply, status, sources, draft_id, decision], api_name="draft"
     ).then(lambda kb: (stats_markdown(app, kb), recent_rows(app, kb)), [kb_selector], [stats, recent])

@@ -1,0 +1,195 @@
+"""Evidence-first answers: every sentence shown is supported by the passage it cites."""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+
+import pytest
+
+from assistant import confidence as conf
+from assistant.answer import AnswerConfig, answer_question
+from assistant.evidence import Evidence, SupportCheck, select, supported
+from knowledge.retrieve import Hit
+from knowledge.text import CITATION, LIST_MARKER, sentences, split_sentences
+
+PHONE_MANUAL = """# Nimbus phone user guide
+
+## Dark mode
+To turn on dark mode, open Settings > Display > Theme and choose Dark. The screen switches at once.
+
+## Contact groups
+You can add or remove contacts from a group at any time. Open Contacts, select the group and tap Edit.
+
+## Battery
+The battery lasts up to 18 hours of video playback. A full charge takes 95 minutes with the supplied charger.
+
+## Adding a book to the library
+1. Open the Reader app.
+2. Tap the plus sign in the top corner.
+3. Choose the file from Downloads.
+4. The book appears on the shelf.
+"""
+
+
+def _hit(n: int, text: str, doc: str = "guide.md") -> Hit:
+    return Hit(chunk_id=n, doc=doc, page=None, heading="", text=text, score=1.0)
+
+
+@pytest.fixture(scope="module")
+def phone_kb(tmp_path_factory, embedder):
+    from knowledge.ingest import collect_sources, ingest_files
+    from knowledge.library import Library
+
+    folder = tmp_path_factory.mktemp("phone-docs")
+    (folder / "nimbus-guide.md").write_text(PHONE_MANUAL, encoding="utf-8")
+    (folder / "returns.md").write_text(
+        "# Returns\n\nUnopened items can be returned within 30 days for a full refund. "
+        "Opened items are exchanged only when faulty.\n",
+        encoding="utf-8",
+    )
+    kb = Library(tmp_path_factory.mktemp("phone")).create("phone")
+    deque(ingest_files(kb, collect_sources([folder])), maxlen=0)
+    return kb
+
+
+def test_one_sentence_splitter_keeps_text_and_splits_both_scripts():
+    text = "Open Settings. Tap Display!\n返品できます。送料は無料です。"
+    assert sentences(text) == ["Open Settings.", "Tap Display!", "返品できます。", "送料は無料です。"]
+    assert "".join(sep + s for s, sep in split_sentences(text)) == text
+
+
+def test_support_needs_numbers_paths_and_polarity_from_the_passage(embedder):
+    passage = PHONE_MANUAL
+    assert supported("Open Settings > Display > Theme and choose Dark.", passage, embedder)
+    assert not supported("Open Settings > Privacy > Theme and choose Dark.", passage, embedder)
+    assert supported("A full charge takes 95 minutes.", passage, embedder)
+    assert not supported("A full charge takes 45 minutes.", passage, embedder)
+    assert not supported("No, it is not possible to add or remove contacts from a group.", passage, embedder)
+    assert not supported("Tap the 'Add to Library' button.", passage, embedder)
+
+
+def test_invented_steps_are_removed_and_real_ones_kept(embedder):
+    hits = [_hit(1, PHONE_MANUAL)]
+    evidence = select("How do I add a book to the library?", hits, embedder)
+    check = SupportCheck(hits, evidence, embedder)
+    # What the embedded model wrote for such a question on a held-out manual.
+    for sentence in [
+        "1. Open the user manual.",
+        "2. Tap the 'Add to Library' button.",
+        "Open the Reader app [1].",
+    ]:
+        check.add(sentence)
+    shown = check.text(False)
+    assert "user manual" not in shown and "Add to Library" not in shown
+    assert shown == "Open the Reader app [1]."
+    assert check.result.kept == 1 and check.result.written == 3 and check.result.removed == 2
+
+
+def test_a_procedure_is_quoted_whole(embedder):
+    hits = [_hit(1, PHONE_MANUAL)]
+    evidence = select("How do I add a book to the library?", hits, embedder)
+    text = evidence.quote(False)
+    for step in (
+        "1. Open the Reader app.",
+        "2. Tap the plus sign",
+        "3. Choose the file",
+        "4. The book appears",
+    ):
+        assert step in text, text
+    assert CITATION.search(text)
+
+
+def _shown_sentences_supported(answer, embedder) -> None:
+    marks: list[int] = []
+    for sentence in reversed(sentences(answer.text)):
+        found = [int(n) for n in CITATION.findall(sentence)]
+        marks = found or marks  # a list's items share the mark after its last item
+        plain = LIST_MARKER.sub("", CITATION.sub("", sentence)).strip()
+        if len(plain) < 4:
+            continue
+        assert marks, f"uncited sentence {sentence!r} in {answer.text!r}"
+        assert any(supported(plain, answer.passages[n - 1].text, embedder) for n in marks), sentence
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("style", ["quote", "concise", "detailed"])
+def test_menu_path_comes_out_exactly(phone_kb, chat_model, embedder, style):
+    *_, answer = answer_question(
+        phone_kb,
+        chat_model,
+        "How do I turn on dark mode?",
+        config=AnswerConfig(style=style, max_new_tokens=96),
+    )
+    assert "Settings > Display > Theme" in answer.text, answer.text
+    _shown_sentences_supported(answer, embedder)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("style", ["quote", "concise", "detailed"])
+def test_yes_no_question_on_you_can_never_gets_no(phone_kb, chat_model, embedder, style):
+    *_, answer = answer_question(
+        phone_kb,
+        chat_model,
+        "Is it possible to add or remove contacts from groups?",
+        config=AnswerConfig(style=style, max_new_tokens=96),
+    )
+    assert not re.search(r"\bno\b|not possible|cannot|can't", answer.text, re.I), answer.text
+    assert "add or remove contacts" in answer.text
+    _shown_sentences_supported(answer, embedder)
+
+
+@pytest.mark.slow
+def test_invented_steps_from_the_model_never_reach_the_user(phone_kb, chat_model, embedder):
+    *_, answer = answer_question(
+        phone_kb,
+        chat_model,
+        "How do I add a book to the library?",
+        config=AnswerConfig(style="detailed", max_new_tokens=128),
+    )
+    _shown_sentences_supported(answer, embedder)
+    assert "Open the Reader app" in answer.text, answer.text
+
+
+@pytest.mark.slow
+def test_wrong_answer_gets_low_confidence(phone_kb, chat_model):
+    config = AnswerConfig(style="quote")
+    *_, right = answer_question(phone_kb, chat_model, "How long does a full charge take?", config=config)
+    # The guide says nothing about water resistance; the closest sentences it has are wrong.
+    *_, wrong = answer_question(
+        phone_kb, chat_model, "Can the Nimbus phone be used underwater while swimming?", config=config
+    )
+    assert "95 minutes" in right.text
+    assert wrong.covered, "the test needs an answer the documents do not support, not a refusal"
+    assert wrong.confidence < conf.DEFAULT_THRESHOLD <= right.confidence, (wrong.confidence, right.confidence)
+    assert wrong.needs_review and not right.needs_review
+
+
+def test_confidence_weights_belong_to_a_model(tmp_path):
+    import json
+
+    from assistant.models import EMBEDDED_MODEL, ModelConfig
+
+    class Model:
+        def __init__(self, **kw):
+            self.config = ModelConfig(**kw)
+
+    shipped = conf.weights_for(Model(), "concise")
+    assert shipped.source == "shipped"
+    other = tmp_path / "other-model"
+    other.mkdir()
+    borrowed = conf.weights_for(Model(name=str(other)), "concise")
+    assert borrowed.source.startswith("quote weights") and EMBEDDED_MODEL not in borrowed.source
+    entry = {"features": list(conf.FEATURES), "weights": [0.0] * len(conf.FEATURES), "bias": 2.0}
+    (other / "tsumugi-confidence.json").write_text(json.dumps({"styles": {"concise": entry}}))
+    own = conf.weights_for(Model(name=str(other)), "concise")
+    assert own.source == "model folder other-model" and own.bias == 2.0
+    signals = conf.Signals(*[0.5] * len(conf.FEATURES))
+    assert conf.score(signals, own) == pytest.approx(1 / (1 + pow(2.718281828459045, -2.0)), rel=1e-6)
+
+
+def test_evidence_quote_cites_each_unit():
+    hits = [_hit(1, "Alpha beta gamma delta."), _hit(2, "Unopened items can be returned within 30 days.")]
+    evidence = select("Can unopened items be returned?", hits, None)
+    assert evidence.units and evidence.units[0].n == 2
+    assert Evidence(evidence.units).quote(False) == "Unopened items can be returned within 30 days [2]."
