@@ -10,8 +10,8 @@ predictor): a ranker that cannot tell passages apart gives flat scores and littl
 On the development sets this weighted fusion beats dense-only, BM25-only and plain RRF
 (see tests/test_retrieval.py).
 
-The relevance cut-off counts a passage as relevant when the embedder finds it similar enough
-to the question, or when it contains a large enough share of the question's informative terms
+The relevance cut-off keeps a passage when the embedder finds it similar enough to the
+question, or when it contains a large enough share of the question's informative terms
 (IDF-weighted coverage; a term the documents never use weighs most). A question about
 something the documents never mention fails both, so the answer can say so instead of
 inventing one. For a question in a language the embedder does not read (Japanese with the
@@ -193,18 +193,16 @@ def retrieve(
     min_coverage = config.min_coverage
     if not dense_trusted and is_japanese(query):
         min_coverage = config.min_coverage_unread
-    relevant = {
-        chunk_id: similarity.get(chunk_id, -1.0) >= min_similarity or coverage[chunk_id] >= min_coverage
-        for chunk_id in ordered
-    }
-    # When the ranking's own top passages include a relevant one, they are the answer's
-    # passages as they are: skipping a top passage that failed the tests for a lower one that
-    # passed lost the answer for a fifth of the questions on a held-out manual (a paraphrased
-    # question often shares few words with the passage that answers it). Only a ranking whose
-    # top holds nothing relevant is searched deeper, and one with nothing relevant is refused.
-    kept = ordered[: config.top_k]
-    if config.cutoff and not any(relevant[i] for i in kept):
-        kept = [i for i in ordered if relevant[i]][: config.top_k]
+    kept = []
+    relevant: dict[int, bool] = {}
+    for chunk_id in ordered:
+        relevant[chunk_id] = similarity.get(chunk_id, -1.0) >= min_similarity or (
+            coverage[chunk_id] >= min_coverage
+        )
+        if relevant[chunk_id] or not config.cutoff:
+            kept.append(chunk_id)
+        if len(kept) == config.top_k:
+            break
     stored = kb.chunks_by_id(kept)
     scale = sum(weights) / (config.rrf_k + 1)
     return [
