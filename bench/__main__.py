@@ -11,7 +11,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from bench import generation, ingestion, retrieval, training
+from bench import answers, generation, ingestion, retrieval, training
 from bench.common import machine, memory_bandwidth_gbs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +78,10 @@ def outputs_section(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="small sizes, fewer repeats")
-    parser.add_argument("--only", nargs="*", choices=["ingestion", "retrieval", "generation", "training"])
+    parser.add_argument(
+        "--only", nargs="*", choices=["ingestion", "retrieval", "generation", "training", "answers"]
+    )
+    parser.add_argument("--questions", type=int, default=25, help="answers: questions per corpus")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--model-cache", type=Path, default=ROOT / "data" / "models")
     parser.add_argument(
@@ -86,6 +89,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     stages = args.only or ["ingestion", "retrieval", "generation", "training"]
+    if stages == ["answers"]:
+        # Its own report, one table per corpus: bench/results/answers.md.
+        answers.run(args.questions, model_cache=args.model_cache)
+        print((args.out / "answers.md").read_text("utf-8"))
+        return
+    if "answers" in stages:
+        parser.error("run answers on its own: python -m bench --only answers")
     contoso = SHARED / "data" / "contoso-manuals"
     info = machine()
     bandwidth = memory_bandwidth_gbs()
