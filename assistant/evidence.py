@@ -205,10 +205,22 @@ def select(
         score += 0.05 / blocks[i].n  # the higher-ranked passage wins a tie
         if i not in best_line or score > best_line[i][0]:
             best_line[i] = (score, sim, coverage, line)
+    # A question in the documents (an FAQ's) is not an answer: the sentence after it is, and it
+    # takes the question's score when that is higher.
+    asks = [all(line.rstrip().endswith(("?", "？")) for line in b.lines) for b in blocks]
+    for i, b in enumerate(blocks):
+        following = i + 1
+        if asks[i] and following < len(blocks) and blocks[following].n == b.n and not asks[following]:
+            if best_line[i][0] > best_line[following][0]:
+                best_line[following] = (*best_line[i][:3], best_line[following][3])
     units = []
     for i, b in enumerate(blocks):
+        if asks[i]:
+            continue
         score, sim, coverage, line = best_line[i]
         units.append(Unit(b.n, _unit_text(b, line), b.order, score, sim, coverage, b.is_list))
+    if not units:
+        return Evidence()
     ranked = sorted(units, key=lambda u: -u.score)
     best = ranked[0]
     chosen = [best]
@@ -358,7 +370,9 @@ class SupportCheck:
                 if not any(key in _key(shown) for shown, quoted in self.result.sentences if quoted):
                     if not marker and not re.search(r"[.!?。！？:：]$", plain):
                         plain += "。" if is_japanese(plain) else "."
-                    self.result.sentences.append((("\n" + marker + " " if marker else "") + cite(plain, n), False))
+                    self.result.sentences.append(
+                        (("\n" + marker + " " if marker else "") + cite(plain, n), False)
+                    )
                 return
         unit = closest_unit(plain, self.evidence)
         if unit is not None and _key(unit.text) not in self._seen:

@@ -21,8 +21,10 @@ each answer style. Columns:
   without a citation counts as unsupported;
 - citation precision: share of cited sentences whose passage comes from the reference
   document (JaQuAD: the gold paragraph, holding the answer);
-- AUROC: confidence ranking correct answers (holding at least half of the reference answer's
-  tokens) above wrong ones, each corpus scored with weights fitted on the other corpora;
+- AUROC: confidence ranking right answers (holding at least half of the reference answer's
+  tokens) above wrong ones, each corpus scored with weights fitted on the other corpora (fitted,
+  like the shipped ones, to answered answerable versus unanswerable questions); "with
+  unanswerable" counts the answers to unanswerable questions as wrong too;
 - latency p50/p95 in seconds, question to full answer (extractive baselines: retrieval).
 
 ``python -m bench.answers [--questions N] [--fit]``; ``--fit`` writes the weights fitted on

@@ -189,6 +189,16 @@ def test_confidence_weights_belong_to_a_model(tmp_path):
     assert conf.score(signals, own) == pytest.approx(1 / (1 + pow(2.718281828459045, -2.0)), rel=1e-6)
 
 
+def test_a_question_in_the_documents_is_answered_by_the_sentence_after_it(embedder):
+    faq = (
+        "## FAQ\n2) How many people can comfortably sleep in the Nimbus tent?\n"
+        "   The Nimbus tent sleeps up to 4 people with room for their gear.\n"
+        "3) Is the tent waterproof?\n   Yes, the fly has taped seams."
+    )
+    evidence = select("How many people can sleep in the Nimbus tent?", [_hit(1, faq)], embedder, max_units=1)
+    assert evidence.quote(False) == "The Nimbus tent sleeps up to 4 people with room for their gear [1]."
+
+
 def test_evidence_quote_cites_each_unit():
     hits = [_hit(1, "Alpha beta gamma delta."), _hit(2, "Unopened items can be returned within 30 days.")]
     evidence = select("Can unopened items be returned?", hits, None)
