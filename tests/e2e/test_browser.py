@@ -164,7 +164,7 @@ def test_3_ask_and_get_the_manuals_words_with_their_source(page, server):
     assert "quoted from the documents" in page.inner_text("body")
     assert "product_info_1.md" in page.inner_text("body")
     assert "confidence" in page.inner_text("body")
-    shot(page, "03-streamed-answer-with-source")
+    shot(page, "03-quoted-answer-with-source")
 
 
 def test_4_start_a_quick_tune_and_see_progress(page, server):
