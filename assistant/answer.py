@@ -209,7 +209,7 @@ def fix_citations(text: str, hits: list[Hit]) -> str:
     the most informative words with it, when that passage supports at least half of them.
     """
     text = re.sub(
-        r"\s*\[(\d{1,2})\]",
+        r"\s*" + _CITATION.pattern,
         lambda m: m.group(0) if 1 <= int(m.group(1)) <= len(hits) else "",
         text,
     )
@@ -378,7 +378,13 @@ def concise_messages(question: str, evidence: Evidence, lang: str) -> list[dict]
     return [{"role": "user", "content": prompt}]
 
 
-_MARK_AFTER_END = re.compile(r"([.!?。！？])[ \t]*((?:\[\d{1,2}\][ \t]*)+)")
+_MARK_AFTER_END = re.compile(r"([.!?。！？])[ \t]*((?:" + _CITATION.pattern + r"[ \t]*)+)")
+
+
+def _marks_before_end(text: str) -> str:
+    """ "It lasts two years. [1] It is red." → "It lasts two years [1]. It is red.": a mark
+    written after the full stop belongs to the sentence before it."""
+    return _MARK_AFTER_END.sub(lambda m: f" {m.group(2).strip()}{m.group(1)} ", text)
 
 
 def _stream_checked(answer, model, messages, tokens, config, stop, info, check: SupportCheck, lang, start):
@@ -388,14 +394,14 @@ def _stream_checked(answer, model, messages, tokens, config, stop, info, check: 
         if not raw:
             answer.timings["first_token_s"] = time.perf_counter() - start
         raw += piece
-        finished = sentences(_MARK_AFTER_END.sub(r" \2\1", raw.replace("\ufffd", "")))[:-1]
+        finished = sentences(_marks_before_end(raw.replace("\ufffd", "")))[:-1]
         if len(finished) > done:
             for sentence in finished[done:]:
                 check.add(sentence)
             done = len(finished)
             answer.text = check.text(lang == "ja")
             yield answer
-    rest = sentences(_MARK_AFTER_END.sub(r" \2\1", raw.replace("\ufffd", "")))[done:]
+    rest = sentences(_marks_before_end(raw.replace("\ufffd", "")))[done:]
     for n, sentence in enumerate(rest):
         # The last piece of an answer cut at the length limit is half a sentence: not shown.
         if n < len(rest) - 1 or re.search(r"[.!?。！？:：]\s*$|\]\s*$", sentence):
@@ -448,7 +454,7 @@ def _escalate(
         return
     # The larger model's sentences go through the same check as the small model's.
     check = SupportCheck(hits, evidence, embedder)
-    for sentence in sentences(_MARK_AFTER_END.sub(r" \2\1", fix_citations(drop_repeats(raw.strip()), hits))):
+    for sentence in sentences(_marks_before_end(fix_citations(drop_repeats(raw.strip()), hits))):
         check.add(sentence)
     lang = language_of(answer.question)
     if not check.result.kept:

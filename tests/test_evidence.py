@@ -204,3 +204,10 @@ def test_evidence_quote_cites_each_unit():
     evidence = select("Can unopened items be returned?", hits, None)
     assert evidence.units and evidence.units[0].n == 2
     assert Evidence(evidence.units).quote(False) == "Unopened items can be returned within 30 days [2]."
+
+
+def test_a_mark_after_the_full_stop_belongs_to_the_sentence_before_it():
+    from assistant.answer import _marks_before_end
+
+    text = _marks_before_end("It lasts two years. [1] It is red. [2][3]")
+    assert sentences(text) == ["It lasts two years [1].", "It is red [2][3]."]
