@@ -359,7 +359,6 @@ def gather_evidence(kb: KnowledgeBase, parts: list[str], hits: list[Hit], embedd
         best_score=min(e.best_score for e in found),
         best_similarity=min(e.best_similarity for e in found),
         coverage=min(e.coverage for e in found),
-        margin=min(e.margin for e in found),
         read=all(e.read for e in found),
         weights=weights,
     )

@@ -22,13 +22,12 @@ measures them on every development corpus beside the extractive baselines.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from knowledge.lexical import content_terms, is_japanese, terms
+from knowledge.lexical import content_terms, idf, is_japanese, terms
 from knowledge.retrieve import Hit
 from knowledge.text import CITATION, LIST_MARKER, cite, sentences, strip_citations
 
@@ -82,8 +81,6 @@ class Evidence:
     best_similarity: float = 0.0
     coverage: float = 0.0
     """IDF-weighted share of the question's informative terms found in the chosen units."""
-    margin: float = 0.0
-    """How far the best sentence leads the best one from any other passage."""
     read: bool = False
     """Whether the embedder reads the question's language (similarity measured)."""
     weights: dict[str, float] = field(default_factory=dict)
@@ -163,14 +160,14 @@ def term_weights(kb, question_terms: list[str]) -> dict[str, float]:
         return {}
     count, df = kb.term_stats(question_terms)
     count = max(1, count)
-    return {t: math.log(1 + (count - df.get(t, 0) + 0.5) / (df.get(t, 0) + 0.5)) for t in question_terms}
+    return {t: idf(count, df.get(t, 0)) for t in question_terms}
 
 
 def select(
     question: str,
     hits: list[Hit],
     embedder=None,
-    idf: dict[str, float] | None = None,
+    corpus_idf: dict[str, float] | None = None,
     max_units: int = 3,
 ) -> Evidence:
     """The evidence for ``question`` in ``hits``: best unit first chosen, then those near it.
@@ -191,7 +188,7 @@ def select(
     weights = {}
     for t in q_terms:
         df = sum(t in lt for lt in line_terms)
-        weights[t] = (idf or {}).get(t, 1.0) * math.log(1 + (count - df + 0.5) / (df + 0.5))
+        weights[t] = (corpus_idf or {}).get(t, 1.0) * idf(count, df)
     read = embedder is not None and embedder.reads(question)
     similarity = None
     if read:
@@ -228,14 +225,12 @@ def select(
         if len(chosen) >= max_units or unit.score < NEAR_BEST * best.score:
             break
         chosen.append(unit)
-    others = [u.score for u in ranked if u.n != best.n]
     chosen_terms = set(t for u in chosen for t in terms(u.text))
     return Evidence(
         units=sorted(chosen, key=lambda u: (u.n, u.order)),
         best_score=best.score,
         best_similarity=best.similarity or 0.0,
         coverage=_weighted_coverage(q_terms, weights, chosen_terms),
-        margin=best.score - max(others, default=0.0),
         read=read,
         weights=weights,
     )
@@ -332,10 +327,6 @@ class Checked:
     """Of those, the ones the check kept as written."""
     replaced: int = 0
     removed: int = 0
-
-    @property
-    def supported_share(self) -> float:
-        return self.kept / self.written if self.written else 1.0
 
 
 def _key(text: str) -> str:

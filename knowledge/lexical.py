@@ -9,6 +9,7 @@ particle + noun.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 
@@ -47,6 +48,12 @@ def is_japanese(text: str) -> bool:
     if not letters:
         return False
     return sum(1 for c in letters if _CJK.match(c)) >= 0.3 * len(letters)
+
+
+def idf(count: int, df: int) -> float:
+    """BM25's inverse document frequency of a term found in ``df`` of ``count`` texts (always
+    positive; a term found nowhere weighs most)."""
+    return math.log(1 + (count - df + 0.5) / (df + 0.5))
 
 
 _HIRAGANA_ONLY = re.compile(r"^[\u3040-\u309f]+$")

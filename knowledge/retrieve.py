@@ -29,7 +29,7 @@ import numpy as np
 
 from knowledge.embed import get_embedder
 from knowledge.errors import ConfigError
-from knowledge.lexical import content_terms, is_japanese, terms
+from knowledge.lexical import content_terms, idf, is_japanese, terms
 from knowledge.store import KnowledgeBase
 
 
@@ -122,10 +122,10 @@ def _coverage(
         return {i: 0.0 for i in ids}
     n, df = max(1, stats[0]), stats[1]
     # A term the corpus never contains gets the highest weight: missing it matters most.
-    idf = {t: math.log(1 + (n - df.get(t, 0) + 0.5) / (df.get(t, 0) + 0.5)) for t in unique}
-    total = sum(idf.values()) or 1.0
+    weights = {t: idf(n, df.get(t, 0)) for t in unique}
+    total = sum(weights.values()) or 1.0
     chunk_terms = kb.chunk_terms(ids)
-    return {i: sum(idf[t] for t in unique if t in chunk_terms.get(i, ())) / total for i in ids}
+    return {i: sum(weights[t] for t in unique if t in chunk_terms.get(i, ())) / total for i in ids}
 
 
 def retrieve(
