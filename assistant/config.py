@@ -8,9 +8,9 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from assistant.confidence import DEFAULT_THRESHOLD
-from assistant.escalate import EscalationConfig
-from assistant.models import EMBEDDED_MODEL, ModelConfig
+from assistant.answering.confidence import DEFAULT_THRESHOLD
+from assistant.answering.escalate import EscalationConfig
+from assistant.generation.config import EMBEDDED_MODEL, ModelConfig
 from knowledge.embed import DEFAULT_EMBED_MODEL
 from knowledge.errors import ConfigError
 from knowledge.limits import IngestLimits

@@ -7,13 +7,13 @@ import logging
 
 def build_server(app, ui: bool = True):
     """A FastAPI app with the OpenAI-compatible API under /v1 and, with ``ui``, the Gradio app at /."""
-    from assistant.api import create_api
+    from assistant.serving.api import create_api
 
     server = create_api(app)
     if ui:
         import gradio as gr
 
-        from assistant.auth import UserStore
+        from assistant.serving.users import UserStore
         from assistant.ui import build_app
 
         users = UserStore(app.settings.data_dir)
@@ -34,12 +34,12 @@ def build_server(app, ui: bool = True):
 def run_server(app, host: str, port: int, ui: bool = True) -> None:
     import uvicorn
 
-    from assistant.auth import UserStore, check_exposure
+    from assistant.serving.users import UserStore, check_exposure
     from assistant.ui import warm_up
 
     check_exposure(host, UserStore(app.settings.data_dir), app.settings.allow_open)
     if app.settings.demo:
-        from assistant.demo import seed
+        from assistant.serving.demo import seed
 
         if seed(app):
             print("Demo mode: seeded a sample knowledge base.", flush=True)

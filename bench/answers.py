@@ -141,8 +141,8 @@ def _garbled_japanese(text: str, hits) -> bool:
 
 def _sentence_scores(text: str, hits, item: dict, embedder) -> tuple[int, int, int, int]:
     """(sentences, unsupported, cited, cited correctly) of one answer."""
-    from assistant.evidence import supported
-    from assistant.metrics import holds_answer
+    from assistant.answering.evidence import supported
+    from assistant.evaluation.metrics import holds_answer
     from knowledge.text import CITATION, LIST_MARKER, split_sentences
 
     total = bad = cited = good = 0
@@ -195,7 +195,8 @@ def _auroc_loco(records: list[dict], answerable_only: bool) -> dict[str, float |
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    from assistant.confidence import FEATURES, roc_auc
+    from assistant.answering.confidence import FEATURES
+    from assistant.evaluation.metrics import roc_auc
 
     out: dict[str, float | None] = {}
     # Weights are fitted with every answered question (answerable or not) of the other corpora;
@@ -224,7 +225,7 @@ def fit_weights(records: list[dict]) -> dict:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    from assistant.confidence import FEATURES
+    from assistant.answering.confidence import FEATURES
 
     rows = [r for r in records if r.get("signals")]
     x = np.array([[r["signals"][f] for f in FEATURES] for r in rows])
@@ -243,8 +244,9 @@ def fit_weights(records: list[dict]) -> dict:
 
 
 def collect(app, corpus: str, items: list[dict], rows=ROWS) -> list[dict]:
-    from assistant.answer import AnswerConfig, gather_passages, language_of
-    from assistant.metrics import is_correct, token_f1
+    from assistant.answering.answer import AnswerConfig, gather_passages
+    from assistant.answering.prompt import language_of
+    from assistant.evaluation.metrics import is_correct, token_f1
     from knowledge.embed import get_embedder
     from knowledge.retrieve import RetrievalConfig
     from knowledge.text import cite, strip_citations
@@ -308,7 +310,7 @@ def collect(app, corpus: str, items: list[dict], rows=ROWS) -> list[dict]:
 
 
 def summarise(records: list[dict]) -> dict:
-    from assistant.metrics import _percentile
+    from assistant.evaluation.metrics import _percentile
 
     table: dict = {}
     for row in ROWS:
@@ -396,7 +398,7 @@ def run(
     import datetime as dt
 
     from assistant.config import Settings
-    from assistant.service import Tsumugi
+    from assistant.serving.service import Tsumugi
     from bench.common import machine
 
     records: list[dict] = []
@@ -431,8 +433,8 @@ def report(records: list[dict], meta: dict, fit: bool) -> dict:
     table = summarise(records)
     (RESULTS / "answers.md").write_text(markdown(table, meta), "utf-8")
     if fit:
-        from assistant.confidence import SHIPPED
-        from assistant.models import EMBEDDED_MODEL
+        from assistant.answering.confidence import SHIPPED
+        from assistant.generation.config import EMBEDDED_MODEL
 
         styles = {
             row: fit_weights([r for r in records if r["row"] == row])

@@ -48,8 +48,8 @@ def decomposition_questions(quick: bool) -> list[tuple[str, list[tuple[str, str]
 
 def decomposition(app, quick: bool) -> dict:
     """Share of messages for which every part's answer passage (and manual) was retrieved."""
-    from assistant.decompose import gather_passages, split_question
-    from assistant.metrics import holds_answer
+    from assistant.answering.decompose import gather_passages, split_question
+    from assistant.evaluation.metrics import holds_answer
     from knowledge.retrieve import RetrievalConfig, retrieve
 
     kb = app.library.get("contoso")
@@ -62,7 +62,7 @@ def decomposition(app, quick: bool) -> dict:
     examples = []
     questions = decomposition_questions(quick)
     for n, (question, parts_truth) in enumerate(questions, 1):
-        parts = split_question(question, model)
+        parts = [p.text for p in split_question(question, model)]
         split_count += len(parts) > 1
         split_hits = gather_passages(kb, parts, RetrievalConfig(top_k=5))
         runs = {
@@ -94,7 +94,7 @@ def decomposition(app, quick: bool) -> dict:
 
 def run(model_cache: Path, quick: bool = False) -> dict:
     from assistant.config import Settings
-    from assistant.service import Tsumugi
+    from assistant.serving.service import Tsumugi
 
     with tempfile.TemporaryDirectory() as tmp:
         app = Tsumugi(Settings(data_dir=Path(tmp), model_cache=model_cache))

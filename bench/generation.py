@@ -23,16 +23,16 @@ def rag_messages(corpus: Path, question: str, doc: str) -> list[dict]:
     import shutil
     import tempfile
 
-    from assistant.answer import build_messages
-    from assistant.cli import drive
+    from assistant.answering.prompt import build_messages
     from knowledge.ingest import collect_sources, ingest_files
     from knowledge.library import Library
+    from knowledge.progress import drive_events
     from knowledge.retrieve import RetrievalConfig, retrieve
 
     folder = Path(tempfile.mkdtemp())
     try:
         kb = Library(folder).create("bench")
-        drive(ingest_files(kb, collect_sources([corpus / doc])), None)
+        drive_events(ingest_files(kb, collect_sources([corpus / doc])))
         hits = retrieve(kb, question, RetrievalConfig(top_k=5, cutoff=False))
         kb.close()
     finally:
@@ -42,7 +42,8 @@ def rag_messages(corpus: Path, question: str, doc: str) -> list[dict]:
 
 def run_tsumugi(precision: str, corpus: str, cache: str, new_tokens: int, repeats: int) -> dict:
     from assistant.config import Settings, prepare_environment
-    from assistant.models import ChatModel, ModelConfig
+    from assistant.generation.config import ModelConfig
+    from assistant.generation.local import ChatModel
 
     prepare_environment(Settings())
     model = ChatModel(ModelConfig(precision=precision, device="cpu"), Path(cache))
@@ -77,7 +78,7 @@ def run_baseline(corpus: str, cache: str, new_tokens: int, repeats: int) -> dict
     from transformers import TextIteratorStreamer, pipeline
 
     from assistant.config import Settings, prepare_environment
-    from assistant.models import prepare_embedded
+    from assistant.generation.config import prepare_embedded
 
     prepare_environment(Settings())
     folder = prepare_embedded(Path(cache))

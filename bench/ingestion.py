@@ -25,11 +25,11 @@ def make_corpus(source: Path, target: Path, min_chunks: int, chunks_per_copy: in
 
 
 def run_pipeline(corpus: str, repeats: int) -> dict:
-    from assistant.cli import drive
     from assistant.config import Settings, prepare_environment
     from knowledge.embed import get_embedder
     from knowledge.ingest import collect_sources, ingest_files
     from knowledge.library import Library
+    from knowledge.progress import drive_events
 
     prepare_environment(Settings())
     get_embedder().encode(["warm up"])
@@ -38,7 +38,7 @@ def run_pipeline(corpus: str, repeats: int) -> dict:
         folder = Path(tempfile.mkdtemp())
         kb = Library(folder).create("bench")
         start = time.perf_counter()
-        drive(ingest_files(kb, collect_sources([corpus])), None)
+        drive_events(ingest_files(kb, collect_sources([corpus])))
         times.append(time.perf_counter() - start)
         chunks = kb.count_chunks()
         texts = [(h + "\n" + t) if h else t for _, h, t in kb.iter_chunk_texts()]

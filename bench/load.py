@@ -68,9 +68,9 @@ def start_server(data: Path, model_cache: Path, port: int) -> subprocess.Popen:
 
 def prepare(data: Path, model_cache: Path) -> str:
     """A data folder with the contoso manuals and an API key; returns the key."""
-    from assistant.api_keys import ApiKeyStore
     from assistant.config import Settings
-    from assistant.service import Tsumugi
+    from assistant.serving.keys import ApiKeyStore
+    from assistant.serving.service import Tsumugi
 
     app = Tsumugi(Settings(data_dir=data, model_cache=model_cache))
     deque(app.ingest("contoso", [ROOT.parent / "shared" / "data" / "contoso-manuals"]), maxlen=0)

@@ -13,21 +13,22 @@ import time
 from pathlib import Path
 
 from bench.common import isolated
+from knowledge.progress import drive_events
 
 ROOT = Path(__file__).resolve().parents[1]
 FAQ = ROOT / "tests" / "data" / "eval" / "contoso-faq.csv"
 
 
 def _pairs(n: int):
-    from assistant.tuning_data import load_pairs
+    from assistant.tuning.data import load_pairs
 
     return load_pairs(FAQ).examples[:n]
 
 
 def run_tsumugi(quant: str, cache: str, n: int) -> dict:
     from assistant.config import Settings, prepare_environment
-    from assistant.models import prepare_embedded
-    from assistant.tune import TuneConfig, train_lora
+    from assistant.generation.config import prepare_embedded
+    from assistant.tuning.train import TuneConfig, train_lora
 
     prepare_environment(Settings())
     source = str(prepare_embedded(Path(cache)))
@@ -35,11 +36,7 @@ def run_tsumugi(quant: str, cache: str, n: int) -> dict:
     config = TuneConfig.from_preset("quick", quant=quant, device="cpu", epochs=1, compare_questions=0)
     with tempfile.TemporaryDirectory() as out:
         gen = train_lora(source, examples, examples[:5], config, Path(out))
-        try:
-            while True:
-                next(gen)
-        except StopIteration as stop:
-            metrics = stop.value
+        metrics = drive_events(gen)
     return {
         "tokens": metrics["tokens"],
         "seconds": metrics["train_seconds"],
@@ -60,7 +57,7 @@ def run_baseline(quant: str, cache: str, n: int) -> dict:
     )
 
     from assistant.config import Settings, prepare_environment
-    from assistant.models import prepare_embedded
+    from assistant.generation.config import prepare_embedded
 
     prepare_environment(Settings())
     source = str(prepare_embedded(Path(cache)))
@@ -68,7 +65,7 @@ def run_baseline(quant: str, cache: str, n: int) -> dict:
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     kwargs: dict = {"dtype": torch.float32}
     if quant == "4bit":
-        from assistant.quant import bnb_config, keep_4bit_trainable
+        from assistant.generation.quant import bnb_config, keep_4bit_trainable
 
         kwargs.update(quantization_config=bnb_config("4bit", compute_dtype=torch.float32), device_map="cpu")
     model = AutoModelForCausalLM.from_pretrained(source, **kwargs)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -66,3 +70,26 @@ class Clock:
         frac = fraction if fraction is not None else (done / total if total else 0.0)
         eta = elapsed * (1 - frac) / frac if frac > 0.02 and elapsed > 0.5 else None
         return Progress(stage, done, total, unit, message, elapsed, eta, items)
+
+
+def drive_events(gen: Generator[Progress, None, T], on_event: Callable[[Progress], None] | None = None) -> T:
+    """Run a progress generator to its end, handing each event to ``on_event``; return its result.
+
+    The one loop that drives long work to completion (CLI, bench, tests, the job worker)."""
+    relay = Relay(gen)
+    for event in relay:
+        if on_event is not None:
+            on_event(event)
+    return relay.result
+
+
+class Relay(Generic[T]):
+    """A progress generator as a plain iterable of its events; ``result`` holds its return value
+    once iteration ends. For handlers that turn each event into something else (UI updates)."""
+
+    def __init__(self, gen: Generator[Progress, None, T]) -> None:
+        self._gen = gen
+        self.result: T | None = None
+
+    def __iter__(self) -> Iterator[Progress]:
+        self.result = yield from self._gen

@@ -29,7 +29,8 @@ import numpy as np
 
 from knowledge.embed import get_embedder
 from knowledge.errors import ConfigError
-from knowledge.lexical import content_terms, idf, is_japanese, terms
+from knowledge.lexical import idf
+from knowledge.query import Query
 from knowledge.store import KnowledgeBase
 
 
@@ -130,7 +131,7 @@ def _coverage(
 
 def retrieve(
     kb: KnowledgeBase,
-    query: str,
+    query: str | Query,
     config: RetrievalConfig | None = None,
     context: list[str] | None = None,
 ) -> list[Hit]:
@@ -141,22 +142,23 @@ def retrieve(
     rankings join the fusion.
     """
     config = config or RetrievalConfig()
+    query = Query.of(query)
     queries = [query]
     if context:
-        queries.append(f"{context[-1]} {query}")
+        queries.append(Query.of(f"{context[-1]} {query.text}"))
     rankings: list[tuple[str, list[tuple[int, float]]]] = []
     # Chunk count and document frequencies serve both BM25 pruning and the coverage test.
-    stats = kb.term_stats(list(dict.fromkeys(t for q in queries for t in terms(q))))
+    stats = kb.term_stats(list(dict.fromkeys(t for q in queries for t in q.terms)))
     embedder = None
     dense_vectors = []
     for q in queries:
         if config.mode in ("hybrid", "dense"):
             embedder = embedder or get_embedder(kb.embed_model)
-            vector = embedder.encode([q])[0]
+            vector = embedder.encode([q.text])[0]
             dense_vectors.append(vector)
             rankings.append(("dense", kb.dense_search(vector, config.candidates)))
         if config.mode in ("hybrid", "lexical"):
-            rankings.append(("bm25", kb.lexical_search(terms(q), config.candidates, stats)))
+            rankings.append(("bm25", kb.lexical_search(list(q.terms), config.candidates, stats)))
 
     fused: dict[int, float] = {}
     best: dict[int, dict[str, float]] = {}
@@ -185,13 +187,13 @@ def retrieve(
     # A follow-up counts as covered when the question alone or with its context is.
     coverage = {i: 0.0 for i in ordered}
     for q in queries:
-        for chunk_id, value in _coverage(kb, content_terms(terms(q)), ordered, stats).items():
+        for chunk_id, value in _coverage(kb, list(q.content_terms), ordered, stats).items():
             coverage[chunk_id] = max(coverage[chunk_id], value)
 
-    dense_trusted = embedder is not None and embedder.reads(query)
+    dense_trusted = embedder is not None and embedder.reads(query.text)
     min_similarity = config.min_similarity if dense_trusted else math.inf
     min_coverage = config.min_coverage
-    if not dense_trusted and is_japanese(query):
+    if not dense_trusted and query.japanese:
         min_coverage = config.min_coverage_unread
     kept = []
     relevant: dict[int, bool] = {}

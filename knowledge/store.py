@@ -14,111 +14,22 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from knowledge.chunk import Chunk, ChunkConfig
 from knowledge.errors import StoreError
+from knowledge.files import atomic_write_bytes
 from knowledge.lexical import terms
-
-SCHEMA_VERSION = 1
-"""Bumped, with a migration, whenever the tables below change."""
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS documents(
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    sha256 TEXT NOT NULL UNIQUE,
-    text_sha256 TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    pages INTEGER,
-    file TEXT,
-    added_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS chunks(
-    id INTEGER PRIMARY KEY,
-    doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
-    ordinal INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    heading TEXT NOT NULL,
-    page INTEGER,
-    tokens INTEGER NOT NULL,
-    vector BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
-CREATE INDEX IF NOT EXISTS documents_text ON documents(text_sha256);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(terms, tokenize="unicode61 remove_diacritics 0");
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_vocab USING fts5vocab(chunks_fts, row);
-"""
-
-
-@dataclass(frozen=True)
-class DocumentInfo:
-    id: int
-    name: str
-    sha256: str
-    kind: str
-    size: int
-    pages: int | None
-    chunks: int
-    added_at: str
-
-
-@dataclass(frozen=True)
-class StoredChunk:
-    id: int
-    doc_id: int
-    doc: str
-    text: str
-    heading: str
-    page: int | None
+from knowledge.schema import SCHEMA, SCHEMA_VERSION, DocumentInfo, StoredChunk
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, flush it to disk, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
-        raise
-
-
-class JsonFile:
-    """A small JSON object on disk (users, API keys), written atomically."""
-
-    def __init__(self, path: Path, damaged: str) -> None:
-        self.path = path
-        self.damaged = damaged
-        """The sentence for a file that no longer parses (says what to do)."""
-
-    def load(self) -> dict:
-        if not self.path.exists():
-            return {}
-        try:
-            return json.loads(self.path.read_text("utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise StoreError(self.damaged) from exc
-
-    def save(self, data: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.path, json.dumps(data, indent=2).encode("utf-8"))
 
 
 class KnowledgeBase:

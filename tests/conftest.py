@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from assistant.config import Settings, prepare_environment
+from knowledge.progress import drive_events
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -19,20 +20,28 @@ prepare_environment(Settings())
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 
+MODEL_FIXTURES = {"chat_model", "service"}
+"""Fixtures that load the chat model: a test using one (directly or through another fixture)
+is slow, and ``make test-fast`` skips it as the README says."""
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if MODEL_FIXTURES & set(item.fixturenames) and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+
+
 def drain(gen):
     """Run a progress generator to its end and return (events, result)."""
-    events = []
-    try:
-        while True:
-            events.append(next(gen))
-    except StopIteration as stop:
-        return events, stop.value
+    events: list = []
+    result = drive_events(gen, events.append)
+    return events, result
 
 
 def stop_jobs(data_dir: Path) -> None:
     """Cancel every job still running under ``data_dir``: workers outlive their app by design,
     and a test that failed half-way must not leave one training in the background."""
-    from assistant.jobs import JobStore
+    from assistant.jobs.store import JobStore
 
     jobs = JobStore(data_dir)
     for job in jobs.list():
@@ -80,7 +89,8 @@ def contoso_kb(tmp_path_factory, shared_data, embedder):
 
 @pytest.fixture(scope="session")
 def chat_model(model_cache):
-    from assistant.models import ModelConfig, load_chat_model
+    from assistant.generation.cache import load_chat_model
+    from assistant.generation.config import ModelConfig
 
     return load_chat_model(ModelConfig(device="cpu"), model_cache)
 
@@ -148,9 +158,7 @@ def serve_in_thread(app, host: str = "127.0.0.1"):
 @pytest.fixture(scope="session")
 def service(tmp_path_factory, model_cache, embedder):
     """A Tsumugi service with the contoso manuals and the Japanese support pages ingested."""
-    from collections import deque
-
-    from assistant.service import Tsumugi
+    from assistant.serving.service import Tsumugi
 
     app = Tsumugi(
         Settings(
@@ -158,7 +166,28 @@ def service(tmp_path_factory, model_cache, embedder):
         )
     )
     for name, folder in (("contoso", CONTOSO), ("ja-support", DATA / "ja-support")):
-        results = deque(app.ingest(name, [folder]), maxlen=1)
-        assert results is not None
+        results = drive_events(app.ingest(name, [folder]))
+        assert results and all(r.status == "added" for r in results), [(r.name, r.message) for r in results]
     yield app
     stop_jobs(app.settings.data_dir)
+
+
+def untrained_adapter(app, name: str) -> str:
+    """A real peft LoRA adapter on the embedded model, stored in ``app``'s adapter store without
+    training (LoRA's B matrices start at zero, so it answers as the base model does)."""
+    import json
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from assistant.generation.config import resolve_model_source
+
+    source = resolve_model_source(app.settings.model.name, app.settings.model_cache)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    staging = app.adapters.staging(f"test-{name}")
+    peft_model.save_pretrained(staging)
+    card = {"base_model": app.settings.model.name, "created": "test", "metrics": {}}
+    (staging / "comparison.json").write_text(json.dumps([]), encoding="utf-8")
+    return app.adapters.commit(staging, name, card).name

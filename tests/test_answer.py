@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.answer import (
-    NOT_COVERED,
-    AnswerConfig,
-    answer_question,
-    drop_repeats,
-    fix_citations,
-    strip_citations,
-)
+from assistant.answering.answer import AnswerConfig, answer_question
+from assistant.answering.citations import drop_repeats, fix_citations
+from assistant.answering.prompt import NOT_COVERED
 from knowledge.retrieve import Hit
+from knowledge.text import strip_citations
 
 
 def _hit(n: int, text: str) -> Hit:

@@ -10,10 +10,10 @@ import httpx
 import openai
 import pytest
 
-from assistant.answer import AnswerConfig
-from assistant.api import create_api
-from assistant.escalate import EscalationConfig
-from tests.conftest import serve_in_thread
+from assistant.answering.answer import AnswerConfig
+from assistant.answering.escalate import EscalationConfig
+from assistant.serving.api import create_api
+from tests.conftest import serve_in_thread, untrained_adapter
 
 QUESTION = "How many people can sleep in the TrailMaster X4 Tent?"
 
@@ -31,9 +31,17 @@ def client(api_url):
 
 
 def test_models_lists_the_base_model_and_adapters(client, service):
+    name = "api-listed-adapter"
+    if not service.adapters.exists(name):
+        untrained_adapter(service, name)
     ids = [m.id for m in client.models.list().data]
     assert ids[0] == service.settings.model.name
-    assert set(service.adapters.names()) <= set(ids)
+    assert name in ids
+    # The adapter answers under its own name (untrained, so as the base model does).
+    reply = client.chat.completions.create(
+        model=name, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8
+    )
+    assert reply.model == name and reply.choices[0].message.content.strip()
     assert client.models.retrieve(ids[0]).id == ids[0]
 
 
@@ -121,7 +129,7 @@ def test_bad_requests_get_proper_errors(client, api_url, service):
 
 
 def test_created_keys_work_and_revoked_keys_do_not(api_url, service):
-    from assistant.api_keys import ApiKeyStore
+    from assistant.serving.keys import ApiKeyStore
 
     keys = ApiKeyStore(service.settings.data_dir)
     key = keys.create("tester")
@@ -137,7 +145,7 @@ def test_created_keys_work_and_revoked_keys_do_not(api_url, service):
 def larger_model(tmp_path_factory, model_cache):
     """A second Tsumugi API server on loopback, standing in for the larger model."""
     from assistant.config import Settings
-    from assistant.service import Tsumugi
+    from assistant.serving.service import Tsumugi
 
     other = Tsumugi(
         Settings(
@@ -232,7 +240,8 @@ def test_streamed_escalation_sends_only_the_larger_models_answer(service, larger
 
 
 def test_requests_answers_and_status_are_logged(client, api_url, service):
-    from assistant import events, status
+    from assistant import events
+    from assistant.serving import status
 
     # One app per process in production; here the stand-in larger model (another app) took over the log.
     events.configure(service.settings.data_dir)

@@ -23,7 +23,7 @@ def app_data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def app_url(app_data, model_cache):
     from assistant.config import Settings
-    from assistant.service import Tsumugi
+    from assistant.serving.service import Tsumugi
     from assistant.ui import build_app
 
     settings = Settings(data_dir=app_data, model_cache=model_cache)
@@ -103,7 +103,7 @@ def test_knowledge_base_settings_and_deletion(app_url, shared_data):
 def test_tune_tab_checks_data_starts_and_cancels_a_job(app_url, app_data):
     from gradio_client import Client, handle_file
 
-    from assistant.jobs import JobStore
+    from assistant.jobs.store import JobStore
 
     client = Client(app_url, verbose=False)
     pairs = handle_file(str(DATA / "tune" / "kumo-lantern-qa.csv"))
@@ -145,7 +145,7 @@ def test_tune_tab_checks_data_starts_and_cancels_a_job(app_url, app_data):
 def test_evaluate_tab_saves_a_set_runs_it_and_compares(app_url, app_data, shared_data):
     from gradio_client import Client, handle_file
 
-    from assistant.jobs import JobStore
+    from assistant.jobs.store import JobStore
 
     client = Client(app_url, verbose=False)
     client.predict("Tents", api_name="/create")
@@ -178,7 +178,7 @@ def test_evaluate_tab_saves_a_set_runs_it_and_compares(app_url, app_data, shared
     assert by_metric["Questions"][1] == "1 + 1 unanswerable"
     assert by_metric["Retrieval recall@k"][1] == "1.000"
     assert "top-3, Tents" in metrics["headers"][1] and "top-5, Tents" in metrics["headers"][2]
-    from assistant.evaluation import EvalRunStore
+    from assistant.evaluation.runs import EvalRunStore
 
     assert [EvalRunStore(app_data).get(r).config.kb for r in run_ids] == [
         "Tents",
@@ -190,7 +190,7 @@ def test_evaluate_tab_saves_a_set_runs_it_and_compares(app_url, app_data, shared
 
 
 def test_job_progress_shows_finished_tuning_and_evaluation_jobs(tmp_path):
-    from assistant.jobs import Job
+    from assistant.jobs.store import Job
     from assistant.ui.common import job_progress_html
 
     tune = Job("j1", "tune", tmp_path, {"name": "kumo"}, state="done",

@@ -9,16 +9,17 @@ from collections import deque
 
 import pytest
 
-from assistant import confidence as conf
-from assistant.answer import AnswerConfig, answer_question
+from assistant.answering import confidence as conf
+from assistant.answering.answer import AnswerConfig, answer_question
+from assistant.evaluation.metrics import roc_auc
 from tests.conftest import DATA
 
 
 def test_roc_auc():
-    assert conf.roc_auc([0.9, 0.8], [0.1, 0.2]) == 1.0
-    assert conf.roc_auc([0.1], [0.9]) == 0.0
-    assert conf.roc_auc([0.5], [0.5]) == 0.5
-    assert conf.roc_auc([], [0.1]) is None
+    assert roc_auc([0.9, 0.8], [0.1, 0.2]) == 1.0
+    assert roc_auc([0.1], [0.9]) == 0.0
+    assert roc_auc([0.5], [0.5]) == 0.5
+    assert roc_auc([], [0.1]) is None
 
 
 def test_label_names_the_bands_around_the_threshold():
@@ -50,6 +51,6 @@ def test_answerable_questions_score_higher(contoso_kb, chat_model):
         return out
 
     good, bad = scores(answerable), scores(unanswerable)
-    auc = conf.roc_auc(good, bad)
+    auc = roc_auc(good, bad)
     assert auc >= 0.75, (good, bad)
     assert sum(good) / len(good) > sum(bad) / len(bad)

@@ -6,8 +6,8 @@ from collections import deque
 
 import pytest
 
-from assistant.answer import AnswerConfig, answer_question
-from assistant.decompose import gather_passages, looks_multipart, rule_split, split_question
+from assistant.answering.answer import AnswerConfig, answer_question
+from assistant.answering.decompose import gather_passages, looks_multipart, rule_split, split_question
 from knowledge.retrieve import RetrievalConfig, retrieve
 
 
@@ -44,14 +44,14 @@ def test_single_questions_are_not_split_and_the_model_is_not_asked():
             raise AssertionError("a one-part question must not cost a generation")
 
     assert not looks_multipart("What is the capacity of the TrailMaster X4 Tent?")
-    assert split_question("What is the capacity of the TrailMaster X4 Tent?", NoModel()) == [
-        "What is the capacity of the TrailMaster X4 Tent?"
-    ]
+    assert [
+        p.text for p in split_question("What is the capacity of the TrailMaster X4 Tent?", NoModel())
+    ] == ["What is the capacity of the TrailMaster X4 Tent?"]
 
 
 def test_model_split_is_checked_against_the_question(chat_model):
     question = "Which fuel does the EcoFire Camping Stove use and how much does the TrailLite Daypack weigh?"
-    parts = split_question(question, chat_model)
+    parts = [p.text for p in split_question(question, chat_model)]
     assert len(parts) == 2
     assert "EcoFire" in parts[0] and "TrailLite" in parts[1]
 

@@ -9,9 +9,11 @@ from collections import deque
 
 import pytest
 
-from assistant.answer import language_of, strip_citations
-from assistant.draft import DraftConfig, compose
+from assistant.answering.prompt import language_of
+from assistant.drafting.compose import DraftConfig, compose
+from assistant.tuning.data import from_drafts
 from knowledge.errors import ConfigError, TsumugiError
+from knowledge.text import strip_citations
 from tests.conftest import ROOT
 
 EN_MESSAGE = (
@@ -88,7 +90,7 @@ def test_accepted_drafts_become_tuning_data(service):
     with pytest.raises(TsumugiError):
         service.drafts.accept("no-such-draft", "text")
 
-    data = service.drafts.training_data("contoso")
+    data = from_drafts(service.drafts, "contoso")
     pairs = [(e.question, e.answer) for e in data.examples]
     assert (EN_MESSAGE.strip(), edited) in pairs
     assert all(q != "Is the TrailMaster X4 Tent waterproof?" for q, _ in pairs), (
@@ -98,7 +100,7 @@ def test_accepted_drafts_become_tuning_data(service):
     assert stats["accepted"] >= 1 and stats["rejected"] >= 1 and stats["answers"] >= stats["drafts"]
 
     # The tuning request sees them; fewer than six pairs is refused in one sentence, no job made.
-    from assistant.tune import TuneConfig
+    from assistant.tuning.train import TuneConfig
 
     jobs_before = len(service.jobs.list())
     with pytest.raises(TsumugiError, match="at least 6"):
@@ -151,7 +153,7 @@ def test_compose_defaults_per_language():
 
 
 def test_the_models_own_greeting_and_sign_off_are_removed():
-    from assistant.draft import clean_body
+    from assistant.drafting.compose import clean_body
 
     body = (
         "Hi Sam,\n\nI hope you're doing well! The answer to your question is:\n\n"

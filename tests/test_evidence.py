@@ -7,9 +7,9 @@ from collections import deque
 
 import pytest
 
-from assistant import confidence as conf
-from assistant.answer import AnswerConfig, answer_question
-from assistant.evidence import Evidence, SupportCheck, select, supported
+from assistant.answering import confidence as conf
+from assistant.answering.answer import AnswerConfig, answer_question
+from assistant.answering.evidence import Evidence, SupportCheck, select, supported
 from knowledge.retrieve import Hit
 from knowledge.text import CITATION, LIST_MARKER, sentences, split_sentences
 
@@ -169,7 +169,7 @@ def test_wrong_answer_gets_low_confidence(phone_kb, chat_model):
 def test_confidence_weights_belong_to_a_model(tmp_path):
     import json
 
-    from assistant.models import EMBEDDED_MODEL, ModelConfig
+    from assistant.generation.config import EMBEDDED_MODEL, ModelConfig
 
     class Model:
         def __init__(self, **kw):
@@ -207,7 +207,7 @@ def test_evidence_quote_cites_each_unit():
 
 
 def test_a_mark_after_the_full_stop_belongs_to_the_sentence_before_it():
-    from assistant.answer import _marks_before_end
+    from assistant.answering.citations import marks_before_end
 
-    text = _marks_before_end("It lasts two years. [1] It is red. [2][3]")
+    text = marks_before_end("It lasts two years. [1] It is red. [2][3]")
     assert sentences(text) == ["It lasts two years [1].", "It is red [2][3]."]

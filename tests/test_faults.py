@@ -157,8 +157,8 @@ def test_server_killed_during_training_then_restarted(tmp_path, model_cache):
     """kill -9 of the app while a tuning job runs: the job (its own process) goes on and the
     restarted app follows it; cancelled then, it leaves no adapter or staging folder."""
     from assistant.config import Settings
-    from assistant.jobs import JobStore
-    from assistant.service import Tsumugi
+    from assistant.jobs.store import JobStore
+    from assistant.serving.service import Tsumugi
 
     data = tmp_path / "data"
     script = (

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.evaluation import EvalItem, EvalSet, EvalSetStore, differences, load_eval_set
-from assistant.metrics import (
-    answer_tokens,
-    exact_match,
-    is_abstention,
-    score_item,
-    summarize,
-    token_f1,
-)
+from assistant.answering.prompt import is_abstention
+from assistant.evaluation.metrics import answer_tokens, exact_match, score_item, summarize, token_f1
+from assistant.evaluation.runs import differences
+from assistant.evaluation.sets import EvalItem, EvalSet, EvalSetStore, load_eval_set
 from knowledge.errors import ParseError
 from tests.conftest import DATA
 
@@ -41,7 +36,7 @@ def test_exact_match_and_abstention():
 
 
 def test_a_source_without_its_extension_names_the_document():
-    from assistant.metrics import holds_answer
+    from assistant.evaluation.metrics import holds_answer
 
     assert holds_answer("Manual.pdf", "text", source="manual")
     assert holds_answer("manual.pdf", "text", source="Manual.PDF")
@@ -120,7 +115,7 @@ def test_eval_set_from_file_and_store(tmp_path):
 
 
 def test_differences_rank_the_questions_that_changed_most():
-    from assistant.evaluation import EvalConfig, EvalRun
+    from assistant.evaluation.runs import EvalConfig, EvalRun
 
     def run(answers):
         results = [score_item(item, a, None, [], True, 1.0) for item, a in zip(ITEMS[:2], answers)]

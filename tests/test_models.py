@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from assistant.models import (
-    ChatModel,
-    ModelConfig,
-    ModelError,
-    is_looping,
-    prepare_embedded,
-    repeats_sentence,
-)
+from assistant.generation.backend import ModelError
+from assistant.generation.config import ModelConfig, prepare_embedded
+from assistant.generation.local import ChatModel
+from assistant.generation.loops import is_looping, repeats_sentence
 from knowledge.errors import ConfigError
 
 MESSAGES = [{"role": "user", "content": "What colour is the sky on a clear day?"}]
@@ -32,10 +30,16 @@ def test_repeats_sentence():
 
 
 def test_auto_precision_follows_the_hardware():
-    from assistant.models import cpu_has_native_bf16
+    from pathlib import Path
 
-    expected = "bf16" if cpu_has_native_bf16() else "fp32"
-    assert ModelConfig(device="cpu").resolved_precision() == expected
+    from assistant.generation.config import cpu_has_native_bf16
+
+    assert not cpu_has_native_bf16({"avx2", "avx512f", "fma"})
+    assert cpu_has_native_bf16({"avx2", "avx512_bf16"}) and cpu_has_native_bf16({"amx_bf16"})
+    # This machine's answer, read here independently of the code under test.
+    info = Path("/proc/cpuinfo").read_text(errors="ignore") if Path("/proc/cpuinfo").exists() else ""
+    native = bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", info))
+    assert ModelConfig(device="cpu").resolved_precision() == ("bf16" if native else "fp32")
     assert ModelConfig(precision="fp32", device="cpu").resolved_precision() == "fp32"
 
 
@@ -81,3 +85,15 @@ def test_quantized_on_cpu(model_cache, chat_model, precision):
 def test_missing_model_is_a_clear_error(model_cache, tmp_path):
     with pytest.raises(ModelError, match="could not be loaded"):
         ChatModel(ModelConfig(name=str(tmp_path / "no-such-model"), device="cpu"), model_cache)
+
+
+@pytest.mark.slow
+def test_one_users_precision_choice_does_not_evict_anothers_model(model_cache):
+    from assistant.generation.cache import load_chat_model, loaded_models
+
+    fp32 = load_chat_model(ModelConfig(precision="fp32", device="cpu"), model_cache)
+    bf16 = load_chat_model(ModelConfig(precision="bf16", device="cpu"), model_cache)
+    assert bf16 is not fp32 and bf16.precision == "bf16"
+    # The user still on fp32 keeps the very model already loaded, not a reload.
+    assert load_chat_model(ModelConfig(precision="fp32", device="cpu"), model_cache) is fp32
+    assert {fp32, bf16} <= set(loaded_models())

@@ -15,6 +15,7 @@ import pytest
 from knowledge.errors import StoreError, TsumugiError
 from knowledge.ingest import Source, collect_sources, ingest_files, reembed
 from knowledge.library import Library
+from knowledge.progress import drive_events
 from knowledge.retrieve import RetrievalConfig, retrieve
 from tests.conftest import CONTOSO, FIXTURES, ROOT, drain
 
@@ -115,14 +116,12 @@ def test_cancel_keeps_committed_files(library, shared_data):
     cancel = threading.Event()
     sources = collect_sources([CONTOSO / f"product_info_{i}.md" for i in range(1, 6)])
     gen = ingest_files(kb, sources, cancel)
-    results = None
-    try:
-        while True:
-            event = next(gen)
-            if event.stage == "Indexed" and event.done >= 2:
-                cancel.set()
-    except StopIteration as stop:
-        results = stop.value
+
+    def cancel_after_two(event) -> None:
+        if event.stage == "Indexed" and event.done >= 2:
+            cancel.set()
+
+    results = drive_events(gen, cancel_after_two)
     statuses = [r.status for r in results]
     assert statuses[:2] == ["added", "added"] and "cancelled" in statuses
     assert len(kb.documents()) == statuses.count("added")

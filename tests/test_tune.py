@@ -10,8 +10,8 @@ import time
 import pytest
 
 from assistant.config import Settings
-from assistant.models import ModelError
-from assistant.tune import TuneConfig
+from assistant.generation.backend import ModelError
+from assistant.tuning.train import TuneConfig
 from knowledge.errors import ParseError, StoreError
 from tests.conftest import DATA, stop_jobs
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, model_cache):
-    from assistant.service import Tsumugi
+    from assistant.serving.service import Tsumugi
 
     data_dir = tmp_path_factory.mktemp("tune-data")
     yield Tsumugi(Settings(data_dir=data_dir, model_cache=model_cache))
@@ -51,9 +51,9 @@ def test_4bit_lora_gradients_match_the_dense_model(model_cache):
     import bitsandbytes as bnb
     import torch
 
-    from assistant.models import prepare_embedded
-    from assistant.tune import add_lora, collate, encode_example, load_base_for_training
-    from assistant.tuning_data import load_pairs
+    from assistant.generation.config import prepare_embedded
+    from assistant.tuning.data import load_pairs
+    from assistant.tuning.train import add_lora, collate, encode_example, load_base_for_training
 
     source = str(prepare_embedded(model_cache))
     config = TuneConfig(quant="4bit", dropout=0.0)
@@ -177,7 +177,7 @@ def test_jobs_queue_per_device_and_cancel_leaves_no_adapter(app, tuned):
 
 
 def test_killed_job_is_marked_interrupted_and_its_files_are_not_listed(app, tuned):
-    from assistant.service import Tsumugi
+    from assistant.serving.service import Tsumugi
 
     config = TuneConfig.from_preset("quick", quant="none", device="cpu", epochs=50)
     job = app.start_tune("killed", {"kind": "file", "path": str(KUMO)}, config)
@@ -211,8 +211,9 @@ def test_bad_data_is_refused_before_a_job_starts(app, tmp_path):
 
 
 def test_evaluation_shows_the_adapter_ahead_of_the_base_model(app, tuned):
-    from assistant.evaluation import EvalConfig, EvalItem, EvalSet, differences
-    from assistant.tuning_data import load_pairs
+    from assistant.evaluation.runs import EvalConfig, differences
+    from assistant.evaluation.sets import EvalItem, EvalSet
+    from assistant.tuning.data import load_pairs
     from tests.conftest import drain
 
     _, held_out = load_pairs(KUMO).split()  # the questions the adapter did not train on

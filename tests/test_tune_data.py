@@ -8,7 +8,7 @@ import json
 import pytest
 
 from assistant.records import read_records
-from assistant.tuning_data import from_texts, load_pairs
+from assistant.tuning.data import from_texts, load_pairs
 from knowledge.errors import ParseError
 from tests.conftest import DATA
 
@@ -115,8 +115,8 @@ def test_split_holds_out_ten_percent_and_at_least_five():
 def test_loss_covers_the_answer_only_and_batches_pad_to_their_longest(model_cache):
     from transformers import AutoTokenizer
 
-    from assistant.models import prepare_embedded
-    from assistant.tune import collate, encode_example, length_batches
+    from assistant.generation.config import prepare_embedded
+    from assistant.tuning.train import collate, encode_example, length_batches
 
     tokenizer = AutoTokenizer.from_pretrained(prepare_embedded(model_cache))
     data = load_pairs(KUMO)

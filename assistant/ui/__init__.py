@@ -6,13 +6,14 @@ import threading
 
 import gradio as gr
 
-from assistant.service import Tsumugi
+from assistant.serving.service import Tsumugi
 
 
 def build_app(app: Tsumugi) -> gr.Blocks:
-    from assistant.auth import UserStore, guard_functions
-    from assistant.status import storage_is_persistent
+    from assistant.serving.status import storage_is_persistent
+    from assistant.serving.users import UserStore
     from assistant.ui import admin_tab, chat_tab, draft_tab, evaluate_tab, knowledge_tab, tune_tab
+    from assistant.ui.guard import guard_functions
 
     users = UserStore(app.settings.data_dir)
     names = app.library.names()

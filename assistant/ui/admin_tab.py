@@ -6,9 +6,10 @@ import html
 
 import gradio as gr
 
-from assistant import status
-from assistant.api_keys import ApiKeyStore
-from assistant.auth import UserStore
+from assistant.serving import status
+from assistant.serving.keys import ApiKeyStore
+from assistant.serving.users import UserStore
+from assistant.ui.common import handler
 from knowledge.errors import TsumugiError
 
 
@@ -52,6 +53,39 @@ def _keys_rows(keys: ApiKeyStore) -> list[list]:
     return [[k["name"], k["role"], k["created"]] for k in keys.list()]
 
 
+def add_user(users, name, password, role):
+    try:
+        users.add(name, password, role)
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    gr.Info(f"User {name} added; restart the app if it ran without login.")
+    return _users_rows(users), ""
+
+
+def delete_user(users, name):
+    try:
+        users.delete((name or "").strip())
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    return _users_rows(users)
+
+
+def create_key(keys, name, role):
+    try:
+        key = keys.create(name, role)
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    return _keys_rows(keys), key
+
+
+def revoke_key(keys, name):
+    try:
+        keys.revoke((name or "").strip())
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    return _keys_rows(keys), ""
+
+
 def build(app) -> None:
     users = UserStore(app.settings.data_dir)
     keys = ApiKeyStore(app.settings.data_dir)
@@ -73,8 +107,8 @@ def build(app) -> None:
                 new_password = gr.Textbox(label="Password (8+ characters)", type="password")
                 new_role = gr.Radio(["agent", "admin"], value="agent", label="Role")
             with gr.Row():
-                add_user = gr.Button("Add user", variant="primary")
-                remove_user = gr.Button("Delete user", variant="stop")
+                add_btn = gr.Button("Add user", variant="primary")
+                remove_btn = gr.Button("Delete user", variant="stop")
         with gr.Column():
             gr.Markdown("#### API keys\nFor the OpenAI-compatible API at `/v1`. A key is shown once.")
             key_table = gr.Dataframe(
@@ -84,43 +118,19 @@ def build(app) -> None:
                 key_name = gr.Textbox(label="Key name")
                 key_role = gr.Radio(["agent", "admin"], value="agent", label="Role")
             with gr.Row():
-                create_key = gr.Button("Create key", variant="primary")
-                revoke_key = gr.Button("Revoke key", variant="stop")
+                create_btn = gr.Button("Create key", variant="primary")
+                revoke_btn = gr.Button("Revoke key", variant="stop")
             new_key = gr.Textbox(label="New key (copy it now)", interactive=False, buttons=["copy"])
 
-    def do_add(name, password, role):
-        try:
-            users.add(name, password, role)
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-        gr.Info(f"User {name} added; restart the app if it ran without login.")
-        return _users_rows(users), ""
-
-    def do_remove(name):
-        try:
-            users.delete((name or "").strip())
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-        return _users_rows(users)
-
-    def do_create_key(name, role):
-        try:
-            key = keys.create(name, role)
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-        return _keys_rows(keys), key
-
-    def do_revoke(name):
-        try:
-            keys.revoke((name or "").strip())
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-        return _keys_rows(keys), ""
-
     refresh.click(lambda: status_markdown(app), None, [panel], api_name="admin_status")
-    add_user.click(
-        do_add, [new_user, new_password, new_role], [user_table, new_password], api_name="add_user"
+    add_btn.click(
+        handler(add_user, users),
+        [new_user, new_password, new_role],
+        [user_table, new_password],
+        api_name="add_user",
     )
-    remove_user.click(do_remove, [new_user], [user_table], api_name="delete_user")
-    create_key.click(do_create_key, [key_name, key_role], [key_table, new_key], api_name="create_key")
-    revoke_key.click(do_revoke, [key_name], [key_table, new_key], api_name="revoke_key")
+    remove_btn.click(handler(delete_user, users), [new_user], [user_table], api_name="delete_user")
+    create_btn.click(
+        handler(create_key, keys), [key_name, key_role], [key_table, new_key], api_name="create_key"
+    )
+    revoke_btn.click(handler(revoke_key, keys), [key_name], [key_table, new_key], api_name="revoke_key")

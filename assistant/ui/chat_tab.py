@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from assistant.answer import AnswerConfig
-from assistant.styles import DEFAULT_STYLE, STYLE_CHOICES
-from assistant.ui.common import answer_footer, shown_answer, sources_markdown
+from assistant.answering.answer import AnswerConfig
+from assistant.answering.styles import DEFAULT_STYLE, STYLE_CHOICES
+from assistant.ui.common import answer_footer, handler, shown_answer, sources_markdown
 from knowledge.errors import TsumugiError
 from knowledge.retrieve import RetrievalConfig
 
@@ -31,6 +31,37 @@ def _pairs(history: list[dict]) -> list[tuple[str, str]]:
             pairs.append((question, text))
             question = None
     return pairs
+
+
+def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choice="auto", adapter_name="", style_choice=""):  # fmt: skip
+    message = (message or "").strip()
+    if not message:
+        raise gr.Error("Type a question first.")
+    if not kb_name:
+        raise gr.Error("Choose a knowledge base (or create one in the Knowledge tab) first.")
+    history = list(history or [])
+    config = AnswerConfig(
+        max_new_tokens=int(max_tokens),
+        temperature=float(temp),
+        retrieval=RetrievalConfig(top_k=int(k)),
+        style=style_choice or DEFAULT_STYLE,
+    )
+    try:
+        model = app.model_config(adapter_name or None, precision_choice or None)
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    pairs = _pairs(history)
+    history = history + [{"role": "user", "content": message}, {"role": "assistant", "content": "…"}]
+    yield history, "", "_Searching the documents…_"
+    try:
+        for answer in app.ask(kb_name, message, pairs, config, model=model):
+            history[-1] = {"role": "assistant", "content": shown_answer(answer) or "…"}
+            panel = sources_markdown(answer.passages, answer.cited)
+            if answer.done:
+                panel += "\n\n" + answer_footer(answer)
+            yield history, "", panel
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
 
 
 def build(app, kb_selector: gr.Dropdown) -> None:
@@ -90,50 +121,10 @@ def build(app, kb_selector: gr.Dropdown) -> None:
                 "(set with TSUMUGI_MODEL, TSUMUGI_PRECISION, TSUMUGI_DEVICE)"
             )
 
-    def respond(
-        message,
-        history,
-        kb_name,
-        k,
-        temp,
-        max_tokens,
-        precision_choice="auto",
-        adapter_name="",
-        style_choice="",
-    ):
-        message = (message or "").strip()
-        if not message:
-            raise gr.Error("Type a question first.")
-        if not kb_name:
-            raise gr.Error("Choose a knowledge base (or create one in the Knowledge tab) first.")
-        history = list(history or [])
-        config = AnswerConfig(
-            max_new_tokens=int(max_tokens),
-            temperature=float(temp),
-            retrieval=RetrievalConfig(top_k=int(k)),
-            style=style_choice or DEFAULT_STYLE,
-        )
-        try:
-            model = app.model_config(adapter_name or None, precision_choice or None)
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-        pairs = _pairs(history)
-        history = history + [{"role": "user", "content": message}, {"role": "assistant", "content": "…"}]
-        yield history, "", "_Searching the documents…_"
-        try:
-            for answer in app.ask(kb_name, message, pairs, config, model=model):
-                history[-1] = {"role": "assistant", "content": shown_answer(answer) or "…"}
-                panel = sources_markdown(answer.passages, answer.cited)
-                if answer.done:
-                    panel += "\n\n" + answer_footer(answer)
-                yield history, "", panel
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-
     inputs = [question, chatbot, kb_selector, top_k, temperature, max_new, precision, adapter, style]
     outputs = [chatbot, question, sources]
-    send_event = send.click(respond, inputs, outputs)
-    submit_event = question.submit(respond, inputs, outputs)
+    send_event = send.click(handler(respond, app), inputs, outputs)
+    submit_event = question.submit(handler(respond, app), inputs, outputs)
     stop.click(None, None, None, cancels=[send_event, submit_event])
     adapter.focus(
         lambda: gr.update(choices=[("none: the base model", "")] + [(n, n) for n in app.adapters.names()]),

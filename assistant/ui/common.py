@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import inspect
 from pathlib import Path
 
 from knowledge.progress import format_seconds
@@ -50,7 +51,7 @@ _BADGE_COLOURS = {"high": "#15803d", "medium": "#b45309", "low": "#b91c1c", "unk
 
 def confidence_badge(answer) -> str:
     """Confidence as a coloured badge, with the review and escalation marks."""
-    from assistant.confidence import label
+    from assistant.answering.confidence import label
 
     word = label(answer.confidence)
     value = "" if answer.confidence is None else f" {answer.confidence:.2f}"
@@ -158,3 +159,35 @@ def job_progress_html(job, empty: str = "No job yet.") -> str:
         f"<div style='background:#6366f1;height:14px;border-radius:6px;width:{fraction * 100:.1f}%'></div></div>"
         f"<div>{' · '.join(parts)}</div>{error}"
     )
+
+
+def handler(fn, app):
+    """``fn(app, *inputs)`` as the Gradio handler ``(*inputs)`` for this app.
+
+    Handlers are named module-level functions that take the app first, so they can be called
+    and tested without a server; this binds the app while keeping the name (the role guard
+    logs it) and the remaining signature (Gradio reads it for progress trackers)."""
+    signature = inspect.signature(fn)
+    if inspect.isgeneratorfunction(fn):
+
+        def bound(*args, **kwargs):
+            return (yield from fn(app, *args, **kwargs))
+
+    else:
+
+        def bound(*args, **kwargs):
+            return fn(app, *args, **kwargs)
+
+    bound.__name__ = bound.__qualname__ = fn.__name__
+    bound.__doc__ = fn.__doc__
+    bound.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
+    return bound
+
+
+def shown_progress(progress):
+    """A progress event handler that moves a ``gr.Progress`` bar, with counts and the ETA."""
+
+    def show(event) -> None:
+        progress(event.fraction, desc=event.describe())
+
+    return show

@@ -7,11 +7,11 @@ import time
 
 import gradio as gr
 
-from assistant.answer import strip_citations
-from assistant.draft import DraftConfig
-from assistant.styles import DEFAULT_STYLE, STYLE_CHOICES
-from assistant.ui.common import answer_footer, sources_markdown
+from assistant.answering.styles import DEFAULT_STYLE, STYLE_CHOICES
+from assistant.drafting.compose import DraftConfig
+from assistant.ui.common import answer_footer, handler, sources_markdown
 from knowledge.errors import TsumugiError
+from knowledge.text import strip_citations
 
 TONE_CHOICES = [("Formal", "formal"), ("Friendly", "friendly"), ("Concise", "concise")]
 
@@ -47,6 +47,51 @@ def recent_rows(app, kb_name: str | None) -> list[list]:
             ]
         )
     return rows
+
+
+def run_draft(app, text, kb_name, tone_value, adapter_name, signature_text, template_text, style_value=""):
+    if not kb_name:
+        raise gr.Error("Choose a knowledge base (or create one in the Knowledge tab) first.")
+    try:
+        config = DraftConfig(
+            tone=tone_value or "formal",
+            signature=signature_text or "",
+            template=template_text or "",
+            style=style_value or DEFAULT_STYLE,
+        )
+        model = app.model_config(adapter_name or None)
+        yield "", "_Searching the documents…_", "", "", ""
+        for answer in app.draft(kb_name, text or "", config, model=model):
+            panel = sources_markdown(answer.passages, answer.cited)
+            head = answer_footer(answer) if answer.done else "_Drafting…_"
+            if answer.escalated and not answer.done:
+                head = f"_The small model was unsure; asking {html.escape(answer.model)}…_"
+            yield answer.text, head, panel, answer.draft_id, ""
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+
+
+def accept(app, draft, text, strip, kb_name):
+    if not draft:
+        raise gr.Error("Draft a reply first.")
+    final = strip_citations(text) if strip else text
+    try:
+        stored = app.drafts.accept(draft, final)
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    note = f"✅ Accepted and stored ({stored.id}); it is offered as training data in the Tune tab."
+    return note, stats_markdown(app, kb_name), recent_rows(app, kb_name)
+
+
+def reject(app, draft, why, kb_name):
+    if not draft:
+        raise gr.Error("Draft a reply first.")
+    try:
+        stored = app.drafts.reject(draft, why)
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    note = f"Rejected ({stored.id}): {html.escape(stored.reason or '')}"
+    return note, stats_markdown(app, kb_name), recent_rows(app, kb_name), ""
 
 
 def build(app, kb_selector: gr.Dropdown) -> None:
@@ -113,62 +158,23 @@ def build(app, kb_selector: gr.Dropdown) -> None:
             wrap=True,
         )
 
-    def run_draft(text, kb_name, tone_value, adapter_name, signature_text, template_text, style_value=""):
-        if not kb_name:
-            raise gr.Error("Choose a knowledge base (or create one in the Knowledge tab) first.")
-        try:
-            config = DraftConfig(
-                tone=tone_value or "formal",
-                signature=signature_text or "",
-                template=template_text or "",
-                style=style_value or DEFAULT_STYLE,
-            )
-            model = app.model_config(adapter_name or None)
-            yield "", "_Searching the documents…_", "", "", ""
-            for answer in app.draft(kb_name, text or "", config, model=model):
-                panel = sources_markdown(answer.passages, answer.cited)
-                head = answer_footer(answer) if answer.done else "_Drafting…_"
-                if answer.escalated and not answer.done:
-                    head = f"_The small model was unsure; asking {html.escape(answer.model)}…_"
-                yield answer.text, head, panel, answer.draft_id, ""
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-
-    def accept(draft, text, strip, kb_name):
-        if not draft:
-            raise gr.Error("Draft a reply first.")
-        final = strip_citations(text) if strip else text
-        try:
-            stored = app.drafts.accept(draft, final)
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-        note = f"✅ Accepted and stored ({stored.id}); it is offered as training data in the Tune tab."
-        return note, stats_markdown(app, kb_name), recent_rows(app, kb_name)
-
-    def reject(draft, why, kb_name):
-        if not draft:
-            raise gr.Error("Draft a reply first.")
-        try:
-            stored = app.drafts.reject(draft, why)
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-        note = f"Rejected ({stored.id}): {html.escape(stored.reason or '')}"
-        return note, stats_markdown(app, kb_name), recent_rows(app, kb_name), ""
-
     inputs = [message, kb_selector, tone, adapter, signature, template, style]
     event = draft_btn.click(
-        run_draft, inputs, [reply, status, sources, draft_id, decision], api_name="draft"
+        handler(run_draft, app), inputs, [reply, status, sources, draft_id, decision], api_name="draft"
     ).then(lambda kb: (stats_markdown(app, kb), recent_rows(app, kb)), [kb_selector], [stats, recent])
     stop_btn.click(None, None, None, cancels=[event])
     remove_marks.click(lambda text: strip_citations(text or ""), [reply], [reply])
     accept_btn.click(
-        accept,
+        handler(accept, app),
         [draft_id, reply, strip_on_accept, kb_selector],
         [decision, stats, recent],
         api_name="accept_draft",
     )
     reject_btn.click(
-        reject, [draft_id, reason, kb_selector], [decision, stats, recent, reason], api_name="reject_draft"
+        handler(reject, app),
+        [draft_id, reason, kb_selector],
+        [decision, stats, recent, reason],
+        api_name="reject_draft",
     )
     adapter.focus(lambda: gr.update(choices=_adapter_choices(app)), None, [adapter])
     kb_selector.change(

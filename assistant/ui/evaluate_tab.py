@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gradio as gr
 
-from assistant.evaluation import EvalConfig, EvalItem, EvalSet, differences, draft_eval_set, load_eval_set
-from assistant.metrics import METRIC_HELP, METRIC_LABEL
+from assistant.evaluation.metrics import METRIC_HELP, METRIC_LABEL, format_metric
+from assistant.evaluation.runs import config_matrix, differences
+from assistant.evaluation.sets import EvalItem, EvalSet, draft_eval_set, load_eval_set
 from assistant.records import RECORD_EXTENSIONS
-from assistant.ui.common import job_progress_html, upload_path
+from assistant.ui.common import handler, job_progress_html, shown_progress, upload_path
 from knowledge.errors import TsumugiError
+from knowledge.progress import drive_events
 
 BASE = "base model"
 CHART_METRICS = ("retrieval_recall", "f1", "citation_precision", "abstention_accuracy")
@@ -22,22 +24,20 @@ def _set_choices(app, kb_name):
 
 def _run_choices(app, kb_name):
     return [
-        (f"{r.created} · {r.set_name} · {r.config.label()} · F1 {_fmt('f1', r.metrics.get('f1'))}", r.id)
+        (
+            f"{r.created} · {r.set_name} · {r.config.label()} · F1 {format_metric('f1', r.metrics.get('f1'))}",
+            r.id,
+        )
         for r in app.evals.list()
         if not kb_name or r.config.kb in (kb_name, "")
     ]
 
 
-def _fmt(key: str, value) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.2f}" if key.endswith("_s") else f"{value:.3f}"
-
-
 def metrics_table(runs) -> tuple[list[str], list[list]]:
     headers = ["Metric", *[f"{i}. {r.config.label()}" for i, r in enumerate(runs, 1)], "What it means"]
     rows = [
-        [METRIC_LABEL[k], *[_fmt(k, r.metrics.get(k)) for r in runs], METRIC_HELP[k]] for k in METRIC_LABEL
+        [METRIC_LABEL[k], *[format_metric(k, r.metrics.get(k)) for r in runs], METRIC_HELP[k]]
+        for k in METRIC_LABEL
     ]
     rows.insert(0, ["Questions", *[f"{r.metrics['answerable']} + {r.metrics['unanswerable']} unanswerable" for r in runs], "Answerable + unanswerable questions in the set."])  # fmt: skip
     return headers, rows
@@ -60,6 +60,151 @@ def chart_frame(runs):
 
 NO_DECOMPOSE = "Without question decomposition"
 WITH_ESCALATION = "With escalation to the larger model"
+
+
+def rows_to_set(name, rows) -> EvalSet:
+    data = rows.values.tolist() if hasattr(rows, "values") else (rows or [])  # a DataFrame from Gradio
+    out = []
+    for row in data:
+        cells = [("" if c is None else str(c)).strip() for c in list(row) + ["", "", "", ""]][:4]
+        question, expected, source, mark = cells
+        unanswerable = mark.lower() in ("1", "true", "yes", "x", "✓", "はい")
+        if question and (expected or source or unanswerable):
+            out.append(EvalItem(question, "" if unanswerable else expected, source, unanswerable))
+    if not out:
+        raise TsumugiError("The table has no usable questions: each needs an expected answer, a source, or the unanswerable mark.")  # fmt: skip
+    return EvalSet(name, out)
+
+
+def set_rows(evalset: EvalSet) -> list[list]:
+    return [[i.question, i.expected, i.source, "yes" if i.unanswerable else ""] for i in evalset.items]
+
+
+def load_file(app, uploaded):
+    if not uploaded:
+        return gr.update(), gr.update()
+    path = upload_path(uploaded)
+    try:
+        evalset = load_eval_set(path)
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    if evalset.skipped:
+        gr.Warning(
+            f"{len(evalset.skipped)} rows had no question or nothing to check against and were skipped."
+        )
+    return set_rows(app, evalset), path.stem
+
+
+def save_set(app, kb_name, name, rows):
+    if not kb_name:
+        raise gr.Error("Choose a knowledge base at the top of the page first.")
+    try:
+        evalset = rows_to_set(app, (name or "").strip(), rows)
+        app.eval_sets(kb_name).save(evalset)
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    gr.Info(f"Saved {len(evalset.items)} questions as {evalset.name}.")
+    return gr.update(choices=_set_choices(app, kb_name), value=evalset.name)
+
+
+def draft(app, kb_name, count, progress=gr.Progress()):
+    if not kb_name:
+        raise gr.Error("Choose a knowledge base at the top of the page first.")
+    try:
+        evalset = drive_events(draft_eval_set(app, kb_name, int(count)), shown_progress(progress))
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    if not evalset.items:
+        raise gr.Error("The model drafted no usable questions; upload a question file instead.")
+    return set_rows(app, evalset), evalset.name
+
+
+def show_set(app, kb_name, name):
+    if not kb_name or not name:
+        return gr.update()
+    try:
+        return set_rows(app, app.eval_sets(kb_name).get(name))
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+
+
+def start_eval(app, kb_name, name, chosen_models, ks, closed, first_n, others=None, extra=None):
+    if not kb_name or not name:
+        raise gr.Error("Choose a knowledge base and a saved question set first.")
+    adapters = [("" if m == BASE else m) for m in (chosen_models or [])]
+    if not adapters:
+        raise gr.Error("Tick at least one model.")
+    if WITH_ESCALATION in (extra or []) and not app.settings.escalation.enabled:
+        raise gr.Error("No larger model is configured; set TSUMUGI_ESCALATE_URL and TSUMUGI_ESCALATE_MODEL.")
+    bases = [kb_name, *[o for o in (others or []) if o and o != kb_name]]
+    try:
+        configs = config_matrix(
+            bases,
+            adapters,
+            [int(k) for k in ks or ["5"]],
+            closed_book=bool(closed),
+            without_decomposition=NO_DECOMPOSE in (extra or []),
+            with_escalation=WITH_ESCALATION in (extra or []),
+        )
+        job = app.start_eval(kb_name, name, configs, limit=int(first_n or 0))
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    gr.Info(f"Started {len(configs)} run(s); results appear below when they finish.")
+    return job.id, job_progress_html(job)
+
+
+def poll(app, current):
+    if not current:
+        return gr.update(), gr.update()
+    try:
+        job = app.jobs.get(current)
+    except TsumugiError:
+        return "", gr.update()
+    runs = gr.update()
+    if not job.active and job.state == "done":
+        runs = gr.update(choices=_run_choices(app, None), value=job.result.get("runs", []))
+    return job_progress_html(job), runs
+
+
+def cancel_eval(app, current):
+    if current:
+        app.jobs.cancel(current)
+        gr.Info("Cancelling the evaluation; finished runs are kept.")
+
+
+def compare(app, run_ids):
+    try:
+        runs = [app.evals.get(r) for r in (run_ids or [])]
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    if not runs:
+        return gr.update(value=None), None, gr.update(value=None)
+    headers, rows = metrics_table(runs)
+    diff_rows = [
+        [d["question"], d["expected"], *[f"{s:.2f}: {a}" for s, a in zip(d["scores"], d["answers"])]]
+        for d in differences(runs)
+    ]
+    diff_headers = ["Question", "Expected", *[f"{i}. answer (score)" for i in range(1, len(runs) + 1)]]
+    share = f"{44 / len(runs):.0f}%"
+    answer_share = f"{64 / len(runs):.0f}%"
+    return (
+        gr.update(value=rows, headers=headers, column_widths=["16%", *[share] * len(runs), "40%"]),
+        chart_frame(runs),
+        gr.update(
+            value=diff_rows or [["(no differences)", "", *[""] * len(runs)]],
+            headers=diff_headers,
+            column_widths=["20%", "16%", *[answer_share] * len(runs)],
+        ),
+    )
+
+
+def refresh(app, kb_name):
+    return (
+        gr.update(choices=_set_choices(app, kb_name)),
+        gr.update(choices=[BASE, *app.adapters.names()]),
+        gr.update(choices=_run_choices(app, None)),
+        gr.update(choices=[n for n in app.library.names() if n != kb_name]),
+    )
 
 
 def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
@@ -152,167 +297,19 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
         wrap=True,
     )
 
-    def rows_to_set(name, rows) -> EvalSet:
-        data = rows.values.tolist() if hasattr(rows, "values") else (rows or [])  # a DataFrame from Gradio
-        out = []
-        for row in data:
-            cells = [("" if c is None else str(c)).strip() for c in list(row) + ["", "", "", ""]][:4]
-            question, expected, source, mark = cells
-            unanswerable = mark.lower() in ("1", "true", "yes", "x", "✓", "はい")
-            if question and (expected or source or unanswerable):
-                out.append(EvalItem(question, "" if unanswerable else expected, source, unanswerable))
-        if not out:
-            raise TsumugiError("The table has no usable questions: each needs an expected answer, a source, or the unanswerable mark.")  # fmt: skip
-        return EvalSet(name, out)
-
-    def set_rows(evalset: EvalSet) -> list[list]:
-        return [[i.question, i.expected, i.source, "yes" if i.unanswerable else ""] for i in evalset.items]
-
-    def load_file(uploaded):
-        if not uploaded:
-            return gr.update(), gr.update()
-        path = upload_path(uploaded)
-        try:
-            evalset = load_eval_set(path)
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-        if evalset.skipped:
-            gr.Warning(
-                f"{len(evalset.skipped)} rows had no question or nothing to check against and were skipped."
-            )
-        return set_rows(evalset), path.stem
-
-    def save_set(kb_name, name, rows):
-        if not kb_name:
-            raise gr.Error("Choose a knowledge base at the top of the page first.")
-        try:
-            evalset = rows_to_set((name or "").strip(), rows)
-            app.eval_sets(kb_name).save(evalset)
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-        gr.Info(f"Saved {len(evalset.items)} questions as {evalset.name}.")
-        return gr.update(choices=_set_choices(app, kb_name), value=evalset.name)
-
-    def draft(kb_name, count, progress=gr.Progress()):
-        if not kb_name:
-            raise gr.Error("Choose a knowledge base at the top of the page first.")
-        try:
-            gen = draft_eval_set(app, kb_name, int(count))
-            while True:
-                event = next(gen)
-                progress(event.fraction, desc=event.describe())
-        except StopIteration as stop:
-            evalset = stop.value
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-        if not evalset.items:
-            raise gr.Error("The model drafted no usable questions; upload a question file instead.")
-        return set_rows(evalset), evalset.name
-
-    def show_set(kb_name, name):
-        if not kb_name or not name:
-            return gr.update()
-        try:
-            return set_rows(app.eval_sets(kb_name).get(name))
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-
-    def start_eval(kb_name, name, chosen_models, ks, closed, first_n, others=None, extra=None):
-        if not kb_name or not name:
-            raise gr.Error("Choose a knowledge base and a saved question set first.")
-        adapters = [("" if m == BASE else m) for m in (chosen_models or [])]
-        if not adapters:
-            raise gr.Error("Tick at least one model.")
-        bases = [kb_name, *[o for o in (others or []) if o and o != kb_name]]
-        configs = [
-            EvalConfig(kb=base, adapter=a, top_k=int(k))
-            for base in bases
-            for a in adapters
-            for k in (ks or ["5"])
-        ]
-        from dataclasses import replace
-
-        plain = list(configs)
-        if NO_DECOMPOSE in (extra or []):
-            configs += [replace(c, decompose=False) for c in plain]
-        if WITH_ESCALATION in (extra or []):
-            if not app.settings.escalation.enabled:
-                raise gr.Error(
-                    "No larger model is configured; set TSUMUGI_ESCALATE_URL and TSUMUGI_ESCALATE_MODEL."
-                )
-            configs += [replace(c, escalate=True) for c in plain]
-        if closed:
-            configs += [EvalConfig(adapter=a, retrieval=False) for a in adapters]
-        try:
-            job = app.start_eval(kb_name, name, configs, limit=int(first_n or 0))
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-        gr.Info(f"Started {len(configs)} run(s); results appear below when they finish.")
-        return job.id, job_progress_html(job)
-
-    def poll(current):
-        if not current:
-            return gr.update(), gr.update()
-        try:
-            job = app.jobs.get(current)
-        except TsumugiError:
-            return "", gr.update()
-        runs = gr.update()
-        if not job.active and job.state == "done":
-            runs = gr.update(choices=_run_choices(app, None), value=job.result.get("runs", []))
-        return job_progress_html(job), runs
-
-    def cancel_eval(current):
-        if current:
-            app.jobs.cancel(current)
-            gr.Info("Cancelling the evaluation; finished runs are kept.")
-
-    def compare(run_ids):
-        try:
-            runs = [app.evals.get(r) for r in (run_ids or [])]
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-        if not runs:
-            return gr.update(value=None), None, gr.update(value=None)
-        headers, rows = metrics_table(runs)
-        diff_rows = [
-            [d["question"], d["expected"], *[f"{s:.2f}: {a}" for s, a in zip(d["scores"], d["answers"])]]
-            for d in differences(runs)
-        ]
-        diff_headers = ["Question", "Expected", *[f"{i}. answer (score)" for i in range(1, len(runs) + 1)]]
-        share = f"{44 / len(runs):.0f}%"
-        answer_share = f"{64 / len(runs):.0f}%"
-        return (
-            gr.update(value=rows, headers=headers, column_widths=["16%", *[share] * len(runs), "40%"]),
-            chart_frame(runs),
-            gr.update(
-                value=diff_rows or [["(no differences)", "", *[""] * len(runs)]],
-                headers=diff_headers,
-                column_widths=["20%", "16%", *[answer_share] * len(runs)],
-            ),
-        )
-
-    def refresh(kb_name):
-        return (
-            gr.update(choices=_set_choices(app, kb_name)),
-            gr.update(choices=[BASE, *app.adapters.names()]),
-            gr.update(choices=_run_choices(app, None)),
-            gr.update(choices=[n for n in app.library.names() if n != kb_name]),
-        )
-
-    upload.change(load_file, [upload], [items, set_name])
-    save_btn.click(save_set, [kb_selector, set_name, items], [set_pick])
-    draft_btn.click(draft, [kb_selector, draft_count], [items, set_name])
-    set_pick.change(show_set, [kb_selector, set_pick], [items])
+    upload.change(handler(load_file, app), [upload], [items, set_name])
+    save_btn.click(handler(save_set, app), [kb_selector, set_name, items], [set_pick])
+    draft_btn.click(handler(draft, app), [kb_selector, draft_count], [items, set_name])
+    set_pick.change(handler(show_set, app), [kb_selector, set_pick], [items])
     run_btn.click(
-        start_eval,
+        handler(start_eval, app),
         [kb_selector, set_pick, models, top_ks, closed_book, limit, other_kbs, variants],
         [job_id, status],
     )
-    timer.tick(poll, [job_id], [status, runs_pick])
-    cancel_btn.click(cancel_eval, [job_id], None)
-    runs_pick.change(compare, [runs_pick], [table, chart, diff])
+    timer.tick(handler(poll, app), [job_id], [status, runs_pick])
+    cancel_btn.click(handler(cancel_eval, app), [job_id], None)
+    runs_pick.change(handler(compare, app), [runs_pick], [table, chart, diff])
     refresh_outputs = [set_pick, models, runs_pick, other_kbs]
-    refresh_btn.click(refresh, [kb_selector], refresh_outputs)
-    kb_selector.change(refresh, [kb_selector], refresh_outputs)
-    demo.load(refresh, [kb_selector], refresh_outputs)
+    refresh_btn.click(handler(refresh, app), [kb_selector], refresh_outputs)
+    kb_selector.change(handler(refresh, app), [kb_selector], refresh_outputs)
+    demo.load(handler(refresh, app), [kb_selector], refresh_outputs)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from assistant.ui.common import upload_path
+from assistant.ui.common import handler, shown_progress, upload_path
 from knowledge.errors import TsumugiError
 from knowledge.ingest import Source
+from knowledge.progress import Relay, drive_events
 
 STATUS_LABEL = {
     "waiting": "⏳ waiting",
@@ -31,6 +32,101 @@ def _doc_choices(app, kb_name: str | None) -> list[tuple[str, int]]:
     if not kb_name or not app.library.exists(kb_name):
         return []
     return [(d.name, d.id) for d in app.library.get(kb_name).documents()]
+
+
+def describe(app, kb_name):
+    if not kb_name or not app.library.exists(kb_name):
+        return "Create a knowledge base to start."
+    kb = app.library.get(kb_name)
+    documents = kb.documents()
+    return (
+        f"**{kb_name}** · {len(documents)} documents · {sum(d.chunks for d in documents)} chunks · "
+        f"passages of up to {kb.chunking.size} tokens · embedding model `{kb.embed_model}`"
+    )
+
+
+def refresh(app, kb_name):
+    model = app.library.get(kb_name).embed_model if kb_name and app.library.exists(kb_name) else ""
+    return (
+        describe(app, kb_name),
+        _documents_table(app, kb_name),
+        gr.update(choices=_doc_choices(app, kb_name), value=None),
+        model,
+    )
+
+
+def create(app, name, size=200):
+    try:
+        if app.library.exists((name or "").strip()):
+            raise TsumugiError(f"A knowledge base called {name.strip()!r} already exists.")
+        kb = app.knowledge_base(name, create=True, chunk_size=int(size or 200))
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    gr.Info(f"Created the knowledge base {kb.name}.")
+    return gr.update(choices=app.library.names(), value=kb.name), ""
+
+
+def add(app, kb_name, uploaded, progress=gr.Progress()):
+    if not kb_name:
+        raise gr.Error("Choose or create a knowledge base first.")
+    if not uploaded:
+        raise gr.Error("Choose one or more files to upload first.")
+    paths = [upload_path(f) for f in uploaded]
+    # Gradio keeps uploads under a temporary name; the user knows the original one.
+    sources = [Source(p, p.name) for p in paths]
+    rows = {s.name: [s.name, STATUS_LABEL["waiting"], "", ""] for s in sources}
+    relay = Relay(app.ingest(kb_name, sources))
+    yield list(rows.values()), gr.update(), gr.update(), gr.update()
+    try:
+        for event in relay:
+            if event.stage in ("Reading", "Embedding"):
+                for name in event.items:
+                    if name in rows:
+                        rows[name][1] = "⚙️ " + ("reading" if event.stage == "Reading" else event.message)
+            progress(event.fraction, desc=event.describe())
+            yield list(rows.values()), gr.update(), gr.update(), gr.update()
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    for result in relay.result or []:
+        rows[result.name] = [result.name, STATUS_LABEL[result.status], result.chunks or "", result.message]
+    described, table, choices, _ = refresh(app, kb_name)
+    yield list(rows.values()), described, table, choices
+
+
+def delete(app, kb_name, doc_id):
+    if not kb_name or doc_id is None:
+        raise gr.Error("Choose a document to delete first.")
+    try:
+        app.library.get(kb_name).delete_document(int(doc_id))
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    gr.Info("Deleted the document and its passages.")
+    return refresh(app, kb_name)[:3]
+
+
+def change_model(app, kb_name, model, progress=gr.Progress()):
+    from knowledge.ingest import reembed
+
+    if not kb_name or not (model or "").strip():
+        raise gr.Error("Choose a knowledge base and type an embedding model first.")
+    try:
+        count = drive_events(reembed(app.library.get(kb_name), model.strip()), shown_progress(progress))
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    gr.Info(f"Re-embedded {count} passages with {model.strip()}.")
+    return describe(app, kb_name)
+
+
+def delete_kb(app, kb_name, typed):
+    if not kb_name or (typed or "").strip() != kb_name:
+        raise gr.Error("Type the exact name of the selected knowledge base to delete it.")
+    try:
+        app.library.delete(kb_name)
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    gr.Info(f"Deleted the knowledge base {kb_name}.")
+    names = app.library.names()
+    return gr.update(choices=names, value=names[0] if names else None), ""
 
 
 def build(app, kb_selector: gr.Dropdown) -> None:
@@ -80,109 +176,10 @@ def build(app, kb_selector: gr.Dropdown) -> None:
             confirm_name = gr.Textbox(label="Type the knowledge base's name to delete it", scale=3)
             delete_kb_btn = gr.Button("Delete knowledge base", variant="stop", scale=1)
 
-    def describe(kb_name):
-        if not kb_name or not app.library.exists(kb_name):
-            return "Create a knowledge base to start."
-        kb = app.library.get(kb_name)
-        documents = kb.documents()
-        return (
-            f"**{kb_name}** · {len(documents)} documents · {sum(d.chunks for d in documents)} chunks · "
-            f"passages of up to {kb.chunking.size} tokens · embedding model `{kb.embed_model}`"
-        )
-
-    def refresh(kb_name):
-        model = app.library.get(kb_name).embed_model if kb_name and app.library.exists(kb_name) else ""
-        return (
-            describe(kb_name),
-            _documents_table(app, kb_name),
-            gr.update(choices=_doc_choices(app, kb_name), value=None),
-            model,
-        )
-
-    def create(name, size=200):
-        try:
-            if app.library.exists((name or "").strip()):
-                raise TsumugiError(f"A knowledge base called {name.strip()!r} already exists.")
-            kb = app.knowledge_base(name, create=True, chunk_size=int(size or 200))
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-        gr.Info(f"Created the knowledge base {kb.name}.")
-        return gr.update(choices=app.library.names(), value=kb.name), ""
-
-    def add(kb_name, uploaded, progress=gr.Progress()):
-        if not kb_name:
-            raise gr.Error("Choose or create a knowledge base first.")
-        if not uploaded:
-            raise gr.Error("Choose one or more files to upload first.")
-        paths = [upload_path(f) for f in uploaded]
-        # Gradio keeps uploads under a temporary name; the user knows the original one.
-        sources = [Source(p, p.name) for p in paths]
-        rows = {s.name: [s.name, STATUS_LABEL["waiting"], "", ""] for s in sources}
-        gen = app.ingest(kb_name, sources)
-        yield list(rows.values()), gr.update(), gr.update(), gr.update()
-        try:
-            while True:
-                event = next(gen)
-                if event.stage in ("Reading", "Embedding"):
-                    for name in event.items:
-                        if name in rows:
-                            rows[name][1] = "⚙️ " + ("reading" if event.stage == "Reading" else event.message)
-                progress(event.fraction, desc=event.describe())
-                yield list(rows.values()), gr.update(), gr.update(), gr.update()
-        except StopIteration as stop:
-            for result in stop.value:
-                rows[result.name] = [
-                    result.name,
-                    STATUS_LABEL[result.status],
-                    result.chunks or "",
-                    result.message,
-                ]
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-        described, table, choices, _ = refresh(kb_name)
-        yield list(rows.values()), described, table, choices
-
-    def delete(kb_name, doc_id):
-        if not kb_name or doc_id is None:
-            raise gr.Error("Choose a document to delete first.")
-        try:
-            app.library.get(kb_name).delete_document(int(doc_id))
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-        gr.Info("Deleted the document and its passages.")
-        return refresh(kb_name)[:3]
-
-    def change_model(kb_name, model, progress=gr.Progress()):
-        from knowledge.ingest import reembed
-
-        if not kb_name or not (model or "").strip():
-            raise gr.Error("Choose a knowledge base and type an embedding model first.")
-        try:
-            gen = reembed(app.library.get(kb_name), model.strip())
-            while True:
-                event = next(gen)
-                progress(event.fraction, desc=event.describe())
-        except StopIteration as stop:
-            gr.Info(f"Re-embedded {stop.value} passages with {model.strip()}.")
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-        return describe(kb_name)
-
-    def delete_kb(kb_name, typed):
-        if not kb_name or (typed or "").strip() != kb_name:
-            raise gr.Error("Type the exact name of the selected knowledge base to delete it.")
-        try:
-            app.library.delete(kb_name)
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-        gr.Info(f"Deleted the knowledge base {kb_name}.")
-        names = app.library.names()
-        return gr.update(choices=names, value=names[0] if names else None), ""
-
-    create_btn.click(create, [new_name, chunk_size], [kb_selector, new_name])
-    add_event = add_btn.click(add, [kb_selector, files], [results, summary, docs, doc_pick])
+    create_btn.click(handler(create, app), [new_name, chunk_size], [kb_selector, new_name])
+    add_event = add_btn.click(handler(add, app), [kb_selector, files], [results, summary, docs, doc_pick])
     cancel_btn.click(None, None, None, cancels=[add_event])
-    delete_btn.click(delete, [kb_selector, doc_pick], [summary, docs, doc_pick])
-    reembed_btn.click(change_model, [kb_selector, embed_model], [summary])
-    delete_kb_btn.click(delete_kb, [kb_selector, confirm_name], [kb_selector, confirm_name])
-    kb_selector.change(refresh, [kb_selector], [summary, docs, doc_pick, embed_model])
+    delete_btn.click(handler(delete, app), [kb_selector, doc_pick], [summary, docs, doc_pick])
+    reembed_btn.click(handler(change_model, app), [kb_selector, embed_model], [summary])
+    delete_kb_btn.click(handler(delete_kb, app), [kb_selector, confirm_name], [kb_selector, confirm_name])
+    kb_selector.change(handler(refresh, app), [kb_selector], [summary, docs, doc_pick, embed_model])

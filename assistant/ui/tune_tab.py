@@ -9,10 +9,10 @@ from pathlib import Path
 import gradio as gr
 
 from assistant.records import RECORD_EXTENSIONS
-from assistant.tune import PRESET_HELP, PRESETS, TuneConfig
-from assistant.tune_job import load_training_data
-from assistant.tuning_data import TrainingData
-from assistant.ui.common import job_progress_html, upload_path
+from assistant.tuning.data import TrainingData
+from assistant.tuning.job import data_source, load_training_data
+from assistant.tuning.train import PRESET_HELP, PRESETS, TuneConfig
+from assistant.ui.common import handler, job_progress_html, upload_path
 from knowledge.errors import TsumugiError
 from knowledge.progress import format_seconds
 
@@ -29,22 +29,11 @@ QUANT_CHOICES = [
 
 def data_request(source, upload, kb_name, q_col, a_col) -> dict:
     """The training data the user chose, as a tuning request's ``data`` entry."""
-    if source == DRAFTS_SOURCE:
-        return {"kind": "drafts", "kb": kb_name or None}
-    if source == KB_SOURCE:
-        if not kb_name:
-            raise TsumugiError("Choose a knowledge base at the top of the page first.")
-        return {"kind": "kb", "kb": kb_name}
-    path = upload_path(upload)
-    if path is None:
-        raise TsumugiError("Upload a CSV, TSV, XLSX or JSONL file of question/answer pairs first.")
-    return {
-        "kind": "file",
-        "path": str(path),
-        "name": path.name,
-        "question_column": None if q_col in (None, AUTO) else q_col,
-        "answer_column": None if a_col in (None, AUTO) else a_col,
-    }
+    if source == KB_SOURCE and not kb_name:
+        raise TsumugiError("Choose a knowledge base at the top of the page first.")
+    kind = {DRAFTS_SOURCE: "drafts", KB_SOURCE: "kb"}.get(source, "file")
+    columns = [None if c in (None, AUTO) else c for c in (q_col, a_col)]
+    return data_source(kind, kb_name, upload_path(upload) if kind == "file" else None, *columns)
 
 
 def report_markdown(data: TrainingData) -> str:
@@ -120,6 +109,184 @@ def adapter_details(app, name: str | None) -> tuple[str, list[list]]:
         for row in json.loads(comparison.read_text(encoding="utf-8")):
             rows.append([row["question"], row["expected"], row["base"], row["tuned"]])
     return "\n\n".join(lines), rows
+
+
+def check_data(app, source_choice, uploaded, kb_name, q, a):
+    try:
+        request = {"data": data_request(source_choice, uploaded, kb_name, q, a)}
+        data = load_training_data(request, None, Path(app.settings.data_dir))
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    cols = [AUTO, *data.report.columns]
+    rows = data.report.preview
+    headers = list(rows[0]) if rows else ["(empty)"]
+    table = gr.update(value=[[r.get(h, "") for h in headers] for r in rows], headers=headers, visible=True)
+    return (
+        report_markdown(data),
+        table,
+        gr.update(choices=cols, value=data.report.question_column or AUTO),
+        gr.update(choices=cols, value=data.report.answer_column or AUTO),
+    )
+
+
+def new_file(app, uploaded, kb_name):
+    if not uploaded:
+        return (
+            "",
+            gr.update(visible=False),
+            gr.update(choices=[AUTO], value=AUTO),
+            gr.update(choices=[AUTO], value=AUTO),
+        )
+    try:
+        return check_data(app, FILE_SOURCE, uploaded, kb_name, AUTO, AUTO)
+    except gr.Error as exc:
+        # Unrecognised columns: list them so the user can choose.
+        from assistant.records import read_records
+
+        try:
+            table = read_records(upload_path(uploaded))
+        except TsumugiError:
+            raise exc from None
+        cols = [AUTO, *table.columns]
+        return (
+            f"⚠️ {html.escape(exc.message)}",
+            gr.update(visible=False),
+            gr.update(choices=cols, value=AUTO),
+            gr.update(choices=cols, value=AUTO),
+        )
+
+
+def apply_preset(choice):
+    p = PRESETS[choice]
+    return p["rank"], p["alpha"], p["learning_rate"], p["epochs"]
+
+
+def start_tune(app, source_choice, uploaded, kb_name, q, a, adapter_name, preset_choice, quant_choice, base_name,
+          r, al, dr, learning_rate, ep, ml, bs, ga, gc, tm):  # fmt: skip
+    try:
+        config = TuneConfig(
+            preset=preset_choice,
+            quant=quant_choice,
+            rank=int(r),
+            alpha=int(al),
+            dropout=float(dr),
+            learning_rate=float(learning_rate),
+            epochs=int(ep),
+            max_length=int(ml),
+            batch_size=int(bs),
+            grad_accum=int(ga),
+            gradient_checkpointing=bool(gc),
+            target_modules=tm or "all-linear",
+        )
+        data = data_request(source_choice, uploaded, kb_name, q, a)
+        job = app.start_tune(adapter_name or "", data, config, base=(base_name or "").strip() or None)
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    gr.Info(f"Started tuning {adapter_name}. You can leave this page; the job keeps running.")
+    return gr.update(choices=_job_choices(app), value=job.id), {}
+
+
+def tune_status(app, job_id, cache):
+    if not job_id:
+        return gr.update(), gr.update(), cache, gr.update(), gr.update()
+    try:
+        job = app.jobs.get(job_id)
+    except TsumugiError:
+        return job_progress_html(None, "No tuning job yet."), gr.update(), cache, gr.update(), gr.update()
+    state_changed = cache.get("state") not in (None, job.state)
+    finished_now = state_changed and not job.active
+    points, cache = loss_points(app, job_id, cache)
+    changed = len(points) != cache.get("shown")
+    cache["shown"], cache["state"] = len(points), job.state
+    adapters = (
+        gr.update(choices=_adapter_choices(app), value=job.result.get("adapter"))
+        if finished_now
+        else gr.update()
+    )
+    jobs = gr.update(choices=_job_choices(app)) if state_changed else gr.update()
+    return (
+        job_progress_html(job),
+        (_plot_value(points) if changed else gr.update()),
+        cache,
+        adapters,
+        jobs,
+    )
+
+
+def pick_job(app, job_id):
+    return tune_status(app, job_id, {})
+
+
+def cancel_tune(app, job_id):
+    if not job_id:
+        raise gr.Error("Choose a job to cancel first.")
+    job = app.jobs.cancel(job_id)
+    if not job.active:
+        gr.Info(f"The job has already ended ({job.state}).")
+    else:
+        gr.Info("Cancelling; the adapter of a cancelled job is not saved.")
+
+
+def on_load(app):
+    jobs = app.jobs.list("tune", limit=30)
+    active = next((j.id for j in jobs if j.active), jobs[0].id if jobs else None)
+    names = _adapter_choices(app)
+    latest = max(app.adapters.list(), key=lambda a: a.card.get("created", ""), default=None)
+    return (
+        gr.update(choices=[(j.title(), j.id) for j in jobs], value=active),
+        gr.update(choices=names, value=latest.name if latest else None),
+        *adapter_details(app, latest.name if latest else None),
+    )
+
+
+def adapter_card(app, adapter):
+    return adapter_details(app, adapter)
+
+
+def refresh_adapters(app, adapter):
+    names = _adapter_choices(app)
+    return gr.update(choices=names, value=adapter if adapter in names else None)
+
+
+def rename_adapter(app, adapter, new):
+    try:
+        app.rename_adapter(adapter or "", new or "")
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    gr.Info(f"Renamed {adapter} to {new.strip()}.")
+    return gr.update(choices=_adapter_choices(app), value=new.strip()), ""
+
+
+def delete_adapter(app, adapter):
+    try:
+        app.delete_adapter(adapter or "")
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    gr.Info(f"Deleted the adapter {adapter}.")
+    return gr.update(choices=_adapter_choices(app), value=None)
+
+
+def download_adapter(app, adapter):
+    try:
+        path = app.export_adapter(adapter or "", Path(app.settings.data_dir) / "exports")
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    return gr.update(value=str(path), visible=True), ""
+
+
+def save_merged_model(app, adapter, progress=gr.Progress()):
+    if not adapter:
+        raise gr.Error("Choose an adapter first.")
+    progress(0.1, desc="Merging the adapter into the base model…")
+    out = Path(app.settings.data_dir).resolve() / "exports" / f"{adapter}-merged"
+    try:
+        app.export_adapter(adapter, out, merge=True)
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    return gr.update(visible=False), (
+        f"Saved a standalone model folder at `{out}`: it loads with "
+        f'`AutoModelForCausalLM.from_pretrained("{out}")`, or in Tsumugi with TSUMUGI_MODEL.'
+    )
 
 
 def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
@@ -203,178 +370,12 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
     download = gr.File(label="Download", visible=False)
     export_note = gr.Markdown()
 
-    def check_data(source_choice, uploaded, kb_name, q, a):
-        try:
-            request = {"data": data_request(source_choice, uploaded, kb_name, q, a)}
-            data = load_training_data(request, None, Path(app.settings.data_dir))
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-        cols = [AUTO, *data.report.columns]
-        rows = data.report.preview
-        headers = list(rows[0]) if rows else ["(empty)"]
-        table = gr.update(
-            value=[[r.get(h, "") for h in headers] for r in rows], headers=headers, visible=True
-        )
-        return (
-            report_markdown(data),
-            table,
-            gr.update(choices=cols, value=data.report.question_column or AUTO),
-            gr.update(choices=cols, value=data.report.answer_column or AUTO),
-        )
-
-    def new_file(uploaded, kb_name):
-        if not uploaded:
-            return (
-                "",
-                gr.update(visible=False),
-                gr.update(choices=[AUTO], value=AUTO),
-                gr.update(choices=[AUTO], value=AUTO),
-            )
-        try:
-            return check_data(FILE_SOURCE, uploaded, kb_name, AUTO, AUTO)
-        except gr.Error as exc:
-            # Unrecognised columns: list them so the user can choose.
-            from assistant.records import read_records
-
-            try:
-                table = read_records(upload_path(uploaded))
-            except TsumugiError:
-                raise exc from None
-            cols = [AUTO, *table.columns]
-            return (
-                f"⚠️ {html.escape(exc.message)}",
-                gr.update(visible=False),
-                gr.update(choices=cols, value=AUTO),
-                gr.update(choices=cols, value=AUTO),
-            )
-
-    def apply_preset(choice):
-        p = PRESETS[choice]
-        return p["rank"], p["alpha"], p["learning_rate"], p["epochs"]
-
-    def start_tune(source_choice, uploaded, kb_name, q, a, adapter_name, preset_choice, quant_choice, base_name,
-              r, al, dr, learning_rate, ep, ml, bs, ga, gc, tm):  # fmt: skip
-        try:
-            config = TuneConfig(
-                preset=preset_choice,
-                quant=quant_choice,
-                rank=int(r),
-                alpha=int(al),
-                dropout=float(dr),
-                learning_rate=float(learning_rate),
-                epochs=int(ep),
-                max_length=int(ml),
-                batch_size=int(bs),
-                grad_accum=int(ga),
-                gradient_checkpointing=bool(gc),
-                target_modules=tm or "all-linear",
-            )
-            data = data_request(source_choice, uploaded, kb_name, q, a)
-            job = app.start_tune(adapter_name or "", data, config, base=(base_name or "").strip() or None)
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-        gr.Info(f"Started tuning {adapter_name}. You can leave this page; the job keeps running.")
-        return gr.update(choices=_job_choices(app), value=job.id), {}
-
-    def tune_status(job_id, cache):
-        if not job_id:
-            return gr.update(), gr.update(), cache, gr.update(), gr.update()
-        try:
-            job = app.jobs.get(job_id)
-        except TsumugiError:
-            return job_progress_html(None, "No tuning job yet."), gr.update(), cache, gr.update(), gr.update()
-        state_changed = cache.get("state") not in (None, job.state)
-        finished_now = state_changed and not job.active
-        points, cache = loss_points(app, job_id, cache)
-        changed = len(points) != cache.get("shown")
-        cache["shown"], cache["state"] = len(points), job.state
-        adapters = (
-            gr.update(choices=_adapter_choices(app), value=job.result.get("adapter"))
-            if finished_now
-            else gr.update()
-        )
-        jobs = gr.update(choices=_job_choices(app)) if state_changed else gr.update()
-        return (
-            job_progress_html(job),
-            (_plot_value(points) if changed else gr.update()),
-            cache,
-            adapters,
-            jobs,
-        )
-
-    def pick_job(job_id):
-        return tune_status(job_id, {})
-
-    def cancel_tune(job_id):
-        if not job_id:
-            raise gr.Error("Choose a job to cancel first.")
-        job = app.jobs.cancel(job_id)
-        if not job.active:
-            gr.Info(f"The job has already ended ({job.state}).")
-        else:
-            gr.Info("Cancelling; the adapter of a cancelled job is not saved.")
-
-    def on_load():
-        jobs = app.jobs.list("tune", limit=30)
-        active = next((j.id for j in jobs if j.active), jobs[0].id if jobs else None)
-        names = _adapter_choices(app)
-        latest = max(app.adapters.list(), key=lambda a: a.card.get("created", ""), default=None)
-        return (
-            gr.update(choices=[(j.title(), j.id) for j in jobs], value=active),
-            gr.update(choices=names, value=latest.name if latest else None),
-            *adapter_details(app, latest.name if latest else None),
-        )
-
-    def adapter_card(adapter):
-        return adapter_details(app, adapter)
-
-    def refresh_adapters(adapter):
-        names = _adapter_choices(app)
-        return gr.update(choices=names, value=adapter if adapter in names else None)
-
-    def rename_adapter(adapter, new):
-        try:
-            app.rename_adapter(adapter or "", new or "")
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-        gr.Info(f"Renamed {adapter} to {new.strip()}.")
-        return gr.update(choices=_adapter_choices(app), value=new.strip()), ""
-
-    def delete_adapter(adapter):
-        try:
-            app.delete_adapter(adapter or "")
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-        gr.Info(f"Deleted the adapter {adapter}.")
-        return gr.update(choices=_adapter_choices(app), value=None)
-
-    def download_adapter(adapter):
-        try:
-            path = app.export_adapter(adapter or "", Path(app.settings.data_dir) / "exports")
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-        return gr.update(value=str(path), visible=True), ""
-
-    def save_merged_model(adapter, progress=gr.Progress()):
-        if not adapter:
-            raise gr.Error("Choose an adapter first.")
-        progress(0.1, desc="Merging the adapter into the base model…")
-        out = Path(app.settings.data_dir).resolve() / "exports" / f"{adapter}-merged"
-        try:
-            app.export_adapter(adapter, out, merge=True)
-        except TsumugiError as exc:
-            raise gr.Error(str(exc)) from exc
-        return gr.update(visible=False), (
-            f"Saved a standalone model folder at `{out}`: it loads with "
-            f'`AutoModelForCausalLM.from_pretrained("{out}")`, or in Tsumugi with TSUMUGI_MODEL.'
-        )
-
     data_inputs = [source, upload, kb_selector, q_col, a_col]
-    check_btn.click(check_data, data_inputs, [report, preview, q_col, a_col])
-    upload.change(new_file, [upload, kb_selector], [report, preview, q_col, a_col])
+    check_btn.click(handler(check_data, app), data_inputs, [report, preview, q_col, a_col])
+    upload.change(handler(new_file, app), [upload, kb_selector], [report, preview, q_col, a_col])
     preset.change(apply_preset, [preset], [rank, alpha, lr, epochs])
     start_btn.click(
-        start_tune,
+        handler(start_tune, app),
         [
             *data_inputs,
             name,
@@ -394,14 +395,16 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
         ],  # fmt: skip
         [job_pick, plot_cache],
     )
-    timer.tick(tune_status, [job_pick, plot_cache], [status, plot, plot_cache, adapter_pick, job_pick])
-    job_pick.change(pick_job, [job_pick], [status, plot, plot_cache, adapter_pick, job_pick])
-    cancel_btn.click(cancel_tune, [job_pick], None)
-    adapter_pick.change(adapter_card, [adapter_pick], [card, comparison])
-    refresh_btn.click(refresh_adapters, [adapter_pick], [adapter_pick])
-    rename_btn.click(rename_adapter, [adapter_pick, new_name], [adapter_pick, new_name])
-    delete_btn.click(delete_adapter, [adapter_pick], [adapter_pick])
-    zip_btn.click(download_adapter, [adapter_pick], [download, export_note])
-    merge_btn.click(save_merged_model, [adapter_pick], [download, export_note])
+    timer.tick(
+        handler(tune_status, app), [job_pick, plot_cache], [status, plot, plot_cache, adapter_pick, job_pick]
+    )
+    job_pick.change(handler(pick_job, app), [job_pick], [status, plot, plot_cache, adapter_pick, job_pick])
+    cancel_btn.click(handler(cancel_tune, app), [job_pick], None)
+    adapter_pick.change(handler(adapter_card, app), [adapter_pick], [card, comparison])
+    refresh_btn.click(handler(refresh_adapters, app), [adapter_pick], [adapter_pick])
+    rename_btn.click(handler(rename_adapter, app), [adapter_pick, new_name], [adapter_pick, new_name])
+    delete_btn.click(handler(delete_adapter, app), [adapter_pick], [adapter_pick])
+    zip_btn.click(handler(download_adapter, app), [adapter_pick], [download, export_note])
+    merge_btn.click(handler(save_merged_model, app), [adapter_pick], [download, export_note])
     # A reloaded page re-attaches to the running job (or shows the latest one).
-    demo.load(on_load, None, [job_pick, adapter_pick, card, comparison])
+    demo.load(handler(on_load, app), None, [job_pick, adapter_pick, card, comparison])

@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 def server(tmp_path_factory, model_cache):
     import httpx
 
-    from assistant.auth import UserStore
+    from assistant.serving.users import UserStore
 
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is missing: `make test` installs Debian's chromium (make browser).")
@@ -199,7 +199,7 @@ def test_5_draft_a_reply_and_accept_it(page, server):
     page.get_by_text("Accepted and stored").wait_for()
     shot(page, "06-draft-accepted")
 
-    from assistant.draft_store import DraftStore
+    from assistant.drafting.store import DraftStore
 
     accepted = DraftStore(data).list(status="accepted")
     assert accepted and accepted[0].final.endswith("Have a great trip!") and "[1]" not in accepted[0].final

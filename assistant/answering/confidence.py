@@ -1,0 +1,142 @@
+"""How far to trust an answer: one score in 0-1 that predicts whether the answer is right.
+
+The signals describe the evidence the answer stands on (:mod:`assistant.evidence`) and what
+the support check did to the model's sentences. They are combined by a logistic model fitted
+on *correct versus wrong* answers to answerable questions (correct: the answer holds at least
+half of the expected answer's words), with each corpus scored by weights fitted on the other
+corpora (``python -m bench --only answers`` reports that leave-one-corpus-out ROC AUC).
+
+Weights belong to a model: a ``confidence.json`` beside a tuned adapter, or
+``tsumugi-confidence.json`` in a model folder, is used for that model. The weights shipped in
+``assistant/confidence.json`` were fitted with the embedded 135M model; for another model
+without its own file, only the quote style's weights apply (they do not involve the model:
+the quote style's answer is the evidence itself), and the signals say so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+FEATURES = (
+    "evidence",
+    "coverage",
+    "similarity",
+    "passage_similarity",
+    "passage_coverage",
+    "supported",
+    "read",
+)
+"""The signals, in the order of the weights."""
+
+SHIPPED = Path(__file__).with_name("confidence.json")
+"""Weights fitted with the embedded chat model, per answer style."""
+
+DEFAULT_THRESHOLD = 0.5
+"""Answers scoring below this are escalated (or marked "needs review")."""
+
+
+@dataclass(frozen=True)
+class Signals:
+    evidence: float
+    """Score of the best evidence sentence (term coverage, and similarity where measured)."""
+    coverage: float
+    """IDF-weighted share of the question's informative terms found in the answer shown."""
+    similarity: float
+    """Best embedding similarity of an evidence sentence to the question (0 when not measured)."""
+    passage_similarity: float
+    """Best embedding similarity of a retrieved passage to the question (0 when not measured)."""
+    passage_coverage: float
+    """Best share of the question's IDF-weighted terms (IDF in the whole knowledge base) in one
+    passage: unlike the evidence scores, which compare the retrieved sentences with each other,
+    this says whether the documents hold the question's words at all."""
+    supported: float
+    """Share of the model's sentences the support check kept (1 when it wrote none)."""
+    read: float
+    """1 when the embedder reads the question's language (so similarity means something)."""
+
+    def vector(self) -> list[float]:
+        return [getattr(self, name) for name in FEATURES]
+
+    def to_json(self) -> dict:
+        return {name: round(getattr(self, name), 4) for name in FEATURES}
+
+
+@dataclass(frozen=True)
+class Weights:
+    weights: tuple[float, ...]
+    bias: float
+    source: str
+    """Where the weights come from (a file, or "quote weights" for an unfitted model)."""
+
+
+def signals(evidence, answer, coverage: float, hits) -> Signals:
+    """The signals for an answer built on ``evidence`` (``answer.check`` from the support check);
+    ``coverage`` is the question's weighted term coverage by the answer's text."""
+    check = getattr(answer, "check", {}) or {}
+    written = check.get("written", 0)
+    return Signals(
+        evidence=evidence.best_score,
+        coverage=coverage,
+        similarity=evidence.best_similarity,
+        passage_similarity=max((h.similarity for h in hits if h.similarity is not None), default=0.0)
+        if evidence.read
+        else 0.0,
+        passage_coverage=max((h.coverage for h in hits), default=0.0),
+        supported=check.get("kept", 0) / written if written else 1.0,
+        read=float(evidence.read),
+    )
+
+
+@lru_cache(maxsize=32)
+def _load(path: str) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _pick(path: Path, style: str, source: str) -> Weights | None:
+    if not path.is_file():
+        return None
+    styles = _load(str(path)).get("styles", {})
+    entry = styles.get(style) or styles.get("quote")
+    if not entry or list(entry.get("features", [])) != list(FEATURES):
+        return None
+    return Weights(tuple(entry["weights"]), float(entry["bias"]), source)
+
+
+def weights_for(model, style: str) -> Weights:
+    """The weights for answers of ``style`` by ``model`` (see the module docstring)."""
+    config = getattr(model, "config", None)
+    adapter = getattr(config, "adapter", "") or ""
+    name = getattr(config, "name", "") or ""
+    if adapter:
+        found = _pick(Path(adapter) / "confidence.json", style, f"adapter {Path(adapter).name}")
+        if found:
+            return found
+    if name and Path(name).is_dir():
+        found = _pick(Path(name) / "tsumugi-confidence.json", style, f"model folder {Path(name).name}")
+        if found:
+            return found
+    shipped = _load(str(SHIPPED))
+    if style == "quote" or not name or name == shipped.get("model") or not config:
+        return _pick(SHIPPED, style, "shipped") or _pick(SHIPPED, "quote", "shipped")
+    # Another model without weights of its own: only the evidence-only weights are honest.
+    return _pick(SHIPPED, "quote", f"quote weights (none fitted for {name})")
+
+
+def score(s: Signals, weights: Weights | None = None) -> float:
+    """The confidence, 0-1."""
+    weights = weights or _pick(SHIPPED, "quote", "shipped")
+    z = weights.bias + sum(w * x for w, x in zip(weights.weights, s.vector(), strict=True))
+    return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+
+def label(confidence: float | None, threshold: float = DEFAULT_THRESHOLD) -> str:
+    """A word for the UI: high, medium or low (below the escalation threshold)."""
+    if confidence is None:
+        return "unknown"
+    if confidence < threshold:
+        return "low"
+    return "high" if confidence >= (1 + threshold) / 2 else "medium"

@@ -1,0 +1,171 @@
+"""Multi-part questions: split into sub-questions, retrieve for each, answer from the union.
+
+One retrieval for "How do I wash the RainGuard jacket, and what is the CozyNights bag's
+temperature rating?" ranks passages about whichever half dominates the query, and the other
+half's passages often fall out of the top-k. Retrieving for each part separately finds
+both (``python -m bench --only decomposition`` measures it).
+
+A question is split only when it looks like several questions: more than one question mark,
+a list, or a conjunction followed by a question word. The small model then writes the
+sub-questions; its split is kept only when every part is a question made of the original's
+words (a 135M model sometimes answers instead, or invents), and a rule-based split on the
+same cues is used otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+
+from knowledge.lexical import content_terms, is_japanese, terms
+from knowledge.query import Query
+from knowledge.retrieve import Hit, RetrievalConfig, retrieve
+from knowledge.store import KnowledgeBase
+from knowledge.text import sentences
+
+MAX_PARTS = 4
+MAX_PASSAGES = 10
+"""Most passages given to the model for a split question (all parts together)."""
+
+_WH = r"(?:how|what|which|where|when|who|why|does|do|is|are|can|could|should|will|would|may|did)"
+_JOINED = re.compile(rf"(?:,\s*|\s+)(?:and|also|plus|as well as)\s+(?=(?:also\s+)?{_WH}\b)", re.I)
+_LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+(.+)$", re.M)
+_JA_JOIN = re.compile(r"(?<=[かか。])\s*(?:また|それと|あと|それから)[、,]?")
+_LEADING = re.compile(r"^(?:and|also|plus|then)\s+|^(?:また|それと|あと|それから)[、,]?", re.I)
+_PRONOUN = re.compile(r"\b(?:it|its|they|them|their|this|that|these|those|one)\b", re.I)
+
+SPLIT_PROMPT = (
+    "Split the customer's message into separate questions. Write each question on its own line, "
+    "complete, using the customer's words. Do not answer them.\n\n"
+    "Message: How long is the warranty on the Zephyr kettle and can I pay in instalments?\n"
+    "Questions:\nHow long is the warranty on the Zephyr kettle?\nCan I pay for the Zephyr kettle in instalments?\n\n"
+    "Message: {question}\nQuestions:\n"
+)
+
+
+_QUESTION_START = re.compile(rf"^\s*(?:and\s+|also\s+)?{_WH}\b", re.I)
+
+
+def _is_question(sentence: str) -> bool:
+    s = sentence.strip()
+    if not s:
+        return False
+    if s.endswith(("?", "？")):
+        return True
+    if is_japanese(s):
+        return s.endswith(("か。", "か"))
+    return bool(_QUESTION_START.match(s))
+
+
+def _question_sentences(text: str) -> list[str]:
+    """The sentences of a message that ask something (greetings and context left out)."""
+    return [s for s in sentences(text) if _is_question(s)]
+
+
+def asked(message: str) -> str:
+    """What a message asks: its question sentences, without greetings, context or sign-off
+    (the whole message when no sentence is a question). A small model answers the bare
+    question far better than an email with pleasantries around it."""
+    questions = _question_sentences(message)
+    joiner = "" if is_japanese(message) else " "
+    return joiner.join(questions) if questions else message.strip()
+
+
+def looks_multipart(question: str) -> bool:
+    """Whether a message shows the cues of several questions in one."""
+    if len(_LIST_ITEM.findall(question)) >= 2:
+        return True
+    asked = _question_sentences(question)
+    if len(asked) >= 2:
+        return True
+    joiner = _JA_JOIN if is_japanese(question) else _JOINED
+    return any(joiner.search(s) for s in asked)
+
+
+def rule_split(question: str) -> list[str]:
+    """Sub-questions found by the cues alone (the whole question when there are none)."""
+    items = _LIST_ITEM.findall(question)
+    if len(items) >= 2:
+        parts = items
+    else:
+        joiner = _JA_JOIN if is_japanese(question) else _JOINED
+        parts = [p for s in _question_sentences(question) for p in joiner.split(s)]
+    parts = [_tidy(p) for p in parts]
+    parts = [p for p in parts if len(content_terms(terms(p))) >= 1]
+    return parts[:MAX_PARTS] if len(parts) >= 2 else [question.strip()]
+
+
+_SALUTATION = re.compile(
+    r"^(?:hi|hello|hey|dear [^,]{1,30}|good (?:morning|afternoon|evening))\s*[,!]\s*", re.I
+)
+
+
+def _tidy(part: str) -> str:
+    part = _SALUTATION.sub("", part.strip(" ,、。"))
+    part = _LEADING.sub("", part).strip()
+    if not part:
+        return part
+    if is_japanese(part):
+        return part
+    part = part[0].upper() + part[1:]
+    return part if part.endswith("?") else part.rstrip(".") + "?"
+
+
+def _faithful(part: str, question: str) -> bool:
+    """A proposed sub-question is a question made mostly of the original's words."""
+    words = set(content_terms(terms(part)))
+    original = set(content_terms(terms(question)))
+    if not words or len(part) > len(question):
+        return False
+    return len(words & original) / len(words) >= 0.6
+
+
+def model_split(question: str, model) -> list[str]:
+    """The small model's split, or [] when it is not usable."""
+    prompt = SPLIT_PROMPT.format(question=question.replace("\n", " "))
+    try:
+        text = "".join(model.stream([{"role": "user", "content": prompt}], max_new_tokens=96))
+    except Exception:  # a failed split only means one retrieval, as without decomposition
+        return []
+    parts = []
+    for line in text.splitlines():
+        line = re.sub(r"^\s*(?:\d+[.)]|[-*•]|Questions?:)\s*", "", line).strip()
+        if line and line not in parts:
+            parts.append(line)
+    if not 2 <= len(parts) <= MAX_PARTS or not all(_faithful(p, question) for p in parts):
+        return []
+    return parts
+
+
+def split_question(question: str | Query, model=None) -> list[Query]:
+    """Sub-questions of a multi-part question, each analysed; a one-part question comes back alone."""
+    question = Query.of(question)
+    if not looks_multipart(question.text):
+        return [question if question.text == question.text.strip() else Query.of(question.text.strip())]
+    parts = model_split(question.text, model) if model is not None and not question.japanese else []
+    return [Query.of(p) for p in parts or rule_split(question.text)]
+
+
+def gather_passages(
+    kb: KnowledgeBase,
+    parts: list[str | Query],
+    config: RetrievalConfig,
+    context: list[str] | None = None,
+) -> list[Hit]:
+    """Retrieve for each part and merge the rankings, best ranks first, without repeats."""
+    parts = [Query.of(p) for p in parts]
+    if len(parts) == 1:
+        return retrieve(kb, parts[0], config, context=context)
+    # The whole question's own ranking leads: a split (right or wrong) never loses the
+    # passages one retrieval of the question would have given.
+    rankings = [retrieve(kb, " ".join(p.text for p in parts), config, context=context)]
+    for n, part in enumerate(parts):
+        # "…and does it come in blue?": the part leans on the first one for what "it" is.
+        part_context = [parts[0].text] if n and _PRONOUN.search(part.text) else context
+        rankings.append(retrieve(kb, part, config, context=part_context))
+    merged: dict[int, Hit] = {}
+    limit = min(MAX_PASSAGES, config.top_k * len(parts))
+    for rank in range(config.top_k):
+        for ranking in rankings:
+            if rank < len(ranking) and ranking[rank].chunk_id not in merged and len(merged) < limit:
+                merged[ranking[rank].chunk_id] = ranking[rank]
+    return list(merged.values())

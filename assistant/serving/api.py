@@ -1,0 +1,321 @@
+"""An OpenAI-compatible HTTP API: ``GET /v1/models`` and ``POST /v1/chat/completions``.
+
+Any OpenAI client works against it (``base_url="http://host:port/v1"``). A model is the base
+model or a tuned adapter (``GET /v1/models`` lists them). Two request fields go beyond the
+OpenAI protocol, sent with ``extra_body`` by the official client:
+
+- ``kb``: answer from that knowledge base. The last user message is the question, earlier
+  turns are the conversation; the response then carries ``citations``, ``confidence``,
+  ``needs_review``, ``escalated`` and ``answered_by`` beside ``choices``. The final
+  streamed chunk carries them too.
+- ``top_k``, ``decompose``, ``escalate``: retrieval and escalation switches.
+- ``style``: quote, concise or detailed (see :class:`assistant.answer.AnswerConfig`).
+
+Every request needs ``Authorization: Bearer <key>`` with a key from
+``python -m assistant keys --create NAME`` or TSUMUGI_API_KEYS. Errors come back with the
+OpenAI error body, ``{"error": {"message", "type", "code"}}``, and the matching HTTP status.
+
+When a larger model is configured, a streamed answer from a knowledge base is held back until
+its confidence is known: either it is sent, or the larger model's answer streams instead.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections import deque
+from typing import Literal
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from assistant import events
+from assistant.answering.styles import DEFAULT_STYLE
+from assistant.serving.keys import ApiKeyStore
+from knowledge.errors import ConfigError, TsumugiError
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, code: str, kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.kind = status, message, code, kind
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[dict] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.get("text", "") for p in self.content if isinstance(p, dict))
+        return self.content or ""
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    messages: list[Message] = Field(min_length=1)
+    stream: bool = False
+    max_tokens: int | None = Field(default=None, ge=1, le=4096)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=4096)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    kb: str | None = None
+    top_k: int = Field(default=5, ge=1, le=20)
+    decompose: bool = True
+    escalate: bool = True
+    style: Literal["quote", "concise", "detailed"] = DEFAULT_STYLE
+    """How the answer is written (with ``kb``): see assistant.answer.AnswerConfig.style."""
+
+
+def _error_body(message: str, code: str, kind: str) -> dict:
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def create_api(app) -> FastAPI:
+    """The API routes on a FastAPI app, for :class:`assistant.service.Tsumugi` ``app``."""
+    api = FastAPI(title="Tsumugi API", docs_url="/v1/docs", openapi_url="/v1/openapi.json")
+    keys = ApiKeyStore(app.settings.data_dir, app.settings.api_keys)
+
+    @api.middleware("http")
+    async def _log_requests(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        if request.url.path.startswith("/v1"):
+            events.log(
+                "request",
+                method=request.method,
+                path=request.url.path,
+                status=response.status_code,
+                ms=round((time.perf_counter() - started) * 1000),
+                key=getattr(request.state, "key_name", None),
+                client=request.client.host if request.client else None,
+            )
+        return response
+
+    @api.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(_error_body(exc.message, exc.code, exc.kind), exc.status, headers=headers)
+
+    @api.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "body"
+        message = f"Invalid request: {where}: {first.get('msg', 'malformed JSON')}."
+        return JSONResponse(_error_body(message, "invalid_request", "invalid_request_error"), 400)
+
+    def authorise(request: Request) -> dict:
+        header = request.headers.get("authorization", "")
+        key = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        if not keys.configured():
+            raise ApiError(
+                401,
+                "No API keys are set up; create one with `python -m assistant keys --create NAME`.",
+                "invalid_api_key",
+                "authentication_error",
+            )
+        record = keys.verify(key)
+        request.state.key_name = record["name"] if record else None
+        if record is None:
+            raise ApiError(
+                401,
+                "Missing or wrong API key; send it as 'Authorization: Bearer <key>'.",
+                "invalid_api_key",
+                "authentication_error",
+            )
+        return record
+
+    def model_ids() -> list[str]:
+        return [app.settings.model.name, *app.adapters.names()]
+
+    def resolve_model(name: str):
+        if name in (app.settings.model.name, "default"):
+            return app.model_config()
+        if name in app.adapters.names():
+            return app.model_config(adapter=name)
+        raise ApiError(
+            404,
+            f"The model {name!r} does not exist; GET /v1/models lists the models served here.",
+            "model_not_found",
+        )
+
+    def model_card(name: str) -> dict:
+        return {"id": name, "object": "model", "created": int(time.time()), "owned_by": "tsumugi"}
+
+    @api.get("/v1/models")
+    def list_models(_: dict = Depends(authorise)) -> dict:
+        return {"object": "list", "data": [model_card(m) for m in model_ids()]}
+
+    @api.get("/v1/models/{name}")
+    def get_model(name: str, _: dict = Depends(authorise)) -> dict:
+        if name not in model_ids():
+            resolve_model(name)
+        return model_card(name)
+
+    @api.get("/v1/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @api.post("/v1/chat/completions")
+    def chat_completions(body: ChatRequest, _: dict = Depends(authorise)):
+        model_config = resolve_model(body.model)
+        max_tokens = body.max_completion_tokens or body.max_tokens or 256
+        temperature = body.temperature or 0.0
+        turns = [(m.role, m.text()) for m in body.messages]
+        if turns[-1][0] != "user" or not turns[-1][1].strip():
+            raise ApiError(
+                400, "The last message should be the user's question, with text in it.", "invalid_request"
+            )
+        if body.kb is not None and not app.library.exists(body.kb):
+            raise ApiError(
+                404, f"There is no knowledge base {body.kb!r}; the `kb` field names one.", "kb_not_found"
+            )
+        completion_id = "chatcmpl-" + secrets.token_hex(12)
+        created = int(time.time())
+        stop = threading.Event()
+        try:
+            events = _answers(app, body, model_config, turns, max_tokens, temperature, stop)
+            first = next(events)  # load errors surface here, as HTTP errors
+        except TsumugiError as exc:
+            raise ApiError(_status(exc), str(exc), "model_error", "server_error") from exc
+        if body.stream:
+            return StreamingResponse(
+                _sse(events, first, body, completion_id, created, stop),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        try:
+            final = deque(events, maxlen=1)[0]  # the finished reply
+        except TsumugiError as exc:
+            raise ApiError(500, str(exc), "model_error", "server_error") from exc
+        message = {"role": "assistant", "content": final["text"]}
+        return {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": body.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
+            "usage": final["usage"],
+            **final["extra"],
+        }
+
+    return api
+
+
+def _status(exc: TsumugiError) -> int:
+    return 400 if isinstance(exc, ConfigError) else 503
+
+
+def _answers(app, body: ChatRequest, model_config, turns, max_tokens, temperature, stop):
+    """Yield ``{"text", "done", "usage", "extra", "streamable"}`` snapshots of the reply."""
+    from assistant.answering.answer import AnswerConfig
+    from knowledge.retrieve import RetrievalConfig
+
+    if body.kb is None:
+        model = app.chat_model(model_config)
+        yield {"text": "", "done": False, "usage": None, "extra": {}, "streamable": True}
+        info: dict = {}
+        messages = [
+            {"role": "system" if r == "developer" else r, "content": t} for r, t in turns if r != "tool"
+        ]
+        text = ""
+        for piece in model.stream(messages, max_tokens, temperature, stop=stop, info=info):
+            text += piece
+            yield {"text": text, "done": False, "usage": None, "extra": {}, "streamable": True}
+        yield {"text": text.strip(), "done": True, "usage": _usage(info), "extra": {}, "streamable": True}
+        return
+    history, question = [], turns[-1][1]
+    pending = None
+    for role, text in turns[:-1]:
+        if role == "user":
+            pending = text
+        elif role == "assistant" and pending is not None:
+            history.append((pending, text))
+            pending = None
+    config = AnswerConfig(
+        max_new_tokens=max_tokens,
+        temperature=temperature,
+        retrieval=RetrievalConfig(top_k=body.top_k),
+        decompose=body.decompose,
+        escalate=body.escalate,
+        style=body.style,
+    )
+    app.chat_model(model_config)  # a model that cannot load fails here, before any reply
+    # With a larger model to fall back on, the small model's text may be replaced: hold it back.
+    hold = body.escalate and app.settings.escalation.enabled
+    yield {"text": "", "done": False, "usage": None, "extra": {}, "streamable": not hold}
+    answer = None
+    for answer in app.ask(body.kb, question, history, config, model=model_config, stop=stop, source="api"):
+        if not answer.done:
+            yield {
+                "text": answer.text,
+                "done": False,
+                "usage": None,
+                "extra": {},
+                "streamable": not hold or answer.escalated,
+            }
+    data = answer.to_json()
+    extra = {
+        "answered_by": answer.model,
+        "confidence": data["confidence"],
+        "confidence_label": data["confidence_label"],
+        "needs_review": answer.needs_review,
+        "escalated": answer.escalated,
+        "covered": answer.covered,
+        "citations": data["citations"],
+        "sub_questions": answer.sub_questions,
+        "notice": answer.notice or None,
+    }
+    yield {"text": answer.text, "done": True, "usage": None, "extra": extra, "streamable": True}
+
+
+def _usage(info: dict) -> dict | None:
+    if "prompt_tokens" not in info:
+        return None
+    prompt, new = info["prompt_tokens"], info.get("new_tokens", len(info.get("token_logprobs", [])))
+    return {"prompt_tokens": prompt, "completion_tokens": new, "total_tokens": prompt + new}
+
+
+def _sse(events, first, body: ChatRequest, completion_id: str, created: int, stop: threading.Event):
+    def chunk(delta: dict, finish: str | None = None, extra: dict | None = None) -> str:
+        data = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": body.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+            **(extra or {}),
+        }
+        return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+    sent = ""
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        for event in events:
+            text = event["text"]
+            if event["done"]:
+                # The finished text can differ from the streamed one (citations checked): send
+                # what extends it; the full final text is in the last chunk's `answer` field.
+                tail = text[len(sent) :] if text.startswith(sent) else ""
+                if tail:
+                    yield chunk({"content": tail})
+                extra = dict(event["extra"])
+                if extra:
+                    extra["answer"] = text
+                if event["usage"]:
+                    extra["usage"] = event["usage"]
+                yield chunk({}, "stop", extra)
+                break
+            if event["streamable"] and text.startswith(sent) and len(text) > len(sent):
+                yield chunk({"content": text[len(sent) :]})
+                sent = text
+        yield "data: [DONE]\n\n"
+    except TsumugiError as exc:
+        yield f"data: {json.dumps(_error_body(str(exc), 'model_error', 'server_error'))}\n\n"
+    finally:
+        stop.set()  # the client went away, or the answer is complete

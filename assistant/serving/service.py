@@ -1,0 +1,250 @@
+"""What the UI, the CLI and the API share: settings, knowledge bases and loaded models."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Generator
+from dataclasses import replace
+from pathlib import Path
+
+from assistant import events
+from assistant.answering.answer import Answer, AnswerConfig, answer_question
+from assistant.config import Settings, prepare_environment
+from assistant.drafting.compose import DraftConfig, draft_reply
+from assistant.drafting.store import DraftStore
+from assistant.evaluation.runs import EvalConfig, EvalRun, EvalRunStore, run_evaluation
+from assistant.evaluation.sets import EvalSet, EvalSetStore
+from assistant.generation.cache import forget_models, load_chat_model
+from assistant.generation.config import ModelConfig
+from assistant.generation.local import ChatModel
+from assistant.jobs.store import Job, JobStore
+from assistant.tuning.adapters import AdapterStore
+from assistant.tuning.data import from_drafts
+from assistant.tuning.train import TuneConfig
+from knowledge.chunk import ChunkConfig
+from knowledge.ingest import FileResult, Source, collect_sources, ingest_files
+from knowledge.library import Library
+from knowledge.progress import Progress
+from knowledge.retrieve import Hit, RetrievalConfig, retrieve
+from knowledge.store import KnowledgeBase
+
+
+class Tsumugi:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        prepare_environment(self.settings)
+        events.configure(self.settings.data_dir)
+        self.library = Library(self.settings.data_dir)
+        self.adapters = AdapterStore(self.settings.data_dir)
+        self.jobs = JobStore(self.settings.data_dir)
+        self.evals = EvalRunStore(self.settings.data_dir)
+        self.drafts = DraftStore(self.settings.data_dir)
+        # Folders left by runs that were killed mid-way are never listed; clear them out.
+        self.adapters.discard_staging(keep=self.jobs.active_ids())
+
+    def knowledge_base(self, name: str, create: bool = False, chunk_size: int | None = None) -> KnowledgeBase:
+        """An existing base, or a new one (``chunk_size`` tokens per passage; overlap a fifth)."""
+        if create and not self.library.exists(name):
+            chunking = ChunkConfig(size=chunk_size, overlap=chunk_size // 5) if chunk_size else None
+            return self.library.create(name, embed_model=self.settings.embed_model, chunking=chunking)
+        return self.library.get(name)
+
+    def chat_model(self, config: ModelConfig | None = None) -> ChatModel:
+        return load_chat_model(config or self.settings.model, Path(self.settings.model_cache))
+
+    def model_config(self, adapter: str | None = None, precision: str | None = None) -> ModelConfig:
+        """The configured chat model, or an adapter on the base model it was trained from."""
+        config = self.settings.model
+        if adapter:
+            info = self.adapters.get(adapter)
+            config = replace(config, name=info.base_model, adapter=str(info.path))
+        if precision:
+            config = replace(config, precision=precision)
+        return config
+
+    # -- tuning ----------------------------------------------------------------------
+    def start_tune(
+        self,
+        name: str,
+        data: dict,
+        config: TuneConfig,
+        base: str | None = None,
+        data_bytes: bytes | None = None,
+    ) -> Job:
+        """Check the request, then start training in a worker process; returns the queued job.
+
+        ``data`` is ``{"kind": "file", "path": ..., "question_column": ..., "answer_column": ...}``,
+        ``{"kind": "kb", "kb": name}`` (continued pre-training on its passages) or
+        ``{"kind": "drafts", "kb": name or None}`` (accepted reply drafts).
+        """
+        from assistant.tuning.job import DATA_FILE, prepare_tune
+
+        request = {
+            "name": name.strip(),
+            "base": base or self.settings.model.name,
+            "data": data,
+            "config": config.to_json(),
+            "model_cache": str(Path(self.settings.model_cache).resolve()),
+        }
+        prepare_tune(request, self.settings.data_dir)
+        files = {}
+        if data.get("kind") == "file":
+            files[DATA_FILE] = data_bytes if data_bytes is not None else Path(data["path"]).read_bytes()
+        elif data.get("kind") == "drafts":
+            # The job trains on the accepted drafts as they are now, whatever is accepted later.
+            snapshot = from_drafts(self.drafts, data.get("kb") or None)
+            files[DATA_FILE] = "".join(
+                json.dumps({"question": e.question, "answer": e.answer}, ensure_ascii=False) + "\n"
+                for e in snapshot.examples
+            ).encode("utf-8")
+        job = self.jobs.submit("tune", request, files)
+        events.log("job", id=job.id, job="tune", state="submitted", name=request["name"])
+        return job
+
+    def delete_adapter(self, name: str) -> None:
+        info = self.adapters.get(name)
+        forget_models(info.path)
+        self.adapters.delete(name)
+
+    def rename_adapter(self, old: str, new: str) -> None:
+        info = self.adapters.get(old)
+        forget_models(info.path)
+        self.adapters.rename(old, new)
+
+    def export_adapter(self, name: str, out: str | Path, merge: bool = False) -> Path:
+        if merge:
+            return self.adapters.merge(name, out, self.settings.model_cache)
+        return self.adapters.zip(name, out)
+
+    def ingest(
+        self,
+        kb_name: str,
+        paths: list[str | Path] | list[Source],
+        cancel: threading.Event | None = None,
+        chunk_size: int | None = None,
+    ) -> Generator[Progress, None, list[FileResult]]:
+        """Add files and folders (or ready-made sources) to a knowledge base, created if missing
+        (with ``chunk_size`` tokens per passage when given)."""
+        kb = self.knowledge_base(kb_name, create=True, chunk_size=chunk_size)
+        if all(isinstance(p, Source) for p in paths):
+            sources = list(paths)
+        else:
+            sources = collect_sources(paths)  # type: ignore[arg-type]
+        results = yield from ingest_files(kb, sources, cancel, limits=self.settings.limits)
+        for r in results:
+            events.log("ingest", kb=kb_name, file=r.name, status=r.status, chunks=r.chunks, message=r.message)
+        return results
+
+    def search(self, kb_name: str, query: str, config: RetrievalConfig | None = None) -> list[Hit]:
+        return retrieve(self.library.get(kb_name), query, config)
+
+    def ask(
+        self,
+        kb_name: str,
+        question: str,
+        history: list[tuple[str, str]] | None = None,
+        config: AnswerConfig | None = None,
+        model: ModelConfig | None = None,
+        stop: threading.Event | None = None,
+        source: str | None = "chat",
+    ) -> Generator[Answer, None, Answer]:
+        """Answer with citations and a confidence; low confidence goes to the larger model when
+        one is configured (see :mod:`assistant.escalate`). The outcome is recorded for the
+        escalation statistics under ``source`` (chat, api; None records nothing)."""
+        kb = self.library.get(kb_name)
+        answer = None
+        for answer in answer_question(
+            kb, self.chat_model(model), question, history, config, stop, self.settings.escalation
+        ):
+            yield answer
+        if answer is not None and answer.done and source:
+            self.drafts.record_answer(kb_name, source, answer)
+            _log_answer(source, kb_name, answer)
+        return answer
+
+    def draft(
+        self,
+        kb_name: str,
+        message: str,
+        config: DraftConfig | None = None,
+        model: ModelConfig | None = None,
+        stop: threading.Event | None = None,
+    ) -> Generator[Answer, None, Answer]:
+        """Draft a reply to a customer's message; the finished draft is stored as pending."""
+        kb = self.library.get(kb_name)
+        config = config or DraftConfig()
+        answer = None
+        for answer in draft_reply(
+            kb, self.chat_model(model), message, config, self.settings.escalation, stop
+        ):
+            if answer.done:
+                answer.draft_id = self.drafts.add(kb_name, answer, tone=config.tone)
+                _log_answer("draft", kb_name, answer)
+            yield answer
+        return answer
+
+    # -- evaluation ------------------------------------------------------------------
+    def eval_sets(self, kb_name: str) -> EvalSetStore:
+        return EvalSetStore(self.library.get(kb_name).folder)
+
+    def evaluate(
+        self, evalset: EvalSet, config: EvalConfig, cancel: threading.Event | None = None
+    ) -> Generator[Progress, None, EvalRun]:
+        """Run ``evalset`` with ``config`` here (CLI, tests) and store the run."""
+        run = yield from run_evaluation(self, evalset, config, cancel)
+        self.evals.save(run)
+        return run
+
+    def start_eval(self, kb_name: str, set_name: str, configs: list[EvalConfig], limit: int = 0) -> Job:
+        """Run a stored set with one or more configurations as a background job.
+
+        ``limit`` keeps only the first questions (0: all)."""
+        from dataclasses import asdict
+
+        evalset = self.eval_sets(kb_name).get(set_name)
+        if limit:
+            evalset = EvalSet(evalset.name, evalset.items[:limit])
+        for config in configs:
+            if config.adapter:
+                self.adapters.get(config.adapter)
+            if config.kb:
+                self.library.get(config.kb)
+        request = {
+            "name": f"{set_name} × {len(configs)}",
+            "set": evalset.to_json(),
+            "configs": [asdict(c) for c in configs],
+            "settings": self._worker_settings(),
+        }
+        job = self.jobs.submit("eval", request)
+        events.log("job", id=job.id, job="eval", state="submitted", name=request["name"])
+        return job
+
+    def _worker_settings(self) -> dict:
+        s = self.settings
+        return {
+            "data_dir": str(Path(s.data_dir).resolve()),
+            "model_cache": str(Path(s.model_cache).resolve()),
+            "model": {"name": s.model.name, "precision": s.model.precision, "device": s.model.device},
+            "embed_model": s.embed_model,
+            "escalation": {
+                "base_url": s.escalation.base_url,
+                "model": s.escalation.model,
+                "threshold": s.escalation.threshold,
+            },
+        }
+
+
+def _log_answer(source: str, kb: str, answer: Answer) -> None:
+    events.log(
+        "answer",
+        source=source,
+        kb=kb,
+        model=answer.model,
+        covered=answer.covered,
+        confidence=None if answer.confidence is None else round(answer.confidence, 3),
+        escalated=answer.escalated,
+        needs_review=answer.needs_review,
+        sub_questions=len(answer.sub_questions),
+        seconds=round(answer.timings.get("total_s", 0.0), 2),
+    )

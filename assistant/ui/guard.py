@@ -1,0 +1,112 @@
+"""Role checks for Gradio handlers: every handler of the web app is wrapped so that the caller's
+role (from the login) is checked before it runs, and each click is logged."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import time
+
+from assistant import events
+from assistant.serving.users import UserStore
+from knowledge.errors import ConfigError
+
+
+class Forbidden(ConfigError):
+    """The logged-in user's role does not allow the action."""
+
+
+def require_role(fn, role: str, users: UserStore, quiet_outputs: int | None = None):
+    """``fn`` as a Gradio handler that first checks the caller's role (from the login).
+
+    The wrapper takes the ``gr.Request`` as its first parameter, which Gradio fills in; the
+    original parameters follow unchanged, so inputs, progress trackers and generators work as
+    before. A refused click says so. With ``quiet_outputs`` (handlers of page loads, timers and
+    changes, which nobody clicked) a refused call changes nothing and says nothing, and allowed
+    calls are not logged either (a timer would write a line a second).
+    """
+    import gradio as gr
+
+    name = getattr(fn, "__name__", "handler")
+
+    def allowed(request) -> bool:
+        username = getattr(request, "username", None) if request is not None else None
+        actual = users.role(username)
+        if actual is not None and (role != "admin" or actual == "admin"):
+            return True
+        if quiet_outputs is not None:
+            return False
+        events.log("denied", user=username, action=name, role=actual)
+        raise gr.Error(
+            f"Your account ({username or 'not logged in'}) is not allowed to do this; ask an admin."
+        )
+
+    def nothing():
+        skips = tuple(gr.skip() for _ in range(quiet_outputs or 0))
+        return skips[0] if len(skips) == 1 else skips
+
+    if inspect.isgeneratorfunction(fn):
+
+        def wrapper(request, *args, **kwargs):
+            if not allowed(request):
+                yield nothing()
+                return None
+            if quiet_outputs is not None:
+                return (yield from fn(*args, **kwargs))
+            with _action(name, request):
+                return (yield from fn(*args, **kwargs))
+
+    else:
+
+        def wrapper(request, *args, **kwargs):
+            if not allowed(request):
+                return nothing()
+            if quiet_outputs is not None:
+                return fn(*args, **kwargs)
+            with _action(name, request):
+                return fn(*args, **kwargs)
+
+    original = inspect.signature(fn)
+    request_param = inspect.Parameter(
+        "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request
+    )
+    wrapper.__signature__ = original.replace(parameters=[request_param, *original.parameters.values()])
+    wrapper.__annotations__ = {"request": gr.Request}
+    wrapper.__name__ = name
+    wrapper.__qualname__ = getattr(fn, "__qualname__", name)
+    wrapper.__tsumugi_role__ = role
+    return wrapper
+
+
+@contextlib.contextmanager
+def _action(name: str, request):
+    """Log a web-app action with its user, duration and outcome."""
+    started = time.perf_counter()
+    outcome = "ok"
+    try:
+        yield
+    except Exception as exc:
+        outcome = f"{exc.__class__.__name__}: {exc}"[:300]
+        raise
+    finally:
+        user = getattr(request, "username", None) if request is not None else None
+        events.log(
+            "action",
+            user=user,
+            action=name,
+            outcome=outcome,
+            ms=round((time.perf_counter() - started) * 1000),
+        )
+
+
+def guard_functions(demo, fn_ids, role: str, users: UserStore) -> None:
+    """Wrap the Gradio event handlers registered as ``fn_ids`` so only ``role`` may run them."""
+    for fn_id in fn_ids:
+        block_fn = demo.fns[fn_id]
+        if block_fn.fn is None or getattr(block_fn.fn, "__tsumugi_role__", None):
+            continue
+        # A click or a submit is someone asking for the action: refuse it out loud. Anything
+        # else (page load, timer, a shared dropdown changing) is refused silently.
+        triggers = {target[1] for target in block_fn.targets}
+        quiet = None if triggers & {"click", "submit"} else len(block_fn.outputs)
+        block_fn.fn = require_role(block_fn.fn, role, users, quiet)
