@@ -16,8 +16,8 @@ T = TypeVar("T")
 class ProgressPrinter:
     """Progress on stderr through tqdm: a bar, then the stage's own line of counts and time left
     (``Progress.describe``: training's estimate comes from its steps, which tqdm cannot see).
-    tqdm draws in place on a terminal; a redraw comes at most twice a second, and also when only
-    the line changes (chunks embedded while the file count stands still)."""
+    tqdm draws in place on a terminal; a redraw comes at most twice a second, also when only the
+    line changes (chunks embedded while the file count stands still); close() draws the last."""
 
     def __init__(self, stream=sys.stderr, interval: float = 0.5) -> None:
         self.stream = stream
@@ -40,7 +40,7 @@ class ProgressPrinter:
         self.bar.set_description_str(event.describe(), refresh=False)
         self.bar.n = event.done
         now = time.monotonic()
-        if now - self._last >= self.interval or event.done >= event.total:
+        if now - self._last >= self.interval:  # the final state is drawn by close()
             self.bar.refresh()
             self._last = now
 
