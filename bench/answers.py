@@ -15,7 +15,7 @@ each answer style. Columns:
 
 - F1: token F1 against the reference answer (SQuAD-style words; characters for Japanese);
 - unsupported: share of answer sentences that their cited passage does not support, decided
-  by :func:`assistant.evidence.supported` (75% of informative terms in the passage, numbers,
+  by :func:`assistant.answering.evidence.supported` (75% of informative terms in the passage, numbers,
   quoted names and menu steps verbatim, the same polarity as the closest passage sentence,
   cosine 0.5 to a passage sentence where the embedder reads the language). A sentence
   without a citation counts as unsupported;

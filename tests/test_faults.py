@@ -164,8 +164,8 @@ def test_server_killed_during_training_then_restarted(tmp_path, model_cache):
     script = (
         "import sys, time\n"
         "from assistant.config import Settings\n"
-        "from assistant.service import Tsumugi\n"
-        "from assistant.tune import TuneConfig\n"
+        "from assistant.serving.service import Tsumugi\n"
+        "from assistant.tuning.train import TuneConfig\n"
         f"app = Tsumugi(Settings(data_dir={str(data)!r}, model_cache={str(model_cache)!r}))\n"
         "job = app.start_tune('kumo', {'kind': 'file', 'path': sys.argv[1]}, TuneConfig.from_preset('quick', epochs=1))\n"
         "print(job.id, flush=True)\n"

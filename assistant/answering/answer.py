@@ -163,9 +163,9 @@ def answer_question(
 ) -> Generator[Answer, None, Answer]:
     """Stream an :class:`Answer`; each yield is the same object with more text.
 
-    The evidence is chosen first (:mod:`assistant.evidence`); the style decides whether the
+    The evidence is chosen first (:mod:`assistant.answering.evidence`); the style decides whether the
     model writes around it, and every sentence it writes is checked before it is shown.
-    ``escalation`` is an :class:`assistant.escalate.EscalationConfig`; ``messages_fn`` builds
+    ``escalation`` is an :class:`assistant.answering.escalate.EscalationConfig`; ``messages_fn`` builds
     the prompt for the detailed style (default: :func:`build_messages`); ``finish`` turns the
     final text into what is shown (drafting wraps it in a greeting and a signature).
     """

@@ -1,6 +1,6 @@
 """How far to trust an answer: one score in 0-1 that predicts whether the answer is right.
 
-The signals describe the evidence the answer stands on (:mod:`assistant.evidence`) and what
+The signals describe the evidence the answer stands on (:mod:`assistant.answering.evidence`) and what
 the support check did to the model's sentences. They are combined by a logistic model fitted
 on *correct versus wrong* answers to answerable questions (correct: the answer holds at least
 half of the expected answer's words), with each corpus scored by weights fitted on the other

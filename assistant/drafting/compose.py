@@ -4,7 +4,7 @@ The model writes the body from the retrieved passages, with [n] citations for th
 greeting, the closing and the signature come from fixed texts per language and tone (or the
 user's template), so a Japanese reply opens and closes in correct business keigo even when a
 small model's own Japanese is weak. Everything else (retrieval, decomposition, confidence,
-escalation) is the answering pipeline of :mod:`assistant.answer`.
+escalation) is the answering pipeline of :mod:`assistant.answering.answer`.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class DraftConfig:
     decompose: bool = True
     confidence_threshold: float | None = None
     style: str = DEFAULT_STYLE
-    """How the body is written: quote, concise or detailed (see assistant.styles)."""
+    """How the body is written: quote, concise or detailed (see assistant.answering.styles)."""
 
     def __post_init__(self) -> None:
         problems = []

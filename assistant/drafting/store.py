@@ -93,7 +93,7 @@ class DraftStore:
 
     # -- drafts ------------------------------------------------------------------------
     def add(self, kb: str, answer, tone: str = "", author: str = "") -> str:
-        """Store a finished draft (an :class:`assistant.answer.Answer`) as pending; returns its id."""
+        """Store a finished draft (an :class:`assistant.answering.answer.Answer`) as pending; returns its id."""
         draft_id = new_id()
         with self._conn() as conn:
             conn.execute(

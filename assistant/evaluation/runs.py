@@ -39,7 +39,7 @@ class EvalConfig:
     escalate: bool = False
     """Send low-confidence answers to the larger model (when one is configured)."""
     style: str = DEFAULT_STYLE
-    """quote, concise or detailed (see assistant.answer.AnswerConfig.style)."""
+    """quote, concise or detailed (see assistant.answering.answer.AnswerConfig.style)."""
 
     def __post_init__(self) -> None:
         problems = []

@@ -9,7 +9,7 @@ OpenAI protocol, sent with ``extra_body`` by the official client:
   ``needs_review``, ``escalated`` and ``answered_by`` beside ``choices``. The final
   streamed chunk carries them too.
 - ``top_k``, ``decompose``, ``escalate``: retrieval and escalation switches.
-- ``style``: quote, concise or detailed (see :class:`assistant.answer.AnswerConfig`).
+- ``style``: quote, concise or detailed (see :class:`assistant.answering.answer.AnswerConfig`).
 
 Every request needs ``Authorization: Bearer <key>`` with a key from
 ``python -m assistant keys --create NAME`` or TSUMUGI_API_KEYS. Errors come back with the
@@ -69,7 +69,7 @@ class ChatRequest(BaseModel):
     decompose: bool = True
     escalate: bool = True
     style: Literal["quote", "concise", "detailed"] = DEFAULT_STYLE
-    """How the answer is written (with ``kb``): see assistant.answer.AnswerConfig.style."""
+    """How the answer is written (with ``kb``): see assistant.answering.answer.AnswerConfig.style."""
 
 
 def _error_body(message: str, code: str, kind: str) -> dict:
@@ -77,7 +77,7 @@ def _error_body(message: str, code: str, kind: str) -> dict:
 
 
 def create_api(app) -> FastAPI:
-    """The API routes on a FastAPI app, for :class:`assistant.service.Tsumugi` ``app``."""
+    """The API routes on a FastAPI app, for :class:`assistant.serving.service.Tsumugi` ``app``."""
     api = FastAPI(title="Tsumugi API", docs_url="/v1/docs", openapi_url="/v1/openapi.json")
     keys = ApiKeyStore(app.settings.data_dir, app.settings.api_keys)
 

@@ -150,7 +150,7 @@ class Tsumugi:
         source: str | None = "chat",
     ) -> Generator[Answer, None, Answer]:
         """Answer with citations and a confidence; low confidence goes to the larger model when
-        one is configured (see :mod:`assistant.escalate`). The outcome is recorded for the
+        one is configured (see :mod:`assistant.answering.escalate`). The outcome is recorded for the
         escalation statistics under ``source`` (chat, api; None records nothing)."""
         kb = self.library.get(kb_name)
         answer = None

@@ -92,14 +92,14 @@ def load_file(app, uploaded):
         gr.Warning(
             f"{len(evalset.skipped)} rows had no question or nothing to check against and were skipped."
         )
-    return set_rows(app, evalset), path.stem
+    return set_rows(evalset), path.stem
 
 
 def save_set(app, kb_name, name, rows):
     if not kb_name:
         raise gr.Error("Choose a knowledge base at the top of the page first.")
     try:
-        evalset = rows_to_set(app, (name or "").strip(), rows)
+        evalset = rows_to_set((name or "").strip(), rows)
         app.eval_sets(kb_name).save(evalset)
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
@@ -116,14 +116,14 @@ def draft(app, kb_name, count, progress=gr.Progress()):
         raise gr.Error(str(exc)) from exc
     if not evalset.items:
         raise gr.Error("The model drafted no usable questions; upload a question file instead.")
-    return set_rows(app, evalset), evalset.name
+    return set_rows(evalset), evalset.name
 
 
 def show_set(app, kb_name, name):
     if not kb_name or not name:
         return gr.update()
     try:
-        return set_rows(app, app.eval_sets(kb_name).get(name))
+        return set_rows(app.eval_sets(kb_name).get(name))
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
 
