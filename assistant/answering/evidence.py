@@ -165,7 +165,7 @@ def term_weights(kb, question_terms: list[str]) -> dict[str, float]:
 
 
 def select(
-    question: Query,
+    question: str | Query,
     hits: list[Hit],
     embedder=None,
     corpus_idf: dict[str, float] | None = None,

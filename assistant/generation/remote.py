@@ -22,7 +22,9 @@ class Endpoint:
     model_setting: str = "TSUMUGI_ESCALATE_MODEL"
     """The setting that names the model, named when the server does not serve it."""
     role: str = "larger model"
-    """How this endpoint is called in messages and labels."""
+    """How this endpoint is called in error messages."""
+    label_note: str = "escalated"
+    """Shown after the model's name wherever the answer's model is named."""
 
 
 class RemoteModel:
@@ -42,7 +44,7 @@ class RemoteModel:
 
     @property
     def label(self) -> str:
-        return f"{self.config.model} ({'escalated' if self.config.role == 'larger model' else self.config.base_url})"
+        return f"{self.config.model} ({self.config.label_note})"
 
     def stream(
         self,
