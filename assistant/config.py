@@ -44,6 +44,63 @@ def _env_bool(name: str, default: bool) -> bool:
 
 
 @dataclass(frozen=True)
+class OpenLimits:
+    """What an anonymous visitor of an open server may cost."""
+
+    max_answer_tokens: int = 384
+    """TSUMUGI_OPEN_MAX_TOKENS: longest answer an anonymous visitor gets."""
+    queue_size: int = 16
+    """TSUMUGI_QUEUE_SIZE: requests waiting in the web app's queue; more are turned away."""
+    public_kbs: tuple[str, ...] = ()
+    """TSUMUGI_PUBLIC_KBS: comma-separated knowledge bases anonymous visitors may use (default:
+    the demo knowledge base)."""
+
+    def __post_init__(self) -> None:
+        if self.max_answer_tokens < 16:
+            raise ConfigError(f"TSUMUGI_OPEN_MAX_TOKENS should be at least 16, got {self.max_answer_tokens}.")
+        if self.queue_size < 1:
+            raise ConfigError(f"TSUMUGI_QUEUE_SIZE should be at least 1, got {self.queue_size}.")
+
+
+@dataclass(frozen=True)
+class LoginLimits:
+    free_failures: int = 5
+    """Failed logins allowed within ``window_s`` before a lock."""
+    window_s: float = 900.0
+    """How long a failure counts."""
+    base_lock_s: float = 30.0
+    """The first lock; each further failure doubles it."""
+    max_lock_s: float = 900.0
+    """The longest lock."""
+    locked_delay_s: float = 1.0
+    """How long a refused attempt on a locked name or address waits before its answer."""
+    session_hours: float = 12.0
+    """TSUMUGI_SESSION_HOURS: how long a login lasts."""
+
+    def __post_init__(self) -> None:
+        if self.free_failures < 1 or self.window_s <= 0 or self.base_lock_s <= 0:
+            raise ConfigError("Login limits should be positive.")
+        if self.session_hours <= 0:
+            raise ConfigError(f"TSUMUGI_SESSION_HOURS should be positive, got {self.session_hours}.")
+
+
+@dataclass(frozen=True)
+class ApiLimits:
+    requests_per_minute: int = 60
+    """TSUMUGI_API_RATE: chat requests one key may send per minute."""
+    per_key: int = 8
+    """TSUMUGI_API_KEY_CONCURRENCY: answers one key may have in progress at once (lower it when
+    several teams share the server, so one key cannot take the whole queue)."""
+    queue: int = 8
+    """TSUMUGI_API_QUEUE: answers all keys together may have in progress or waiting."""
+
+    def __post_init__(self) -> None:
+        for name in ("requests_per_minute", "per_key", "queue"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"API limit `{name}` should be at least 1, got {getattr(self, name)}.")
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("data")
     """TSUMUGI_DATA: where knowledge bases, models and jobs live (/data on a Space with storage)."""
@@ -61,17 +118,27 @@ class Settings:
     """TSUMUGI_ALLOW_DOWNLOADS: let models be fetched from the Hugging Face hub (off: offline)."""
     limits: IngestLimits = field(default_factory=IngestLimits)
     """TSUMUGI_MAX_FILE_MB, TSUMUGI_MAX_FILES, TSUMUGI_MAX_PAGES, TSUMUGI_MAX_UNPACKED_MB,
-    TSUMUGI_PARSE_TIMEOUT: what one upload may cost (see knowledge/limits.py)."""
+    TSUMUGI_PARSE_TIMEOUT, TSUMUGI_PARSE_MEMORY_MB, TSUMUGI_MAX_DATA_MB: what one upload (a
+    document, or a tuning or evaluation file) may cost (see knowledge/limits.py)."""
     escalation: EscalationConfig = field(default_factory=EscalationConfig)
     """TSUMUGI_ESCALATE_URL, TSUMUGI_ESCALATE_MODEL, TSUMUGI_ESCALATE_KEY (or OPENAI_API_KEY),
     TSUMUGI_CONFIDENCE_THRESHOLD: the larger model for low-confidence answers."""
     demo: bool = False
     """TSUMUGI_DEMO: seed a sample knowledge base when there is none (on by default on a Space)."""
     allow_open: bool = False
-    """TSUMUGI_ALLOW_OPEN: serve on a network address without login (refused otherwise)."""
+    """TSUMUGI_ALLOW_OPEN: open mode (on by default on a Space): anonymous visitors may ask and
+    draft on the public knowledge bases; administration needs an admin's login at /admin."""
     api_keys: tuple[str, ...] = ()
     """TSUMUGI_API_KEYS: comma-separated keys accepted by the HTTP API, besides those created
     with `python -m assistant keys --create`."""
+    open_limits: OpenLimits = field(default_factory=OpenLimits)
+    """TSUMUGI_OPEN_MAX_TOKENS, TSUMUGI_QUEUE_SIZE, TSUMUGI_PUBLIC_KBS: what anonymous visitors
+    of an open server (a Space) may use (see assistant/serving/access.py)."""
+    login: LoginLimits = field(default_factory=LoginLimits)
+    """TSUMUGI_SESSION_HOURS: how long a web login lasts (see assistant/serving/logins.py)."""
+    api_limits: ApiLimits = field(default_factory=ApiLimits)
+    """TSUMUGI_API_RATE, TSUMUGI_API_KEY_CONCURRENCY, TSUMUGI_API_QUEUE: per-key rate limits and
+    the API's bounded queue (see assistant/serving/ratelimit.py)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -108,10 +175,27 @@ class Settings:
                 max_pages=_env_int("TSUMUGI_MAX_PAGES", 2000, problems),
                 max_unpacked_mb=_env_float("TSUMUGI_MAX_UNPACKED_MB", 500.0, problems),
                 parse_timeout_s=_env_float("TSUMUGI_PARSE_TIMEOUT", 120.0, problems),
+                max_parse_memory_mb=_env_int("TSUMUGI_PARSE_MEMORY_MB", 4096, problems),
+                max_data_mb=_env_float("TSUMUGI_MAX_DATA_MB", 50.0, problems),
             )
         except ConfigError as exc:
             problems.append(str(exc))
             limits = IngestLimits()
+        try:
+            open_limits = OpenLimits(
+                max_answer_tokens=_env_int("TSUMUGI_OPEN_MAX_TOKENS", 384, problems),
+                queue_size=_env_int("TSUMUGI_QUEUE_SIZE", 16, problems),
+                public_kbs=tuple(k.strip() for k in _env("TSUMUGI_PUBLIC_KBS", "").split(",") if k.strip()),
+            )
+            login = LoginLimits(session_hours=_env_float("TSUMUGI_SESSION_HOURS", 12.0, problems))
+            api_limits = ApiLimits(
+                requests_per_minute=_env_int("TSUMUGI_API_RATE", 60, problems),
+                per_key=_env_int("TSUMUGI_API_KEY_CONCURRENCY", 8, problems),
+                queue=_env_int("TSUMUGI_API_QUEUE", 8, problems),
+            )
+        except ConfigError as exc:
+            problems.append(str(exc))
+            open_limits, login, api_limits = OpenLimits(), LoginLimits(), ApiLimits()
         settings = cls(
             data_dir=data_dir,
             model_cache=Path(_env("TSUMUGI_MODEL_CACHE", str(data_dir / "models"))),
@@ -127,6 +211,9 @@ class Settings:
             # A Space's visibility (public or private) is its access control.
             allow_open=_env_bool("TSUMUGI_ALLOW_OPEN", bool(os.environ.get("SPACE_ID"))),
             api_keys=tuple(k.strip() for k in _env("TSUMUGI_API_KEYS", "").split(",") if k.strip()),
+            open_limits=open_limits,
+            login=login,
+            api_limits=api_limits,
         )
         if not 1 <= settings.port <= 65535:
             problems.append(f"TSUMUGI_PORT should be between 1 and 65535, got {settings.port}.")

@@ -3,41 +3,82 @@
 from __future__ import annotations
 
 import logging
+import os
 
 
 def build_server(app, ui: bool = True):
-    """A FastAPI app with the OpenAI-compatible API under /v1 and, with ``ui``, the Gradio app at /."""
+    """A FastAPI app with the OpenAI-compatible API under /v1 and, with ``ui``, the Gradio app.
+
+    Where the Gradio app goes depends on the serving mode (see assistant.serving.access): at
+    ``/`` with no login (local), at ``/`` behind a login (users), or, on an open server, the
+    visitors' page at ``/`` and the full app behind a login at ``/admin``.
+    """
     from assistant.serving.api import create_api
 
     server = create_api(app)
     if ui:
-        import gradio as gr
+        from fastapi import Request
 
-        from assistant.serving.users import UserStore
-        from assistant.ui import build_app
+        from assistant.serving.logins import CLIENT, LoginGuard
 
-        users = UserStore(app.settings.data_dir)
-        demo = build_app(app).queue(default_concurrency_limit=8)
-        # With users, everyone logs in; with none (local single-user mode) nobody does.
-        auth = users.verify if users.any() else None
-        server = gr.mount_gradio_app(
-            server,
-            demo,
-            path="/",
-            ssr_mode=False,
-            auth=auth,
-            auth_message="Tsumugi: log in with the account an admin created for you.",
-        )
+        access = app.access
+        logins = LoginGuard(access.users, app.settings.login)
+
+        @server.middleware("http")
+        async def _client_address(request: Request, call_next):
+            CLIENT.set(request.client.host if request.client else None)
+            return await call_next(request)
+
+        if access.mode == "open":
+            _mount(server, app, access, "/admin", logins, public=False)
+            _mount(server, app, access, "/", None, public=True)
+        else:
+            _mount(server, app, access, "/", logins if access.mode == "login" else None, public=False)
+        server.state.access = access
     return server
+
+
+def _mount(server, app, access, path: str, logins, public: bool) -> None:
+    import gradio as gr
+
+    from assistant.serving.logins import SessionTokens
+    from assistant.ui import build_app
+
+    demo = build_app(app, access, public=public).queue(
+        default_concurrency_limit=8, max_size=access.limits.queue_size
+    )
+    message = (
+        "Tsumugi administration: log in as the admin (created with `python -m assistant users "
+        "--add NAME --role admin`, or from the TSUMUGI_ADMIN_PASSWORD secret)."
+        if path == "/admin"
+        else "Tsumugi: log in with the account an admin created for you."
+    )
+    gr.mount_gradio_app(
+        server,
+        demo,
+        path=path,
+        ssr_mode=False,
+        auth=logins.check if logins else None,
+        auth_message=message,
+        max_file_size=int(app.settings.limits.max_file_mb * 1024 * 1024),
+    )
+    # Login tokens expire (Gradio's own table never forgets them).
+    mounted = next(r.app for r in reversed(server.routes) if getattr(r, "path", None) == path.rstrip("/"))
+    mounted.tokens = SessionTokens(app.settings.login.session_hours * 3600)
 
 
 def run_server(app, host: str, port: int, ui: bool = True) -> None:
     import uvicorn
 
+    from assistant.serving.access import ensure_admin_from_secret
     from assistant.serving.users import UserStore, check_exposure
     from assistant.ui import warm_up
 
-    check_exposure(host, UserStore(app.settings.data_dir), app.settings.allow_open)
+    users = UserStore(app.settings.data_dir)
+    secret = os.environ.get("TSUMUGI_ADMIN_PASSWORD", "")
+    if ensure_admin_from_secret(users, os.environ.get("TSUMUGI_ADMIN_USER", "admin") or "admin", secret):
+        print("Admin account set from TSUMUGI_ADMIN_PASSWORD.", flush=True)
+    check_exposure(host, users, app.settings.allow_open)
     if app.settings.demo:
         from assistant.serving.demo import seed
 
@@ -47,6 +88,8 @@ def run_server(app, host: str, port: int, ui: bool = True) -> None:
     server = build_server(app, ui)
     where = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     what = f"Tsumugi on {where} (API: {where}/v1)" if ui else f"Tsumugi API on {where}/v1"
+    if ui and server.state.access.mode == "open":
+        what += f"; visitors ask and draft, admins log in at {where}/admin"
     print(what, flush=True)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     uvicorn.run(server, host=host, port=port, log_level="warning")

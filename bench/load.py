@@ -49,6 +49,10 @@ def start_server(data: Path, model_cache: Path, port: int) -> subprocess.Popen:
         "TSUMUGI_MODEL_CACHE": str(model_cache),
         "TSUMUGI_PORT": str(port),
         "TSUMUGI_HOST": "127.0.0.1",
+        # All API clients share one key here: the per-key limits would measure themselves.
+        "TSUMUGI_API_RATE": "100000",
+        "TSUMUGI_API_KEY_CONCURRENCY": "64",
+        "TSUMUGI_API_QUEUE": "64",
     }
     proc = subprocess.Popen(
         [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE

@@ -144,7 +144,7 @@ def test_passwords_are_hashed_and_roles_checked(tmp_path):
     from assistant.serving.users import UserStore
 
     users = UserStore(tmp_path)
-    assert users.role(None) == "admin", "no users: local single-user mode"
+    assert users.role(None) is None
     with pytest.raises(ConfigError, match="first user must be an admin"):
         users.add("alice", "correct horse", "agent")
     with pytest.raises(ConfigError, match="at least 8"):
@@ -171,6 +171,205 @@ def test_serving_on_a_network_address_needs_login(tmp_path):
     check_exposure("0.0.0.0", users, allow_open=True)
     users.add("root", "correct horse battery", "admin")
     check_exposure("0.0.0.0", users, allow_open=False)
+
+
+def test_without_users_only_a_local_server_hands_out_admin(tmp_path):
+    from assistant.serving.access import LOCAL_ADMIN, Access
+    from assistant.serving.users import UserStore
+
+    users = UserStore(tmp_path)
+    assert Access(users, open_mode=False).caller(None) == LOCAL_ADMIN, "local single-user mode"
+    visitor = Access(users, open_mode=True).caller(None)
+    assert visitor is not None and visitor.role == "agent" and visitor.anonymous
+    users.add("root", "correct horse battery", "admin")
+    assert Access(users, open_mode=False).caller(None) is None, "with users, nobody is anonymous"
+    assert Access(users, open_mode=True).caller(None).role == "agent"
+    assert Access(users, open_mode=True).caller("root").is_admin
+    assert Access(users, open_mode=True).caller("mallory") is None
+
+
+def test_the_admin_comes_from_the_owners_secret_never_from_the_page(tmp_path):
+    from assistant.serving.access import ensure_admin_from_secret
+    from assistant.serving.users import UserStore
+
+    users = UserStore(tmp_path)
+    assert not ensure_admin_from_secret(users, "admin", "")
+    assert not users.any()
+    assert ensure_admin_from_secret(users, "admin", "owner's long secret")
+    assert users.role("admin") == "admin" and users.verify("admin", "owner's long secret")
+    assert not ensure_admin_from_secret(users, "admin", "owner's long secret"), "unchanged secret"
+    assert ensure_admin_from_secret(users, "admin", "a rotated secret!")
+    assert users.verify("admin", "a rotated secret!") and not users.verify("admin", "owner's long secret")
+
+
+def test_logins_are_throttled_logged_and_locked(tmp_path):
+    import asyncio
+    import json
+
+    from assistant import events
+    from assistant.config import LoginLimits
+    from assistant.serving.logins import CLIENT, LoginGuard
+    from assistant.serving.users import UserStore
+
+    log = events.configure(tmp_path)
+    users = UserStore(tmp_path)
+    users.add("root", "correct horse battery", "admin")
+    now = [1000.0]
+    guard = LoginGuard(users, LoginLimits(locked_delay_s=0), clock=lambda: now[0])
+    CLIENT.set("203.0.113.7")
+
+    async def attempts():
+        wrong = [await guard.check("root", f"guess {n}") for n in range(50)]
+        return wrong, await guard.check("root", "correct horse battery")
+
+    wrong, right = asyncio.run(attempts())
+    assert not any(wrong)
+    assert not right, "the 51st attempt, right or not, is refused while the name is locked"
+    lines = [json.loads(line) for line in log.read_text("utf-8").splitlines()]
+    assert [e["kind"] for e in lines] == ["login_failed"] * 5 + ["login_locked"] * 46
+    assert lines[4]["locked_s"] == 30 and all(e["client"] == "203.0.113.7" for e in lines)
+    # Another name from the same address is locked too.
+    assert not asyncio.run(guard.check("someone", "whatever"))
+    # After the lock, the next failure locks for twice as long.
+    now[0] += 31
+    assert not asyncio.run(guard.check("root", "guess again"))
+    assert json.loads(log.read_text("utf-8").splitlines()[-1])["locked_s"] == 60
+    now[0] += 61
+    CLIENT.set("198.51.100.2")
+    assert asyncio.run(guard.check("root", "correct horse battery"))
+
+
+def test_login_time_does_not_reveal_which_users_exist(tmp_path):
+    import statistics
+    import time
+
+    from assistant.serving.users import UserStore
+
+    users = UserStore(tmp_path)
+    users.add("root", "correct horse battery", "admin")
+
+    def median_s(name: str) -> float:
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            users.verify(name, "wrong password")
+            times.append(time.perf_counter() - started)
+        return statistics.median(times)
+
+    known, unknown = median_s("root"), median_s("nobody-here")
+    assert 0.5 < unknown / known < 2, (known, unknown)
+
+
+def test_sessions_expire_and_passwords_change_with_the_old_one(tmp_path):
+    import gradio as gr
+
+    from assistant.serving.access import Caller
+    from assistant.serving.logins import SessionTokens
+    from assistant.serving.users import UserStore
+    from assistant.ui.account_tab import change_password
+
+    now = [0.0]
+    tokens = SessionTokens(ttl_s=3600, clock=lambda: now[0])
+    tokens["abc"] = "alice"
+    assert tokens.get("abc") == "alice"
+    now[0] = 3599
+    assert tokens.get("abc") == "alice"
+    now[0] = 3601
+    assert tokens.get("abc") is None and "abc" not in tokens
+
+    users = UserStore(tmp_path)
+    users.add("root", "correct horse battery", "admin")
+    users.add("alice", "wonderland!", "agent")
+    alice = Caller("alice", "agent")
+    with pytest.raises(gr.Error, match="current password is wrong"):
+        change_password(
+            users, "not it", "through the looking glass", "through the looking glass", caller=alice
+        )
+    with pytest.raises(gr.Error, match="Log in first"):
+        change_password(
+            users, "", "through the looking glass", "through the looking glass", caller=Caller(None, "agent")
+        )
+    change_password(
+        users, "wonderland!", "through the looking glass", "through the looking glass", caller=alice
+    )
+    assert users.verify("alice", "through the looking glass") and not users.verify("alice", "wonderland!")
+
+
+def test_only_the_author_or_an_admin_decides_a_draft_and_only_once(tmp_path):
+    from types import SimpleNamespace
+
+    from assistant.drafting.store import DraftStore
+
+    drafts = DraftStore(tmp_path)
+    answer = SimpleNamespace(
+        question="Where is my order?", text="It ships today.", model="m", confidence=0.9,
+        escalated=False, needs_review=False, passages=[],
+    )  # fmt: skip
+    first = drafts.add("kb", answer, author="alice")
+    with pytest.raises(ConfigError, match="Only the agent who drafted"):
+        drafts.accept(first, "It ships today.", by="bob", admin=False)
+    with pytest.raises(ConfigError, match="log in first"):
+        drafts.accept(first, "It ships today.", by=None, admin=False)
+    accepted = drafts.accept(first, "It ships today.", by="alice", admin=False)
+    assert accepted.status == "accepted" and accepted.decided_by == "alice" and accepted.author == "alice"
+    with pytest.raises(ConfigError, match="already accepted"):
+        drafts.reject(first, "changed my mind", by="root", admin=True)
+    second = drafts.add("kb", answer, author="alice")
+    assert drafts.reject(second, "wrong facts", by="root", admin=True).decided_by == "root"
+
+
+def test_agent_keys_are_refused_admin_endpoints_and_out_of_scope_names(tmp_path, model_cache):
+    import json
+
+    import httpx
+
+    from assistant.config import ApiLimits, Settings
+    from assistant.serving.api import create_api
+    from assistant.serving.keys import ApiKeyStore
+    from assistant.serving.service import Tsumugi
+    from tests.conftest import serve_in_thread
+
+    data = tmp_path / "data"
+    app = Tsumugi(
+        Settings(data_dir=data, model_cache=model_cache, api_limits=ApiLimits(requests_per_minute=3))
+    )
+    for name in ("Public", "Finance"):
+        app.library.create(name)
+    keys = ApiKeyStore(data)
+    agent = keys.create("helpdesk", "agent", kbs=["Public"], adapters=["support-v1"])
+    admin = keys.create("ops", "admin")
+    expired = keys.create("old", "agent", expires_days=1)
+    records = json.loads(keys.path.read_text("utf-8"))
+    records["old"]["expires"] = 0
+    keys.path.write_text(json.dumps(records), "utf-8")
+    url, server = serve_in_thread(create_api(app))
+
+    def call(method: str, path: str, key: str, **body):
+        headers = {"Authorization": f"Bearer {key}"}
+        return httpx.request(method, url + path, headers=headers, json=body or None, timeout=30)
+
+    def ask(key: str, **fields):
+        return call("POST", "/v1/chat/completions", key, model="default", messages=[{"role": "user", "content": "Hi"}], **fields)  # fmt: skip
+
+    try:
+        for path in ("/v1/admin/status", "/v1/admin/keys"):
+            refused = call("GET", path, agent)
+            assert refused.status_code == 403 and refused.json()["error"]["code"] == "permission_denied"
+            assert call("GET", path, admin).status_code == 200
+        assert [k["id"] for k in call("GET", "/v1/knowledge_bases", agent).json()["data"]] == ["Public"]
+        out_of_scope = ask(agent, kb="Finance")
+        assert out_of_scope.status_code == 403 and "Finance" in out_of_scope.json()["error"]["message"]
+        path_name = ask(admin, kb="../../etc/passwd")
+        assert path_name.status_code == 400, path_name.text
+        assert ask(expired).status_code == 401
+        # The fourth request in a minute from one key is refused, as OpenAI does.
+        assert [ask(agent, kb="Finance").status_code for _ in range(2)] == [403, 403]
+        limited = ask(agent, kb="Finance")
+        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+        assert limited.json()["error"]["code"] == "rate_limit_exceeded"
+        assert call("GET", "/v1/admin/keys", admin).status_code == 200, "other keys are not limited"
+    finally:
+        server.should_exit = True
 
 
 @pytest.mark.slow

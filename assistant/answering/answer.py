@@ -176,7 +176,7 @@ def answer_question(
     question, lang = query.text, query.lang
     start = time.perf_counter()
     answer = Answer(question=question, model=getattr(model, "label", ""), style=config.style)
-    parts = split_question(query, model) if config.decompose else [query]
+    parts = split_question(query, model, stop) if config.decompose else [query]
     if len(parts) > 1:
         answer.sub_questions = [p.text for p in parts]
     hits = gather_passages(kb, parts, config.retrieval, context=[u for u, _ in history])

@@ -119,11 +119,11 @@ def _faithful(part: str, question: str) -> bool:
     return len(words & original) / len(words) >= 0.6
 
 
-def model_split(question: str, model) -> list[str]:
-    """The small model's split, or [] when it is not usable."""
+def model_split(question: str, model, stop=None) -> list[str]:
+    """The small model's split, or [] when it is not usable (or ``stop`` was set)."""
     prompt = SPLIT_PROMPT.format(question=question.replace("\n", " "))
     try:
-        text = "".join(model.stream([{"role": "user", "content": prompt}], max_new_tokens=96))
+        text = "".join(model.stream([{"role": "user", "content": prompt}], max_new_tokens=96, stop=stop))
     except Exception:  # a failed split only means one retrieval, as without decomposition
         return []
     parts = []
@@ -136,12 +136,12 @@ def model_split(question: str, model) -> list[str]:
     return parts
 
 
-def split_question(question: str | Query, model=None) -> list[Query]:
+def split_question(question: str | Query, model=None, stop=None) -> list[Query]:
     """Sub-questions of a multi-part question, each analysed; a one-part question comes back alone."""
     question = Query.of(question)
     if not looks_multipart(question.text):
         return [question if question.text == question.text.strip() else Query.of(question.text.strip())]
-    parts = model_split(question.text, model) if model is not None and not question.japanese else []
+    parts = model_split(question.text, model, stop) if model is not None and not question.japanese else []
     return [Query.of(p) for p in parts or rule_split(question.text)]
 
 

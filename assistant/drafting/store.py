@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS drafts (
     escalated INTEGER NOT NULL DEFAULT 0,
     needs_review INTEGER NOT NULL DEFAULT 0,
     passages TEXT,
-    author TEXT
+    author TEXT,
+    decided_by TEXT
 );
 CREATE INDEX IF NOT EXISTS drafts_status ON drafts(status, kb);
 CREATE TABLE IF NOT EXISTS answers (
@@ -68,6 +69,7 @@ class Draft:
     passages: list[dict] | None = None
     author: str | None = None
     decided: float | None = None
+    decided_by: str | None = None
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -80,6 +82,9 @@ class DraftStore:
         self._local = threading.local()
         with self._conn() as conn:
             conn.executescript(SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(drafts)")}
+            if "decided_by" not in columns:  # a store from before authors decided
+                conn.execute("ALTER TABLE drafts ADD COLUMN decided_by TEXT")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -123,30 +128,49 @@ class DraftStore:
             raise StoreError(f"There is no draft {draft_id!r}; draft the reply again.")
         return _draft(row)
 
-    def accept(self, draft_id: str, final_text: str) -> Draft:
-        """Store the text the agent sends (edited or not); it becomes tuning data."""
+    def accept(self, draft_id: str, final_text: str, by: str | None = None, admin: bool = True) -> Draft:
+        """Store the text the agent sends (edited or not); it becomes tuning data.
+
+        ``by`` is who decides and ``admin`` whether they are an admin: only the draft's author
+        or an admin may decide it (see ``_decide``)."""
         final_text = (final_text or "").strip()
         if not final_text:
             raise ConfigError("The reply is empty; write or draft a reply before accepting it.")
-        return self._decide(draft_id, "accepted", final=final_text)
+        return self._decide(draft_id, "accepted", by, admin, final=final_text)
 
-    def reject(self, draft_id: str, reason: str) -> Draft:
+    def reject(self, draft_id: str, reason: str, by: str | None = None, admin: bool = True) -> Draft:
         reason = (reason or "").strip()
         if not reason:
             raise ConfigError(
                 "Say why the draft is rejected (wrong facts, wrong tone, …); it helps the next tuning."
             )
-        return self._decide(draft_id, "rejected", reason=reason)
+        return self._decide(draft_id, "rejected", by, admin, reason=reason)
 
     def _decide(
-        self, draft_id: str, status: str, final: str | None = None, reason: str | None = None
+        self,
+        draft_id: str,
+        status: str,
+        by: str | None,
+        admin: bool,
+        final: str | None = None,
+        reason: str | None = None,
     ) -> Draft:
-        self.get(draft_id)
-        with self._conn() as conn:
-            conn.execute(
-                "UPDATE drafts SET status = ?, final = ?, reason = ?, decided = ? WHERE id = ?",
-                (status, final, reason, time.time(), draft_id),
+        """Decide a pending draft, once. Its author decides it, or an admin; an anonymous
+        visitor (no name) never does, since accepted drafts become tuning data."""
+        draft = self.get(draft_id)
+        if not admin and (not by or by != draft.author):
+            raise ConfigError(
+                "Only the agent who drafted this reply, or an admin, may accept or reject it"
+                + ("; log in first." if not by else ".")
             )
+        with self._conn() as conn:
+            changed = conn.execute(
+                "UPDATE drafts SET status = ?, final = ?, reason = ?, decided = ?, decided_by = ?"
+                " WHERE id = ? AND status = 'pending'",
+                (status, final, reason, time.time(), by, draft_id),
+            ).rowcount
+        if not changed:
+            raise ConfigError(f"This draft was already {self.get(draft_id).status}; draft a new reply to change it.")
         return self.get(draft_id)
 
     def list(self, kb: str | None = None, status: str | None = None, limit: int = 100) -> list[Draft]:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from assistant.generation.backend import ModelError
 from assistant.generation.config import ModelConfig, resolve_model_source
 from assistant.generation.loops import is_looping, repeats_sentence
+
+
+ABANDONED_AFTER_S = 30.0
+"""A reply nobody has read for this long is stopped: the backstop for a caller that neither
+closes the stream nor sets its stop event."""
 
 
 class ChatModel:
@@ -111,12 +117,19 @@ class ChatModel:
                 step["logprobs"] = torch.log_softmax(scores[0].float(), dim=-1)
                 return scores
 
+        closed = threading.Event()
+        """Set when the caller stops reading: the generator was closed (Stop, a client gone)."""
+        suspended: list[float] = []
+        """When the caller last took a piece and has not asked for the next one yet."""
+
         class _Stop(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs) -> bool:
                 if "logprobs" in step:
                     stats["token_logprobs"].append(float(step.pop("logprobs")[input_ids[0, -1]]))
-                if stop is not None and stop.is_set():
+                if closed.is_set() or (stop is not None and stop.is_set()):
                     return True
+                if suspended and time.monotonic() - suspended[0] > ABANDONED_AFTER_S:
+                    return True  # nobody is reading: a caller dropped the stream without closing it
                 generated = input_ids[0, prompt_len:].tolist()
                 stats["new_tokens"] = len(generated)
                 if is_looping(generated):
@@ -145,18 +158,28 @@ class ChatModel:
         errors: list[BaseException] = []
 
         def run() -> None:
+            # The lock is held by the generation itself, not by the reader: a reader that
+            # stops reading (and is never closed) cannot keep the model from the next request.
             try:
-                with torch.inference_mode():
-                    self.model.generate(**kwargs)
+                with self.lock, torch.inference_mode():
+                    if not closed.is_set() and not (stop is not None and stop.is_set()):
+                        self.model.generate(**kwargs)
+                    else:
+                        streamer.end()
             except BaseException as exc:  # surfaced to the caller below
                 errors.append(exc)
                 streamer.end()
 
-        with self.lock:
-            thread = threading.Thread(target=run, daemon=True)
-            thread.start()
-            yield from streamer
-            thread.join()
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        try:
+            for piece in streamer:
+                suspended[:] = [time.monotonic()]
+                yield piece
+                suspended.clear()
+        finally:
+            closed.set()  # a closed generator (Stop, a client gone) ends the generation
+        thread.join()
         if errors:
             raise ModelError(f"Generation failed: {errors[0]}") from errors[0]
 

@@ -12,8 +12,11 @@ OpenAI protocol, sent with ``extra_body`` by the official client:
 - ``style``: quote, concise or detailed (see :class:`assistant.answering.answer.AnswerConfig`).
 
 Every request needs ``Authorization: Bearer <key>`` with a key from
-``python -m assistant keys --create NAME`` or TSUMUGI_API_KEYS. Errors come back with the
-OpenAI error body, ``{"error": {"message", "type", "code"}}``, and the matching HTTP status.
+``python -m assistant keys --create NAME`` or TSUMUGI_API_KEYS. An agent key answers, within
+its scope of knowledge bases and adapters; the ``/v1/admin/...`` endpoints need an admin key.
+Per-key rate limits and a bounded queue answer 429 with ``Retry-After``. Errors come back
+with the OpenAI error body, ``{"error": {"message", "type", "code"}}``, and the matching
+HTTP status. A client that disconnects stops its answer at once.
 
 When a larger model is configured, a streamed answer from a knowledge base is held back until
 its confidence is known: either it is sent, or the larger model's answer streams instead.
@@ -21,6 +24,7 @@ its confidence is known: either it is sent, or the larger model's answer streams
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import threading
@@ -32,11 +36,14 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.background import BackgroundTask
 
 from assistant import events
 from assistant.answering.styles import DEFAULT_STYLE
-from assistant.serving.keys import ApiKeyStore
+from assistant.serving.keys import ApiKeyStore, KeyGrant
+from assistant.serving.ratelimit import RateLimited, RateLimiter
 from knowledge.errors import ConfigError, TsumugiError
+from knowledge.library import check_name
 
 
 class ApiError(Exception):
@@ -80,6 +87,7 @@ def create_api(app) -> FastAPI:
     """The API routes on a FastAPI app, for :class:`assistant.serving.service.Tsumugi` ``app``."""
     api = FastAPI(title="Tsumugi API", docs_url="/v1/docs", openapi_url="/v1/openapi.json")
     keys = ApiKeyStore(app.settings.data_dir, app.settings.api_keys)
+    limiter = RateLimiter(app.settings.api_limits)
 
     @api.middleware("http")
     async def _log_requests(request: Request, call_next):
@@ -102,6 +110,11 @@ def create_api(app) -> FastAPI:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(_error_body(exc.message, exc.code, exc.kind), exc.status, headers=headers)
 
+    @api.exception_handler(RateLimited)
+    async def _rate_limited(request: Request, exc: RateLimited):
+        body = _error_body(str(exc), "rate_limit_exceeded", "requests")
+        return JSONResponse(body, 429, headers={"Retry-After": str(exc.retry_after)})
+
     @api.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
@@ -109,7 +122,7 @@ def create_api(app) -> FastAPI:
         message = f"Invalid request: {where}: {first.get('msg', 'malformed JSON')}."
         return JSONResponse(_error_body(message, "invalid_request", "invalid_request_error"), 400)
 
-    def authorise(request: Request) -> dict:
+    def authorise(request: Request) -> KeyGrant:
         header = request.headers.get("authorization", "")
         key = header[7:].strip() if header.lower().startswith("bearer ") else ""
         if not keys.configured():
@@ -119,24 +132,34 @@ def create_api(app) -> FastAPI:
                 "invalid_api_key",
                 "authentication_error",
             )
-        record = keys.verify(key)
-        request.state.key_name = record["name"] if record else None
-        if record is None:
+        grant = keys.verify(key)
+        request.state.key_name = grant.name if grant else None
+        if grant is None:
             raise ApiError(
                 401,
-                "Missing or wrong API key; send it as 'Authorization: Bearer <key>'.",
+                "Missing, wrong or expired API key; send it as 'Authorization: Bearer <key>'.",
                 "invalid_api_key",
                 "authentication_error",
             )
-        return record
+        return grant
 
-    def model_ids() -> list[str]:
-        return [app.settings.model.name, *app.adapters.names()]
+    def admin_only(grant: KeyGrant = Depends(authorise)) -> KeyGrant:
+        if not grant.is_admin:
+            events.log("denied", key=grant.name, role=grant.role, action="admin endpoint")
+            raise ApiError(403, "This endpoint needs an admin key.", "permission_denied", "permission_error")
+        return grant
 
-    def resolve_model(name: str):
+    def model_ids(grant: KeyGrant) -> list[str]:
+        return [app.settings.model.name, *(a for a in app.adapters.names() if grant.may_use_adapter(a))]
+
+    def resolve_model(name: str, grant: KeyGrant):
         if name in (app.settings.model.name, "default"):
             return app.model_config()
         if name in app.adapters.names():
+            if not grant.may_use_adapter(name):
+                raise ApiError(
+                    403, f"This key may not use the model {name!r}.", "model_not_allowed", "permission_error"
+                )
             return app.model_config(adapter=name)
         raise ApiError(
             404,
@@ -144,55 +167,98 @@ def create_api(app) -> FastAPI:
             "model_not_found",
         )
 
+    def check_kb(name: str, grant: KeyGrant) -> None:
+        try:
+            name = check_name(name)
+        except TsumugiError as exc:
+            raise ApiError(400, str(exc), "invalid_kb_name") from exc
+        if not grant.may_use_kb(name):
+            raise ApiError(
+                403,
+                f"This key may not use the knowledge base {name!r}.",
+                "kb_not_allowed",
+                "permission_error",
+            )
+        if not app.library.exists(name):
+            raise ApiError(
+                404, f"There is no knowledge base {name!r}; the `kb` field names one.", "kb_not_found"
+            )
+
     def model_card(name: str) -> dict:
         return {"id": name, "object": "model", "created": int(time.time()), "owned_by": "tsumugi"}
 
     @api.get("/v1/models")
-    def list_models(_: dict = Depends(authorise)) -> dict:
-        return {"object": "list", "data": [model_card(m) for m in model_ids()]}
+    def list_models(grant: KeyGrant = Depends(authorise)) -> dict:
+        return {"object": "list", "data": [model_card(m) for m in model_ids(grant)]}
 
     @api.get("/v1/models/{name}")
-    def get_model(name: str, _: dict = Depends(authorise)) -> dict:
-        if name not in model_ids():
-            resolve_model(name)
+    def get_model(name: str, grant: KeyGrant = Depends(authorise)) -> dict:
+        if name not in model_ids(grant):
+            resolve_model(name, grant)
         return model_card(name)
+
+    @api.get("/v1/knowledge_bases")
+    def list_kbs(grant: KeyGrant = Depends(authorise)) -> dict:
+        """The knowledge bases this key may answer from (the ``kb`` field)."""
+        names = [n for n in app.library.names() if grant.may_use_kb(n)]
+        return {"object": "list", "data": [{"id": n, "object": "knowledge_base"} for n in names]}
+
+    @api.get("/v1/admin/status")
+    def admin_status(_: KeyGrant = Depends(admin_only)) -> dict:
+        """The server's state (models, memory, jobs, content), as the Admin tab shows it."""
+        from assistant.serving.status import snapshot
+
+        return snapshot(app)
+
+    @api.get("/v1/admin/keys")
+    def admin_keys(_: KeyGrant = Depends(admin_only)) -> dict:
+        return {"object": "list", "data": keys.list()}
 
     @api.get("/v1/health")
     def health() -> dict:
         return {"status": "ok"}
 
     @api.post("/v1/chat/completions")
-    def chat_completions(body: ChatRequest, _: dict = Depends(authorise)):
-        model_config = resolve_model(body.model)
-        max_tokens = body.max_completion_tokens or body.max_tokens or 256
-        temperature = body.temperature or 0.0
-        turns = [(m.role, m.text()) for m in body.messages]
-        if turns[-1][0] != "user" or not turns[-1][1].strip():
-            raise ApiError(
-                400, "The last message should be the user's question, with text in it.", "invalid_request"
-            )
-        if body.kb is not None and not app.library.exists(body.kb):
-            raise ApiError(
-                404, f"There is no knowledge base {body.kb!r}; the `kb` field names one.", "kb_not_found"
-            )
-        completion_id = "chatcmpl-" + secrets.token_hex(12)
-        created = int(time.time())
+    async def chat_completions(body: ChatRequest, request: Request, grant: KeyGrant = Depends(authorise)):
+        slot = _Slot(limiter.admit(grant.name))  # every request counts, refused ones too
         stop = threading.Event()
         try:
+            model_config = resolve_model(body.model, grant)
+            max_tokens = body.max_completion_tokens or body.max_tokens or 256
+            temperature = body.temperature or 0.0
+            turns = [(m.role, m.text()) for m in body.messages]
+            if turns[-1][0] != "user" or not turns[-1][1].strip():
+                raise ApiError(
+                    400, "The last message should be the user's question, with text in it.", "invalid_request"
+                )
+            if body.kb is not None:
+                check_kb(body.kb, grant)
+            completion_id = "chatcmpl-" + secrets.token_hex(12)
+            created = int(time.time())
             events = _answers(app, body, model_config, turns, max_tokens, temperature, stop)
-            first = next(events)  # load errors surface here, as HTTP errors
-        except TsumugiError as exc:
-            raise ApiError(_status(exc), str(exc), "model_error", "server_error") from exc
+            try:
+                first = await asyncio.to_thread(next, events)  # load errors surface here, as HTTP errors
+            except TsumugiError as exc:
+                raise ApiError(_status(exc), str(exc), "model_error", "server_error") from exc
+        except BaseException:
+            _finish(stop, slot)
+            raise
         if body.stream:
+            chunks = _sse(events, first, body, completion_id, created, stop)
             return StreamingResponse(
-                _sse(events, first, body, completion_id, created, stop),
+                _relay(request, chunks, stop, slot),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                background=BackgroundTask(_finish, stop, slot),
             )
         try:
-            final = deque(events, maxlen=1)[0]  # the finished reply
+            final = await _until_done(request, lambda: deque(events, maxlen=1)[0], stop)
         except TsumugiError as exc:
             raise ApiError(500, str(exc), "model_error", "server_error") from exc
+        finally:
+            _finish(stop, slot)
+        if final is None:  # the client went away; nobody reads this
+            raise ApiError(499, "The client closed the request.", "client_closed")
         message = {"role": "assistant", "content": final["text"]}
         return {
             "id": completion_id,
@@ -205,6 +271,60 @@ def create_api(app) -> FastAPI:
         }
 
     return api
+
+
+class _Slot:
+    """A rate-limiter slot released exactly once, by whichever ending comes first."""
+
+    def __init__(self, held) -> None:
+        self._held = held
+        self._held.__enter__()
+        self._once = threading.Lock()
+        self._released = False
+
+    def release(self) -> None:
+        with self._once:
+            if self._released:
+                return
+            self._released = True
+        self._held.__exit__(None, None, None)
+
+
+def _finish(stop: threading.Event, slot: _Slot) -> None:
+    stop.set()
+    slot.release()
+
+
+_END = object()
+DISCONNECT_POLL_S = 0.25
+
+
+async def _until_done(request: Request, work, stop: threading.Event):
+    """Run ``work`` in a thread; when the client disconnects first, stop it and return None.
+
+    A model never runs on for a client that is gone: the stop event ends generation within a
+    token, and the model is free for the next request."""
+    task = asyncio.ensure_future(asyncio.to_thread(work))
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+        if done:
+            return task.result()
+        if await request.is_disconnected():
+            stop.set()
+            return None
+
+
+async def _relay(request: Request, chunks, stop: threading.Event, slot: _Slot):
+    """Stream the sync ``chunks`` generator, watching for the client going away meanwhile
+    (even while nothing is sent, as when a reply is held back for escalation)."""
+    try:
+        while True:
+            chunk = await _until_done(request, lambda: next(chunks, _END), stop)
+            if chunk is None or chunk is _END:
+                return
+            yield chunk
+    finally:
+        _finish(stop, slot)
 
 
 def _status(exc: TsumugiError) -> int:

@@ -42,6 +42,20 @@ class Tsumugi:
         self.drafts = DraftStore(self.settings.data_dir)
         # Folders left by runs that were killed mid-way are never listed; clear them out.
         self.adapters.discard_staging(keep=self.jobs.active_ids())
+        self._access = None
+
+    @property
+    def access(self):
+        """Who may do what on this server (assistant.serving.access); the mode is fixed at
+        the first use, as the login page is."""
+        if self._access is None:
+            from assistant.serving.access import Access
+            from assistant.serving.users import UserStore
+
+            self._access = Access(
+                UserStore(self.settings.data_dir), self.settings.allow_open, self.settings.open_limits
+            )
+        return self._access
 
     def knowledge_base(self, name: str, create: bool = False, chunk_size: int | None = None) -> KnowledgeBase:
         """An existing base, or a new one (``chunk_size`` tokens per passage; overlap a fifth)."""
@@ -170,8 +184,10 @@ class Tsumugi:
         config: DraftConfig | None = None,
         model: ModelConfig | None = None,
         stop: threading.Event | None = None,
+        author: str = "",
     ) -> Generator[Answer, None, Answer]:
-        """Draft a reply to a customer's message; the finished draft is stored as pending."""
+        """Draft a reply to a customer's message; the finished draft is stored as pending,
+        with its ``author`` (the agent who asked; empty in local mode and for visitors)."""
         kb = self.library.get(kb_name)
         config = config or DraftConfig()
         answer = None
@@ -179,7 +195,7 @@ class Tsumugi:
             kb, self.chat_model(model), message, config, self.settings.escalation, stop
         ):
             if answer.done:
-                answer.draft_id = self.drafts.add(kb_name, answer, tone=config.tone)
+                answer.draft_id = self.drafts.add(kb_name, answer, tone=config.tone, author=author)
                 _log_answer("draft", kb_name, answer)
             yield answer
         return answer

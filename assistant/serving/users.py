@@ -2,7 +2,7 @@
 
 Local single-user mode (the default) has no users and listens on 127.0.0.1 only: nobody else
 can reach it, so it needs no login. As soon as an admin creates a user, the web app asks
-everyone to log in. Roles:
+everyone to log in. A public server (a Space) works differently: see serving.access. Roles:
 
 - ``admin``: everything: knowledge bases, tuning, evaluation, deletions, users.
 - ``agent``: chat and reply drafts.
@@ -44,6 +44,10 @@ def check_password(password: str, stored: str) -> bool:
         return False
     candidate = hash_password(password, bytes.fromhex(salt)).split("$")[2]
     return hmac.compare_digest(candidate, digest)
+
+
+_DUMMY_HASH = hash_password(secrets.token_hex(16))
+"""Checked against when the name is unknown, for equal work."""
 
 
 class UserStore:
@@ -104,15 +108,22 @@ class UserStore:
         ]
 
     def verify(self, name: str, password: str) -> bool:
+        """Whether ``password`` is the user's. An unknown name costs the same hashing as a
+        known one, so the time taken does not tell which users exist."""
         user = self._file.load().get((name or "").strip())
-        return bool(user) and check_password(password or "", user["password"])
+        matches = check_password(password or "", user["password"] if user else _DUMMY_HASH)
+        return bool(user) and matches
+
+    def change_password(self, name: str, old: str, new: str) -> None:
+        """A user changing their own password: the old one is asked for first."""
+        if not self.verify(name, old):
+            raise ConfigError("The current password is wrong; nothing was changed.")
+        self.set_password(name, new)
 
     def role(self, name: str | None) -> str | None:
-        """The user's role; with no users at all (local mode) everyone is admin."""
-        users = self._file.load()
-        if not users:
-            return "admin"
-        user = users.get(name or "")
+        """The user's role, or None for a name that is not a user (see serving.access for
+        what a server without users allows)."""
+        user = self._file.load().get(name or "")
         return user["role"] if user else None
 
 

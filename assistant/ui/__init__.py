@@ -9,20 +9,42 @@ import gradio as gr
 from assistant.serving.service import Tsumugi
 
 
-def build_app(app: Tsumugi) -> gr.Blocks:
+def build_app(app: Tsumugi, access=None, public: bool = False) -> gr.Blocks:
+    """The web app for ``access`` (local mode when None). ``public`` builds the visitors' page
+    of an open server: Chat and Draft only, on the public knowledge bases; the other tabs'
+    endpoints do not exist there at all."""
     from assistant.serving.status import storage_is_persistent
-    from assistant.serving.users import UserStore
-    from assistant.ui import admin_tab, chat_tab, draft_tab, evaluate_tab, knowledge_tab, tune_tab
+    from assistant.ui import (
+        account_tab,
+        admin_tab,
+        chat_tab,
+        draft_tab,
+        evaluate_tab,
+        knowledge_tab,
+        tune_tab,
+    )
     from assistant.ui.guard import guard_functions
 
-    users = UserStore(app.settings.data_dir)
-    names = app.library.names()
+    access = access or app.access
+    users = access.users
+
+    def kb_names() -> list[str]:
+        names = app.library.names()
+        return [n for n in names if n in access.public_kbs()] if public else names
+
+    names = kb_names()
     with gr.Blocks(title="Tsumugi") as demo:
         gr.Markdown("# 紡 Tsumugi\nYour documents, a small language model, and answers with sources.")
         if not storage_is_persistent(app.settings.data_dir):
             gr.Markdown(
                 "⚠️ **Temporary storage**: this Space has no persistent storage, so uploads, adapters and "
                 "drafts are lost when it restarts. Add persistent storage in the Space settings to keep them."
+            )
+        if public:
+            gr.Markdown(
+                "This is a public demo: ask questions and draft replies from the sample documents. "
+                "Answers are kept short. The team's admin manages documents and tuning at "
+                "[/admin](/admin)."
             )
         if app.settings.demo:
             gr.Markdown(
@@ -48,12 +70,19 @@ def build_app(app: Tsumugi) -> gr.Blocks:
                 chat_tab.build(app, kb_selector)
             with gr.Tab("Draft reply", id="draft"):
                 draft_tab.build(app, kb_selector)
-                agent_fns |= set(demo.fns) - before
+            if access.mode != "local" and not public:
+                with gr.Tab("Account", id="account"):
+                    account_tab.build(users)
+            agent_fns |= set(demo.fns) - before
             for label, tab_id, module in (
-                ("Knowledge", "knowledge", knowledge_tab),
-                ("Tune", "tune", tune_tab),
-                ("Evaluate", "evaluate", evaluate_tab),
-                ("Admin", "admin", admin_tab),
+                ()
+                if public
+                else (
+                    ("Knowledge", "knowledge", knowledge_tab),
+                    ("Tune", "tune", tune_tab),
+                    ("Evaluate", "evaluate", evaluate_tab),
+                    ("Admin", "admin", admin_tab),
+                )
             ):
                 with gr.Tab(label, id=tab_id) as tab:
                     before = set(demo.fns)
@@ -68,18 +97,19 @@ def build_app(app: Tsumugi) -> gr.Blocks:
 
         def on_load(request: gr.Request):
             username = getattr(request, "username", None)
-            role = users.role(username)
+            caller = access.caller(username)
+            role = caller.role if caller else None
             tabs = [gr.update(visible=role == "admin") for _ in admin_tabs]
             who = (
-                gr.update(value=f"Logged in as **{username}** ({role}) · [Log out](/logout)", visible=True)
+                gr.update(value=f"Logged in as **{username}** ({role}) · [Log out](logout)", visible=True)
                 if username
                 else gr.update(visible=False)
             )
-            return [gr.update(choices=app.library.names()), who, *tabs]
+            return [gr.update(choices=kb_names()), who, *tabs]
 
         demo.load(on_load, None, [kb_selector, whoami, *admin_tabs])
-        guard_functions(demo, agent_fns, "agent", users)
-        guard_functions(demo, admin_fns, "admin", users)
+        guard_functions(demo, agent_fns, "agent", access)
+        guard_functions(demo, admin_fns, "admin", access)
     return demo
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import gradio as gr
 
 from assistant.answering.answer import AnswerConfig
@@ -33,15 +35,21 @@ def _pairs(history: list[dict]) -> list[tuple[str, str]]:
     return pairs
 
 
-def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choice="auto", adapter_name="", style_choice=""):  # fmt: skip
+def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choice="auto", adapter_name="", style_choice="", *, caller=None):  # fmt: skip
+    """Stream an answer. Stop (or the browser going away) closes this generator, and the
+    ``finally`` stops the model within a token: nothing runs on for an abandoned question."""
     message = (message or "").strip()
     if not message:
         raise gr.Error("Type a question first.")
     if not kb_name:
         raise gr.Error("Choose a knowledge base (or create one in the Knowledge tab) first.")
+    try:
+        app.access.check_kb(caller, kb_name)
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
     history = list(history or [])
     config = AnswerConfig(
-        max_new_tokens=int(max_tokens),
+        max_new_tokens=app.access.max_tokens(caller, max_tokens),
         temperature=float(temp),
         retrieval=RetrievalConfig(top_k=int(k)),
         style=style_choice or DEFAULT_STYLE,
@@ -52,9 +60,10 @@ def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choic
         raise gr.Error(str(exc)) from exc
     pairs = _pairs(history)
     history = history + [{"role": "user", "content": message}, {"role": "assistant", "content": "…"}]
-    yield history, "", "_Searching the documents…_"
+    stop = threading.Event()
     try:
-        for answer in app.ask(kb_name, message, pairs, config, model=model):
+        yield history, "", "_Searching the documents…_"
+        for answer in app.ask(kb_name, message, pairs, config, model=model, stop=stop):
             history[-1] = {"role": "assistant", "content": shown_answer(answer) or "…"}
             panel = sources_markdown(answer.passages, answer.cited)
             if answer.done:
@@ -62,6 +71,8 @@ def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choic
             yield history, "", panel
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
+    finally:
+        stop.set()
 
 
 def build(app, kb_selector: gr.Dropdown) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import threading
 import time
 
 import gradio as gr
@@ -49,10 +50,13 @@ def recent_rows(app, kb_name: str | None) -> list[list]:
     return rows
 
 
-def run_draft(app, text, kb_name, tone_value, adapter_name, signature_text, template_text, style_value=""):
+def run_draft(app, text, kb_name, tone_value, adapter_name, signature_text, template_text, style_value="", *, caller=None):  # fmt: skip
+    """Stream a draft; Stop closes this generator and the ``finally`` stops the model."""
     if not kb_name:
         raise gr.Error("Choose a knowledge base (or create one in the Knowledge tab) first.")
+    stop = threading.Event()
     try:
+        app.access.check_kb(caller, kb_name)
         config = DraftConfig(
             tone=tone_value or "formal",
             signature=signature_text or "",
@@ -61,7 +65,8 @@ def run_draft(app, text, kb_name, tone_value, adapter_name, signature_text, temp
         )
         model = app.model_config(adapter_name or None)
         yield "", "_Searching the documents…_", "", "", ""
-        for answer in app.draft(kb_name, text or "", config, model=model):
+        author = caller.name if caller is not None and caller.name else ""
+        for answer in app.draft(kb_name, text or "", config, model=model, stop=stop, author=author):
             panel = sources_markdown(answer.passages, answer.cited)
             head = answer_footer(answer) if answer.done else "_Drafting…_"
             if answer.escalated and not answer.done:
@@ -69,25 +74,34 @@ def run_draft(app, text, kb_name, tone_value, adapter_name, signature_text, temp
             yield answer.text, head, panel, answer.draft_id, ""
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
+    finally:
+        stop.set()
 
 
-def accept(app, draft, text, strip, kb_name):
+def _decider(caller) -> dict:
+    """Who decides a draft: local mode (no caller) is its single admin."""
+    if caller is None:
+        return {"by": None, "admin": True}
+    return {"by": caller.name, "admin": caller.is_admin}
+
+
+def accept(app, draft, text, strip, kb_name, *, caller=None):
     if not draft:
         raise gr.Error("Draft a reply first.")
     final = strip_citations(text) if strip else text
     try:
-        stored = app.drafts.accept(draft, final)
+        stored = app.drafts.accept(draft, final, **_decider(caller))
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
     note = f"✅ Accepted and stored ({stored.id}); it is offered as training data in the Tune tab."
     return note, stats_markdown(app, kb_name), recent_rows(app, kb_name)
 
 
-def reject(app, draft, why, kb_name):
+def reject(app, draft, why, kb_name, *, caller=None):
     if not draft:
         raise gr.Error("Draft a reply first.")
     try:
-        stored = app.drafts.reject(draft, why)
+        stored = app.drafts.reject(draft, why, **_decider(caller))
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
     note = f"Rejected ({stored.id}): {html.escape(stored.reason or '')}"

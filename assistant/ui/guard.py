@@ -1,5 +1,8 @@
 """Role checks for Gradio handlers: every handler of the web app is wrapped so that the caller's
-role (from the login) is checked before it runs, and each click is logged."""
+role (from the login, or the serving mode: see assistant.serving.access) is checked before it
+runs, and each click is logged. A handler with a keyword-only ``caller`` parameter is handed the
+:class:`~assistant.serving.access.Caller`, so it can act for that person (drafts' authors,
+visitors' limits); Gradio never sees that parameter."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import inspect
 import time
 
 from assistant import events
-from assistant.serving.users import UserStore
+from assistant.serving.access import Access
 from knowledge.errors import ConfigError
 
 
@@ -16,7 +19,7 @@ class Forbidden(ConfigError):
     """The logged-in user's role does not allow the action."""
 
 
-def require_role(fn, role: str, users: UserStore, quiet_outputs: int | None = None):
+def require_role(fn, role: str, access: Access, quiet_outputs: int | None = None):
     """``fn`` as a Gradio handler that first checks the caller's role (from the login).
 
     The wrapper takes the ``gr.Request`` as its first parameter, which Gradio fills in; the
@@ -28,18 +31,24 @@ def require_role(fn, role: str, users: UserStore, quiet_outputs: int | None = No
     import gradio as gr
 
     name = getattr(fn, "__name__", "handler")
+    original = inspect.signature(fn)
+    wants_caller = "caller" in original.parameters
 
-    def allowed(request) -> bool:
+    def allowed(request):
+        """The caller when allowed; None (quiet) or an error (a click) when not."""
         username = getattr(request, "username", None) if request is not None else None
-        actual = users.role(username)
-        if actual is not None and (role != "admin" or actual == "admin"):
-            return True
+        caller = access.caller(username)
+        if caller is not None and (role != "admin" or caller.is_admin):
+            return caller
         if quiet_outputs is not None:
-            return False
-        events.log("denied", user=username, action=name, role=actual)
+            return None
+        events.log("denied", user=username, action=name, role=caller.role if caller else None)
         raise gr.Error(
             f"Your account ({username or 'not logged in'}) is not allowed to do this; ask an admin."
         )
+
+    def call_args(caller, kwargs: dict) -> dict:
+        return {**kwargs, "caller": caller} if wants_caller else kwargs
 
     def nothing():
         skips = tuple(gr.skip() for _ in range(quiet_outputs or 0))
@@ -48,29 +57,31 @@ def require_role(fn, role: str, users: UserStore, quiet_outputs: int | None = No
     if inspect.isgeneratorfunction(fn):
 
         def wrapper(request, *args, **kwargs):
-            if not allowed(request):
+            caller = allowed(request)
+            if caller is None:
                 yield nothing()
                 return None
             if quiet_outputs is not None:
-                return (yield from fn(*args, **kwargs))
+                return (yield from fn(*args, **call_args(caller, kwargs)))
             with _action(name, request):
-                return (yield from fn(*args, **kwargs))
+                return (yield from fn(*args, **call_args(caller, kwargs)))
 
     else:
 
         def wrapper(request, *args, **kwargs):
-            if not allowed(request):
+            caller = allowed(request)
+            if caller is None:
                 return nothing()
             if quiet_outputs is not None:
-                return fn(*args, **kwargs)
+                return fn(*args, **call_args(caller, kwargs))
             with _action(name, request):
-                return fn(*args, **kwargs)
+                return fn(*args, **call_args(caller, kwargs))
 
-    original = inspect.signature(fn)
+    shown = [p for n, p in original.parameters.items() if n != "caller"]
     request_param = inspect.Parameter(
         "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request
     )
-    wrapper.__signature__ = original.replace(parameters=[request_param, *original.parameters.values()])
+    wrapper.__signature__ = original.replace(parameters=[request_param, *shown])
     wrapper.__annotations__ = {"request": gr.Request}
     wrapper.__name__ = name
     wrapper.__qualname__ = getattr(fn, "__qualname__", name)
@@ -99,7 +110,7 @@ def _action(name: str, request):
         )
 
 
-def guard_functions(demo, fn_ids, role: str, users: UserStore) -> None:
+def guard_functions(demo, fn_ids, role: str, access: Access) -> None:
     """Wrap the Gradio event handlers registered as ``fn_ids`` so only ``role`` may run them."""
     for fn_id in fn_ids:
         block_fn = demo.fns[fn_id]
@@ -109,4 +120,4 @@ def guard_functions(demo, fn_ids, role: str, users: UserStore) -> None:
         # else (page load, timer, a shared dropdown changing) is refused silently.
         triggers = {target[1] for target in block_fn.targets}
         quiet = None if triggers & {"click", "submit"} else len(block_fn.outputs)
-        block_fn.fn = require_role(block_fn.fn, role, users, quiet)
+        block_fn.fn = require_role(block_fn.fn, role, access, quiet)

@@ -1,0 +1,110 @@
+"""Who may do what: the serving mode, the caller, and the limits on anonymous visitors.
+
+Three modes, decided once at start-up from the settings and the user file:
+
+- **local**: no users, not open. The server listens on 127.0.0.1 only (``check_exposure``
+  refuses anything else), so the one person who can reach it is the one who started it: they
+  are admin, with no login.
+- **login**: there are users and the server is not open. Everyone logs in; the user's role
+  decides.
+- **open**: a Hugging Face Space, or ``TSUMUGI_ALLOW_OPEN=1``. Anonymous visitors get the
+  agent's abilities at most (ask and draft, on the public knowledge bases), never admin, even
+  with no users at all. Administration is a separate page (``/admin``) behind a login; its
+  admin is created from the command line or from ``TSUMUGI_ADMIN_PASSWORD``, never through
+  the page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from assistant.config import OpenLimits
+from knowledge.errors import ConfigError
+
+Mode = Literal["local", "login", "open"]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The person behind a web request: a user name (None when anonymous) and a role."""
+
+    name: str | None
+    role: str
+
+    @property
+    def anonymous(self) -> bool:
+        return self.name is None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+LOCAL_ADMIN = Caller(None, "admin")
+"""The caller in local single-user mode, and in code that runs without a server (tests, CLI)."""
+
+
+class Access:
+    """The serving mode and the rules that follow from it; one per server."""
+
+    def __init__(self, users, open_mode: bool, limits: OpenLimits | None = None) -> None:
+        self.users = users
+        self.limits = limits or OpenLimits()
+        self.mode: Mode = "open" if open_mode else ("login" if users.any() else "local")
+        """Fixed when the server starts, as its login page is: a user added while a local
+        server runs takes effect from the next start."""
+
+    def caller(self, username: str | None) -> Caller | None:
+        """The caller for a request's login name; None when that login no longer exists."""
+        if username:
+            role = self.users.role(username)
+            return Caller(username, role) if role else None
+        mode = self.mode
+        if mode == "local":
+            return LOCAL_ADMIN
+        if mode == "open":
+            return Caller(None, "agent")
+        return None  # login mode without a login: the page asks for one
+
+    def public_kbs(self) -> tuple[str, ...]:
+        if self.limits.public_kbs:
+            return self.limits.public_kbs
+        from assistant.serving.demo import DEMO_KB
+
+        return (DEMO_KB,)
+
+    def check_kb(self, caller: Caller | None, kb_name: str | None) -> None:
+        """Refuse an anonymous visitor a knowledge base that is not public."""
+        if caller is not None and caller.anonymous and not caller.is_admin:
+            if kb_name not in self.public_kbs():
+                raise ConfigError(
+                    f"The knowledge base {kb_name!r} is not open to visitors; choose "
+                    f"{' or '.join(repr(k) for k in self.public_kbs())}, or log in."
+                )
+
+    def max_tokens(self, caller: Caller | None, asked: int) -> int:
+        """An anonymous visitor's answer length is bounded."""
+        if caller is not None and caller.anonymous and not caller.is_admin:
+            return min(int(asked), self.limits.max_answer_tokens)
+        return int(asked)
+
+
+def ensure_admin_from_secret(users, name: str, password: str) -> bool:
+    """Create the admin ``name`` with ``password`` (a Space secret), or set its password to it.
+
+    True when something changed. The secret is the Space owner's way in: the page itself can
+    never create an admin.
+    """
+    if not password:
+        return False
+    existing = {u["name"]: u["role"] for u in users.list()}
+    if name not in existing:
+        users.add(name, password, "admin")
+        return True
+    if existing[name] != "admin":
+        raise ConfigError(f"TSUMUGI_ADMIN_USER names {name!r}, an agent; choose another name for the admin.")
+    if users.verify(name, password):
+        return False
+    users.set_password(name, password)
+    return True
