@@ -306,7 +306,7 @@ def test_only_the_author_or_an_admin_decides_a_draft_and_only_once(tmp_path):
         escalated=False, needs_review=False, passages=[],
     )  # fmt: skip
     first = drafts.add("kb", answer, author="alice")
-    with pytest.raises(ConfigError, match="Only the agent who drafted"):
+    with pytest.raises(ConfigError, match="Only the agent who drafted this reply"):
         drafts.accept(first, "It ships today.", by="bob", admin=False)
     with pytest.raises(ConfigError, match="log in first"):
         drafts.accept(first, "It ships today.", by=None, admin=False)
@@ -372,6 +372,29 @@ def test_agent_keys_are_refused_admin_endpoints_and_out_of_scope_names(tmp_path,
         server.should_exit = True
 
 
+AGENT_ACTIONS = {"/respond", "/respond_1", "/draft", "/accept_draft", "/reject_draft"}
+
+
+def _refused_admin_actions(client, endpoints: dict) -> int:
+    """Call every endpoint but the agent's own with its example inputs; each must be refused."""
+    refused = 0
+    for endpoint, info in endpoints.items():
+        if endpoint in AGENT_ACTIONS | {"/change_password"} or endpoint.startswith("/lambda"):
+            continue
+        args = [
+            None
+            if p["component"] in ("File", "Files")
+            else p.get("example_input", p.get("parameter_default"))
+            for p in info["parameters"]
+        ]
+        try:
+            client.predict(*args, api_name=endpoint)
+        except Exception as exc:  # the client re-raises the server's error
+            assert "not allowed" in str(exc), (endpoint, exc)
+            refused += 1
+    return refused
+
+
 @pytest.mark.slow
 def test_every_action_checks_the_login_and_role(tmp_path, model_cache):
     """Through the real server: no login, a wrong password and the agent role are refused
@@ -405,29 +428,173 @@ def test_every_action_checks_the_login_and_role(tmp_path, model_cache):
 
         agent = Client(url + "/", auth=("alice", "wonderland!"), verbose=False)
         endpoints = agent.view_api(print_info=False, return_format="dict")["named_endpoints"]
-        agent_actions = {"/respond", "/respond_1", "/draft", "/accept_draft", "/reject_draft"}
-        assert agent_actions <= set(endpoints)
+        assert AGENT_ACTIONS <= set(endpoints)
         state = (app.library.names(), app.adapters.names(), len(app.jobs.list()), len(app.evals.list()))
-        refused = 0
-        for endpoint, info in endpoints.items():
-            if endpoint in agent_actions or endpoint.startswith("/lambda"):
-                continue
-            args = [
-                None
-                if p["component"] in ("File", "Files")
-                else p.get("example_input", p.get("parameter_default"))
-                for p in info["parameters"]
-            ]
-            try:
-                agent.predict(*args, api_name=endpoint)
-            except Exception as exc:  # the client re-raises the server's error
-                assert "not allowed" in str(exc), (endpoint, exc)
-                refused += 1
+        refused = _refused_admin_actions(agent, endpoints)
         assert refused >= 15, refused
         after = (app.library.names(), app.adapters.names(), len(app.jobs.list()), len(app.evals.list()))
         assert after == state, "an agent changed something only admins may change"
         # The agent's own actions are checked too: a stranger's request without login fails.
         with pytest.raises(Exception, match="(?i)login|auth|401|403|not allowed"):
             Client(url + "/", verbose=False).predict("hi", [], "Shared", 5, 0.0, 16, api_name="/respond")
+    finally:
+        server.should_exit = True
+
+
+def test_an_open_server_gives_visitors_no_admin_powers(tmp_path, model_cache):
+    """A Space: no visitor can reach administration, through the page or around it."""
+    import gradio as gr
+    import httpx
+    from gradio_client import Client
+
+    from assistant.config import Settings
+    from assistant.server import build_server
+    from assistant.serving.access import Caller, ensure_admin_from_secret
+    from assistant.serving.demo import DEMO_KB
+    from assistant.serving.service import Tsumugi
+    from assistant.serving.users import UserStore
+    from assistant.ui.chat_tab import respond
+    from tests.conftest import serve_in_thread
+
+    data = tmp_path / "data"
+    users = UserStore(data)
+    ensure_admin_from_secret(users, "admin", "owner's long secret")
+    users.add("alice", "wonderland!", "agent")
+    app = Tsumugi(Settings(data_dir=data, model_cache=model_cache, allow_open=True))
+    for name in (DEMO_KB, "Internal"):
+        app.library.create(name)
+    url, server = serve_in_thread(build_server(app))
+    try:
+        owner = Client(url + "/admin/", auth=("admin", "owner's long secret"), verbose=False)
+        everything = set(owner.view_api(print_info=False, return_format="dict")["named_endpoints"])
+        shared = AGENT_ACTIONS | {"/on_load", "/change_password"}  # the page load of both pages
+        admin_actions = {e for e in everything - shared if not e.startswith("/lambda")}
+        assert {"/add_user", "/create_key", "/create"} <= admin_actions
+
+        visitor = Client(url + "/", verbose=False)
+        public = set(visitor.view_api(print_info=False, return_format="dict")["named_endpoints"])
+        assert {"/respond", "/draft"} <= public
+        assert not public & admin_actions, sorted(public & admin_actions)
+        with pytest.raises(Exception, match="not open to visitors|not in the list of choices"):
+            visitor.predict("Hi", [], "Internal", 5, 0.0, 16, api_name="/respond")
+        # Behind the page's own check, the handler's: a visitor asks only the public bases.
+        with pytest.raises(gr.Error, match="not open to visitors"):
+            next(respond(app, "Hi", [], "Internal", 5, 0.0, 16, caller=Caller(None, "agent")))
+        assert (
+            app.access.max_tokens(Caller(None, "agent"), 4096) == app.settings.open_limits.max_answer_tokens
+        )
+        with pytest.raises(Exception, match="log in first"):
+            visitor.predict("some-draft", "text", True, DEMO_KB, api_name="/accept_draft")
+
+        # Around the page: the administration app's endpoints without a login.
+        with pytest.raises(Exception, match="(?i)login|auth|401|403"):
+            Client(url + "/admin/", verbose=False)
+        for endpoint in sorted(admin_actions):
+            call = httpx.post(f"{url}/admin/gradio_api/call{endpoint}", json={"data": []}, timeout=30)
+            assert call.status_code in (401, 403), (endpoint, call.status_code, call.text[:200])
+
+        state = (app.library.names(), users.list(), len(app.jobs.list()))
+        agent = Client(url + "/admin/", auth=("alice", "wonderland!"), verbose=False)
+        endpoints = agent.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        assert _refused_admin_actions(agent, endpoints) >= 15
+        assert (app.library.names(), users.list(), len(app.jobs.list())) == state
+    finally:
+        server.should_exit = True
+
+
+# -- stop ---------------------------------------------------------------------------------
+
+
+def _first_token_s(job, started: float, timeout: float = 120) -> float:
+    """Seconds from ``started`` until a chat job shows the first words of its answer."""
+    import time
+
+    while time.perf_counter() - started < timeout:
+        for history, _, _ in job.outputs():
+            text = history[-1]["content"] if history else ""
+            text = text if isinstance(text, str) else str(text)
+            if text.strip() not in ("", "…"):
+                return time.perf_counter() - started
+        time.sleep(0.05)
+    raise AssertionError("no answer arrived")
+
+
+@pytest.mark.slow
+def test_stop_in_chat_frees_the_model_within_a_second(service):
+    import time
+
+    from gradio_client import Client
+
+    from assistant.server import build_server
+    from tests.conftest import serve_in_thread
+
+    url, server = serve_in_thread(build_server(service))
+    short = "How many people fit in the TrailMaster X4 Tent?"
+    long = "Describe the TrailMaster X4 Tent, its materials, setup and care, in full detail."
+
+    def ask(question: str, tokens: int):
+        return client.submit(
+            question, [], "contoso", 5, 0.0, tokens, "auto", "", "detailed", api_name="/respond"
+        )
+
+    try:
+        client = Client(url + "/", verbose=False)
+        ask(short, 32).result()  # the model is loaded
+        started = time.perf_counter()
+        job = ask(short, 32)
+        alone = _first_token_s(job, started)
+        job.result()
+
+        running = ask(long, 512, temperature=1.0)  # sampled: no loop cuts it short
+        _first_token_s(running, time.perf_counter())
+        time.sleep(1.0)  # well into the 512 tokens
+        running.cancel()
+        stopped = time.perf_counter()
+        after_stop = _first_token_s(ask(short, 32), stopped)
+        assert after_stop <= alone + 1.0, (after_stop, alone)
+    finally:
+        server.should_exit = True
+
+
+@pytest.mark.slow
+def test_a_client_that_disconnects_frees_the_model(service):
+    import time
+
+    import httpx
+
+    from assistant.serving.api import create_api
+    from tests.conftest import serve_in_thread
+
+    url, server = serve_in_thread(create_api(service))
+    headers = {"Authorization": "Bearer test-key"}
+    story = [{"role": "user", "content": "Write a long story about a family camping trip in the mountains."}]
+    hello = [{"role": "user", "content": "Say hello."}]
+
+    def short_answer_s() -> float:
+        started = time.perf_counter()
+        body = {"model": "default", "messages": hello, "max_tokens": 8}
+        reply = httpx.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=120)
+        assert reply.status_code == 200, reply.text
+        return time.perf_counter() - started
+
+    try:
+        short_answer_s()  # the model is loaded
+        alone = short_answer_s()
+        # Sampled, so that no loop cuts the 512 tokens short.
+        body = {"model": "default", "messages": story, "max_tokens": 512, "temperature": 1.0, "stream": True}
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body, headers=headers, timeout=120) as r:
+            chunks = 0
+            for line in r.iter_lines():
+                chunks += line.startswith("data: ")
+                if chunks >= 4:
+                    break  # the client goes away mid-answer
+        streamed = short_answer_s()
+        assert streamed <= alone + 3.0, ("after a dropped stream", streamed, alone)
+
+        body = {"model": "default", "messages": story, "max_tokens": 512, "temperature": 1.0}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=2)
+        waited = short_answer_s()
+        assert waited <= alone + 3.0, ("after a dropped request", waited, alone)
     finally:
         server.should_exit = True

@@ -11,7 +11,6 @@ from assistant.generation.backend import ModelError
 from assistant.generation.config import ModelConfig, resolve_model_source
 from assistant.generation.loops import is_looping, repeats_sentence
 
-
 ABANDONED_AFTER_S = 30.0
 """A reply nobody has read for this long is stopped: the backstop for a caller that neither
 closes the stream nor sets its stop event."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import time
 
 import gradio as gr
 
@@ -50,7 +51,13 @@ def _users_rows(users: UserStore) -> list[list]:
 
 
 def _keys_rows(keys: ApiKeyStore) -> list[list]:
-    return [[k["name"], k["role"], k["created"]] for k in keys.list()]
+    def expiry(k: dict) -> str:
+        return time.strftime("%Y-%m-%d", time.localtime(k["expires"])) if k.get("expires") else "never"
+
+    return [
+        [k["name"], k["role"], ", ".join(k.get("kbs") or []) or "all", ", ".join(k.get("adapters") or []) or "all", expiry(k), k["created"]]
+        for k in keys.list()
+    ]  # fmt: skip
 
 
 def add_user(users, name, password, role):
@@ -70,9 +77,9 @@ def delete_user(users, name):
     return _users_rows(users)
 
 
-def create_key(keys, name, role):
+def create_key(keys, name, role, kbs=None, adapters=None, days=None):
     try:
-        key = keys.create(name, role)
+        key = keys.create(name, role, list(kbs or []), list(adapters or []), float(days) if days else None)
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
     return _keys_rows(keys), key
@@ -96,8 +103,9 @@ def build(app) -> None:
     with gr.Row():
         with gr.Column():
             gr.Markdown(
-                "#### Users\nWith at least one user, everyone logs in (from the next start). "
-                "Admins manage documents, tuning and users; agents chat and draft replies."
+                "#### Users\nWith at least one user, everyone logs in (from the next start; on a "
+                "public Space, visitors stay anonymous agents and admins log in at /admin). Admins "
+                "manage documents, tuning and users; agents chat and draft replies."
             )
             user_table = gr.Dataframe(
                 headers=["user", "role", "created"], value=_users_rows(users), interactive=False
@@ -112,11 +120,21 @@ def build(app) -> None:
         with gr.Column():
             gr.Markdown("#### API keys\nFor the OpenAI-compatible API at `/v1`. A key is shown once.")
             key_table = gr.Dataframe(
-                headers=["name", "role", "created"], value=_keys_rows(keys), interactive=False
+                headers=["name", "role", "knowledge bases", "adapters", "expires", "created"],
+                value=_keys_rows(keys),
+                interactive=False,
             )
             with gr.Row():
                 key_name = gr.Textbox(label="Key name")
                 key_role = gr.Radio(["agent", "admin"], value="agent", label="Role")
+            with gr.Row():
+                key_kbs = gr.Dropdown(
+                    app.library.names(), multiselect=True, label="Only these knowledge bases (empty: all)"
+                )
+                key_adapters = gr.Dropdown(
+                    app.adapters.names(), multiselect=True, label="Only these adapters (empty: all)"
+                )
+                key_days = gr.Number(label="Expires after (days; empty: never)", minimum=0, precision=0)
             with gr.Row():
                 create_btn = gr.Button("Create key", variant="primary")
                 revoke_btn = gr.Button("Revoke key", variant="stop")
@@ -131,6 +149,11 @@ def build(app) -> None:
     )
     remove_btn.click(handler(delete_user, users), [new_user], [user_table], api_name="delete_user")
     create_btn.click(
-        handler(create_key, keys), [key_name, key_role], [key_table, new_key], api_name="create_key"
+        handler(create_key, keys),
+        [key_name, key_role, key_kbs, key_adapters, key_days],
+        [key_table, new_key],
+        api_name="create_key",
     )
+    key_kbs.focus(lambda: gr.update(choices=app.library.names()), None, [key_kbs])
+    key_adapters.focus(lambda: gr.update(choices=app.adapters.names()), None, [key_adapters])
     revoke_btn.click(handler(revoke_key, keys), [key_name], [key_table, new_key], api_name="revoke_key")
