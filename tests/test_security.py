@@ -598,3 +598,26 @@ def test_a_client_that_disconnects_frees_the_model(service):
         assert waited <= alone + 3.0, ("after a dropped request", waited, alone)
     finally:
         server.should_exit = True
+
+
+def test_the_cli_creates_scoped_expiring_keys(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from assistant.serving.keys import ApiKeyStore
+    from tests.conftest import ROOT
+
+    env = dict(os.environ, TSUMUGI_DATA=str(tmp_path), PYTHONPATH=str(ROOT))
+
+    def cli(*args):
+        proc = subprocess.run([sys.executable, "-m", "assistant", "keys", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+    made = cli("--create", "helpdesk", "--kb", "Public", "--kb", "FAQ", "--expires-days", "7")
+    key = made.stdout.strip()
+    assert "knowledge bases: FAQ, Public" in made.stderr and "expires" in made.stderr
+    grant = ApiKeyStore(tmp_path).verify(key)
+    assert grant.role == "agent" and grant.kbs == ("FAQ", "Public") and not grant.may_use_kb("Finance")
+    assert "knowledge bases: FAQ, Public" in cli().stdout

@@ -150,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("keys", help="list, create or revoke API keys")
     p.add_argument("--create", metavar="NAME")
     p.add_argument("--role", choices=["agent", "admin"], default="agent")
+    p.add_argument(
+        "--kb", action="append", metavar="NAME", help="limit the key to this knowledge base (repeat)"
+    )
+    p.add_argument(
+        "--adapter", action="append", metavar="NAME", help="limit the key to this adapter (repeat)"
+    )
+    p.add_argument("--expires-days", type=float, metavar="DAYS", help="the key stops working after DAYS")
     p.add_argument("--revoke", metavar="NAME")
     p.set_defaults(func=_cmd_keys)
 

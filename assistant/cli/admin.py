@@ -70,17 +70,36 @@ def _cmd_users(app, args) -> int:
 def _cmd_keys(app, args) -> int:
     keys = _keys(app)
     if args.create:
-        key = keys.create(args.create, args.role)
+        key = keys.create(args.create, args.role, args.kb, args.adapter, args.expires_days)
         print(key)
-        print(f"Key {args.create!r} ({args.role}) created; it is shown only now.", file=sys.stderr)
+        print(
+            f"Key {args.create!r} ({_scope(keys.list(), args.create)}) created; it is shown only now.",
+            file=sys.stderr,
+        )
         return 0
     if args.revoke:
         keys.revoke(args.revoke)
         print(f"Key {args.revoke!r} revoked.", file=sys.stderr)
         return 0
     for record in keys.list():
-        print(f"{record['name']}  {record['role']:6} created {record['created']}")
+        print(f"{record['name']}  {_scope([record], record['name'])} created {record['created']}")
     return 0
+
+
+def _scope(records: list[dict], name: str) -> str:
+    """A key's role, scope and expiry in a few words."""
+    import time
+
+    record = next(r for r in records if r["name"] == name)
+    parts = [record["role"]]
+    parts.append(
+        "knowledge bases: " + ", ".join(record["kbs"]) if record.get("kbs") else "all knowledge bases"
+    )
+    if record.get("adapters"):
+        parts.append("adapters: " + ", ".join(record["adapters"]))
+    if record.get("expires"):
+        parts.append("expires " + time.strftime("%Y-%m-%d %H:%M", time.localtime(record["expires"])))
+    return "; ".join(parts)
 
 
 def _cmd_tune(app, args) -> int:
