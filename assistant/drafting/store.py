@@ -157,12 +157,10 @@ class DraftStore:
     ) -> Draft:
         """Decide a pending draft, once. Its author decides it, or an admin; an anonymous
         visitor (no name) never does, since accepted drafts become tuning data."""
-        draft = self.get(draft_id)
-        if not admin and (not by or by != draft.author):
-            raise ConfigError(
-                "Only the agent who drafted this reply, or an admin, may accept or reject it"
-                + ("; log in first." if not by else ".")
-            )
+        if not admin and not by:
+            raise ConfigError("Only the agent who drafted a reply, or an admin, may decide it; log in first.")
+        if not admin and by != self.get(draft_id).author:
+            raise ConfigError("Only the agent who drafted this reply, or an admin, may accept or reject it.")
         with self._conn() as conn:
             changed = conn.execute(
                 "UPDATE drafts SET status = ?, final = ?, reason = ?, decided = ?, decided_by = ?"
