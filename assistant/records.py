@@ -9,10 +9,11 @@ import io
 import json
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from knowledge.errors import ParseError
+from knowledge.limits import IngestLimits, call_limited, check_archive, check_data_size
 from knowledge.parse.encoding import decode_bytes
 
 RECORD_EXTENSIONS = (".csv", ".tsv", ".xlsx", ".jsonl", ".json")
@@ -188,3 +189,81 @@ def truthy(value: object) -> bool:
     if isinstance(value, bool):
         return value
     return _norm(str(value)) in ("1", "true", "yes", "y", "x", "✓", "はい", "○", "unanswerable")
+
+
+PREVIEW_CHARS = 300
+"""Longest text of one previewed cell: a preview goes to the browser, a 50 MB cell must not."""
+MAX_COLUMNS = 256
+"""Most columns a table may have; its column names go to the browser as choices."""
+MAX_COLUMN_NAME = 200
+"""Longest column name accepted (a header cell longer than this is not a header)."""
+
+
+def cell_text(value: object) -> str:
+    """A cell as stripped text (None: empty)."""
+    return "" if value is None else str(value).strip()
+
+
+def clip(value: object, limit: int = PREVIEW_CHARS) -> str:
+    """``value`` as text of at most ``limit`` characters, an ellipsis marking a cut."""
+    text = cell_text(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def table_record(data: bytes, name: str) -> dict:
+    """The table in ``data`` as plain data, for the extraction process to send back."""
+    return asdict(read_records(name, data, name))
+
+
+_SCALARS = (str, int, float, bool)
+
+
+def _table_from_record(record: object, name: str) -> RecordTable:
+    """The RecordTable in :func:`table_record`'s dict, checked field by field: exactly its
+    fields, cells of plain values, chat turns of JSON objects, and a header of short names."""
+    unreadable = ParseError(f"{name} could not be read as a table; save it again as CSV, XLSX or JSONL.")
+    if not isinstance(record, dict) or set(record) != {"name", "columns", "rows", "messages"}:
+        raise unreadable
+    columns, rows, messages = record["columns"], record["rows"], record["messages"]
+    if not (isinstance(columns, list) and isinstance(rows, list) and isinstance(messages, list)):
+        raise unreadable
+    if not all(isinstance(c, str) for c in columns):
+        raise unreadable
+    if len(columns) > MAX_COLUMNS or any(len(c) > MAX_COLUMN_NAME for c in columns):
+        raise ParseError(
+            f"{name} has {len(columns)} columns or a column name over {MAX_COLUMN_NAME} characters; "
+            f"its first row should name at most {MAX_COLUMNS} columns, briefly (e.g. question, answer)."
+        )
+    for row in rows:
+        if not isinstance(row, dict) or not all(
+            isinstance(k, str) and isinstance(v, _SCALARS) for k, v in row.items()
+        ):
+            raise unreadable
+    for turns in messages:
+        if not isinstance(turns, list):
+            raise unreadable
+    return RecordTable(name, columns, rows, messages)
+
+
+def read_table(
+    path: str | Path,
+    data: bytes | None = None,
+    name: str | None = None,
+    limits: IngestLimits | None = None,
+) -> RecordTable:
+    """A CSV, TSV, XLSX or JSONL table of tuning or evaluation data, read within ``limits``.
+
+    The size is checked before the file is read, an XLSX's zip before it is opened (zip bombs),
+    and the table is parsed in the extraction process, stopped after ``parse_timeout_s`` or
+    beyond ``max_parse_memory_mb``: a hostile file costs the server neither time nor memory."""
+    limits = limits or IngestLimits()
+    path = Path(path)
+    name = name or path.name
+    try:
+        check_data_size(name, path.stat().st_size if data is None else len(data), limits)
+        data = path.read_bytes() if data is None else data
+    except OSError as exc:
+        raise ParseError(f"{name} could not be read: {exc.strerror}.") from exc
+    if data[:2] == b"PK":  # read_records opens these as workbooks: check the zip first
+        check_archive(data, name, limits)
+    return _table_from_record(call_limited("assistant.records:table_record", data, name, limits), name)

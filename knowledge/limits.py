@@ -1,13 +1,15 @@
-"""Limits on what an upload may cost: size, count, pages, archive expansion and parse time.
+"""Limits on what an upload may cost: size, count, pages, archive expansion, parse time and memory.
 
 A server several people share must not be stalled or filled by one file: a 2 GB upload, a
 DOCX that unpacks to gigabytes (a zip bomb), or a PDF crafted to make the parser spin. Each
 limit refuses the file with one sentence naming the limit and how to change it; the rest of
 the batch goes on.
 
-Text extraction runs in a separate process with a time limit: a thread cannot be stopped,
-a process can. The process (``knowledge/extractor.py``) is started once and replaced after a
-timeout or a crash.
+Text extraction runs in a separate process (``knowledge/extractor.py``) with a time limit,
+a memory limit and none of the server's secrets: a thread cannot be stopped, a process can,
+and a parser exploit there reaches neither the server's keys nor its interpreter (only JSON
+comes back). The process is started once and replaced after a timeout, a crash or running
+out of memory.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import atexit
 import io
 import os
-import pickle
 import select
 import struct
 import subprocess
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from knowledge.errors import ConfigError, ParseError
+from knowledge.extractor import decode, document_from_dict, encode
 
 
 @dataclass(frozen=True)
@@ -43,17 +45,23 @@ class IngestLimits:
     """Largest compression ratio of one archive member (a zip bomb compresses ~1000:1)."""
     parse_timeout_s: float = 120.0
     """TSUMUGI_PARSE_TIMEOUT: longest text extraction of one file; 0 parses in-process, unlimited."""
+    max_parse_memory_mb: int = 4096
+    """TSUMUGI_PARSE_MEMORY_MB: address space the extraction process may use to read one file;
+    its parsers alone take about 160 MB, a 100 MB CSV of short rows up to 4 GB. 0: unlimited."""
+    max_data_mb: float = 50.0
+    """TSUMUGI_MAX_DATA_MB: largest tuning or evaluation file (CSV, TSV, XLSX, JSONL) accepted."""
 
     def __post_init__(self) -> None:
         problems = []
-        for name in ("max_file_mb", "max_unpacked_mb", "max_ratio"):
+        for name in ("max_file_mb", "max_unpacked_mb", "max_ratio", "max_data_mb"):
             if getattr(self, name) <= 0:
                 problems.append(f"`{name}` should be positive, got {getattr(self, name)}.")
         for name in ("max_files", "max_pages"):
             if getattr(self, name) < 1:
                 problems.append(f"`{name}` should be at least 1, got {getattr(self, name)}.")
-        if self.parse_timeout_s < 0:
-            problems.append(f"`parse_timeout_s` should be 0 or more, got {self.parse_timeout_s}.")
+        for name in ("parse_timeout_s", "max_parse_memory_mb"):
+            if getattr(self, name) < 0:
+                problems.append(f"`{name}` should be 0 or more, got {getattr(self, name)}.")
         if problems:
             raise ConfigError(" ".join(problems))
 
@@ -63,6 +71,15 @@ def check_size(name: str, size: int, limits: IngestLimits) -> None:
         raise ParseError(
             f"{name} is {size / 1024 / 1024:.0f} MB, over the {limits.max_file_mb:g} MB limit; split it "
             "or ask an admin to raise TSUMUGI_MAX_FILE_MB."
+        )
+
+
+def check_data_size(name: str, size: int, limits: IngestLimits) -> None:
+    """Refuse a tuning or evaluation file over ``limits.max_data_mb`` (check before reading it)."""
+    if size > limits.max_data_mb * 1024 * 1024:
+        raise ParseError(
+            f"{name} is {size / 1024 / 1024:.0f} MB, over the {limits.max_data_mb:g} MB limit for "
+            "tuning and evaluation files; split it or ask an admin to raise TSUMUGI_MAX_DATA_MB."
         )
 
 
@@ -94,70 +111,155 @@ def check_archive(data: bytes, name: str, limits: IngestLimits) -> None:
             )
 
 
+_ENVIRONMENT = {
+    "PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "PYTHONPATH",
+    "PYTHONHASHSEED", "PYTHONUTF8", "PYTHONIOENCODING", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+    "SYSTEMROOT",
+    # Where a Python built with shared libraries finds libpython; without it the child may not start.
+    "LD_LIBRARY_PATH",
+}  # fmt: skip
+"""The variables the extraction process inherits (and ``LC_*``): nothing secret, such as API
+keys, tokens or passwords, reaches a parser."""
+
+
+def child_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The extraction process's environment: the allowed variables of ``environ`` (the
+    server's by default), with this project on PYTHONPATH."""
+    environ = os.environ if environ is None else environ
+    env = {k: v for k, v in environ.items() if k in _ENVIRONMENT or k.startswith("LC_")}
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    # numpy (openpyxl imports it) sizes a BLAS thread pool to the machine, each thread
+    # reserving address space the memory limit would count; a parser needs none.
+    env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _memory_message(name: str, limits: IngestLimits, crashed: bool) -> str:
+    allowed = f"the {limits.max_parse_memory_mb} MB allowed to read one file (TSUMUGI_PARSE_MEMORY_MB)"
+    if not crashed:
+        return f"{name} needs more memory than {allowed}; split it into smaller files or ask an admin to raise it."
+    if limits.max_parse_memory_mb == 0:
+        return f"Reading {name} crashed the text extractor (out of memory?); the file was skipped."
+    return (
+        f"Reading {name} stopped the text extractor: the file probably needs more memory than {allowed}, "
+        "so split it into smaller files or ask an admin to raise it."
+    )
+
+
+def _is_reply(reply: object) -> bool:
+    if not isinstance(reply, dict):
+        return False
+    if reply.get("status") == "ok":
+        return set(reply) == {"status", "value"}
+    return (
+        reply.get("status") == "error"
+        and set(reply) == {"status", "message"}
+        and isinstance(reply["message"], str)
+    )
+
+
 class Extractor:
     """One ``python -m knowledge.extractor`` process, started on first use, replaced when it
-    runs over its time limit or dies. A plain subprocess rather than multiprocessing: it needs
-    no ``if __name__ == "__main__"`` guard in the caller's script, and it exits when its
-    parent does (its stdin closes), leaving no orphans after a crash."""
+    runs over its time limit, runs out of memory or dies. A plain subprocess rather than
+    multiprocessing: it needs no ``if __name__ == "__main__"`` guard in the caller's script,
+    exchanges no pickles, and exits when its parent does (its stdin closes), leaving no
+    orphans after a crash. ``command`` replaces the program (tests use a hostile one)."""
 
-    def __init__(self) -> None:
+    def __init__(self, command: list[str] | None = None) -> None:
+        self._command = command or [sys.executable, "-m", "knowledge.extractor"]
         self._proc: subprocess.Popen | None = None
+        self._memory_mb: int | None = None
         self._lock = threading.Lock()
 
-    def _start(self) -> subprocess.Popen:
-        root = str(Path(__file__).resolve().parents[1])
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
-        }
-        return subprocess.Popen(
-            [sys.executable, "-m", "knowledge.extractor"],
+    def _start(self, memory_mb: int) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [*self._command, "--memory-mb", str(memory_mb)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            env=env,
+            env=child_environment(),
         )
+        os.set_blocking(proc.stdin.fileno(), False)  # writes wait on the deadline, not forever
+        return proc
 
     def stop(self) -> None:
         if self._proc is not None:
             self._proc.kill()
             self._proc.wait()
+            for pipe in (self._proc.stdin, self._proc.stdout):
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
             self._proc = None
 
-    def parse(self, data: bytes, name: str, max_pages: int, timeout: float):
+    def request(self, header: dict, data: bytes, limits: IngestLimits) -> object:
+        """Send one request (see ``knowledge/extractor.py``) and return the reply's value.
+
+        Raises ParseError with one sentence when the process runs over ``limits.parse_timeout_s``,
+        out of memory, dies, answers with an error, or answers with anything but a reply."""
+        name = str(header.get("name", "the file"))
         with self._lock:
-            if self._proc is None or self._proc.poll() is not None:
-                self._proc = self._start()
-            request = pickle.dumps((data, name, max_pages), protocol=pickle.HIGHEST_PROTOCOL)
-            deadline = time.monotonic() + timeout
+            memory_mb = limits.max_parse_memory_mb
+            if self._proc is None or self._proc.poll() is not None or self._memory_mb != memory_mb:
+                self.stop()
+                self._proc, self._memory_mb = self._start(memory_mb), memory_mb
+            deadline = time.monotonic() + limits.parse_timeout_s
+            reply = None
             try:
-                self._proc.stdin.write(struct.pack("<Q", len(request)) + request)
-                self._proc.stdin.flush()
-                header = self._read(8, deadline)
-                status, value = pickle.loads(self._read(struct.unpack("<Q", header)[0], deadline))
+                head = encode(header)
+                for part in (struct.pack("<Q", len(head)), head, struct.pack("<Q", len(data)), data):
+                    self._write(part, deadline)
+                size = struct.unpack("<Q", self._read(8, deadline))[0]
+                if size <= 64 * 2**20 + 16 * len(data):  # no parse makes a file 16 times larger
+                    reply = decode(self._read(size, deadline))
             except TimeoutError:
                 self.stop()
                 raise ParseError(
-                    f"Reading {name} took longer than {timeout:g} s and was stopped; the file may be "
-                    "damaged or built to stall readers. Export it again, or ask an admin to raise "
+                    f"Reading {name} took longer than {limits.parse_timeout_s:g} s and was stopped; the file "
+                    "may be damaged or built to stall readers. Export it again, or ask an admin to raise "
                     "TSUMUGI_PARSE_TIMEOUT."
                 ) from None
-            except (OSError, EOFError, pickle.UnpicklingError, struct.error):
+            except (OSError, EOFError):
+                self.stop()
+                raise ParseError(_memory_message(name, limits, crashed=True)) from None
+            except (ValueError, RecursionError):
+                reply = None
+            if reply == {"status": "memory"}:
+                self.stop()
+                raise ParseError(_memory_message(name, limits, crashed=False))
+            if not _is_reply(reply):
                 self.stop()
                 raise ParseError(
-                    f"Reading {name} crashed the text extractor (out of memory?); the file was skipped."
-                ) from None
-        if status != "ok":
-            raise ParseError(value)
-        return value
+                    f"The text extractor answered with something unreadable while reading {name}; "
+                    "the file was skipped."
+                )
+        if reply["status"] == "error":
+            raise ParseError(reply["message"][:1000])
+        return reply["value"]
+
+    def _wait(self, fd: int, event: int, deadline: float) -> None:
+        poller = select.poll()
+        poller.register(fd, event)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not poller.poll(remaining * 1000):
+            raise TimeoutError
+
+    def _write(self, data: bytes, deadline: float) -> None:
+        fd, view = self._proc.stdin.fileno(), memoryview(data)
+        while view:
+            self._wait(fd, select.POLLOUT, deadline)
+            try:
+                view = view[os.write(fd, view[: 1 << 20]) :]
+            except BlockingIOError:
+                continue
 
     def _read(self, size: int, deadline: float) -> bytes:
         fd = self._proc.stdout.fileno()
         chunks, left = [], size
         while left:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                raise TimeoutError
+            self._wait(fd, select.POLLIN, deadline)
             chunk = os.read(fd, min(left, 1 << 20))
             if not chunk:
                 raise EOFError
@@ -171,9 +273,35 @@ atexit.register(_extractor.stop)
 
 
 def parse_limited(data: bytes, name: str, limits: IngestLimits):
-    """Parse in the extraction process, stopping it after ``limits.parse_timeout_s``."""
+    """Parse in the extraction process, stopping it after ``limits.parse_timeout_s`` or when it
+    needs more than ``limits.max_parse_memory_mb``; returns a ParsedDocument."""
     if limits.parse_timeout_s == 0:
         from knowledge.parse import parse_bytes
 
         return parse_bytes(data, name, max_pages=limits.max_pages)
-    return _extractor.parse(data, name, limits.max_pages, limits.parse_timeout_s)
+    value = _extractor.request({"kind": "parse", "name": name, "max_pages": limits.max_pages}, data, limits)
+    try:
+        return document_from_dict(value)
+    except ValueError:
+        _extractor.stop()
+        raise ParseError(
+            f"The text extractor answered with something unreadable while reading {name}; the file was skipped."
+        ) from None
+
+
+def call_limited(function: str, data: bytes, name: str, limits: IngestLimits) -> object:
+    """``function(data, name)`` (``"package.module:function"`` of this project, returning plain
+    JSON data) in the extraction process, under the same limits as parsing; in this process
+    when ``limits.parse_timeout_s`` is 0. The caller checks the shape of what comes back."""
+    from knowledge.extractor import answer
+
+    request = {"kind": "call", "function": function, "name": name}
+    if limits.parse_timeout_s == 0:
+        return answer(request, data)
+    return _extractor.request(request, data, limits)
+
+
+def extractor_status(limits: IngestLimits) -> dict:
+    """What the extraction process sees: the names (never the values) of its environment
+    variables, and its memory in use and allowed in MB (``used_mb``, ``limit_mb``)."""
+    return _extractor.request({"kind": "status", "name": "status"}, b"", limits)

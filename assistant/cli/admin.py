@@ -184,7 +184,7 @@ def _cmd_eval(app, args) -> int:
     from assistant.evaluation.sets import load_eval_set
 
     if args.set.exists():
-        evalset = load_eval_set(args.set)
+        evalset = load_eval_set(args.set, limits=app.settings.limits)
         app.eval_sets(args.kb).save(evalset)  # kept with the knowledge base, to run again later
     else:
         evalset = app.eval_sets(args.kb).get(str(args.set))

@@ -13,10 +13,11 @@ from collections.abc import Generator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from assistant.records import RecordTable, read_records, truthy
+from assistant.records import RecordTable, read_table, truthy
 from knowledge.errors import Cancelled, ParseError, StoreError
 from knowledge.files import atomic_write_bytes
 from knowledge.library import check_name
+from knowledge.limits import IngestLimits
 from knowledge.progress import Clock, Progress
 
 
@@ -68,9 +69,14 @@ def eval_set_from_table(table: RecordTable, name: str) -> EvalSet:
     return EvalSet(name, items, skipped)
 
 
-def load_eval_set(path: str | Path, name: str | None = None, data: bytes | None = None) -> EvalSet:
-    """A set from a file; named after the file (made into a usable name) unless ``name`` is given."""
-    table = read_records(path, data)
+def load_eval_set(
+    path: str | Path, name: str | None = None, data: bytes | None = None, limits: IngestLimits | None = None
+) -> EvalSet:
+    """A set from a file; named after the file (made into a usable name) unless ``name`` is given.
+
+    The file is read within ``limits`` (size, zip bombs, time and memory; see
+    :func:`assistant.records.read_table`)."""
+    table = read_table(path, data, limits=limits)
     if name is None:
         name = re.sub(r"[^\w\- .]+", "-", Path(path).stem).strip(" .-_") or "questions"
     return eval_set_from_table(table, name[:64])

@@ -101,7 +101,7 @@ class Tsumugi:
             "config": config.to_json(),
             "model_cache": str(Path(self.settings.model_cache).resolve()),
         }
-        prepare_tune(request, self.settings.data_dir)
+        prepare_tune(request, self.settings.data_dir, self.settings.limits)
         files = {}
         if data.get("kind") == "file":
             files[DATA_FILE] = data_bytes if data_bytes is not None else Path(data["path"]).read_bytes()

@@ -13,8 +13,9 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from assistant.records import RecordTable, read_records
+from assistant.records import RecordTable, cell_text, clip, read_table
 from knowledge.errors import ParseError
+from knowledge.limits import IngestLimits
 from knowledge.text import strip_citations
 
 MIN_EXAMPLES = 6
@@ -126,19 +127,17 @@ class TrainingData:
         return order[n_val:], order[:n_val]
 
 
-def _text(value: object) -> str:
-    return "" if value is None else str(value).strip()
-
-
 def load_pairs(
     path: str | Path,
     question_column: str | None = None,
     answer_column: str | None = None,
     data: bytes | None = None,
     name: str | None = None,
+    limits: IngestLimits | None = None,
 ) -> TrainingData:
-    """Question/answer pairs from CSV, TSV, XLSX or JSONL (columns), or chat-format JSONL."""
-    table = read_records(path, data, name)
+    """Question/answer pairs from CSV, TSV, XLSX or JSONL (columns), or chat-format JSONL,
+    read within ``limits`` (see :func:`read_table`)."""
+    table = read_table(path, data, name, limits)
     return pairs_from_table(table, question_column, answer_column)
 
 
@@ -152,7 +151,7 @@ def pairs_from_table(
         report.kind = "chat"
         for i, msgs in enumerate(table.messages, 1):
             turns = tuple(
-                (str(m.get("role", "")), _text(m.get("content")))
+                (str(m.get("role", "")), cell_text(m.get("content")))
                 for m in msgs
                 if isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
             )
@@ -165,7 +164,7 @@ def pairs_from_table(
                 continue
             seen.add(turns)
             examples.append(Example(messages=turns))
-        report.preview = [{"question": e.question, "answer": e.answer} for e in examples[:5]]
+        report.preview = [{"question": clip(e.question), "answer": clip(e.answer)} for e in examples[:5]]
     else:
         q_col = table.column(question_column, "question")
         a_col = table.column(answer_column, "answer")
@@ -190,7 +189,7 @@ def pairs_from_table(
         report.question_column, report.answer_column = q_col, a_col
         for i, row in enumerate(table.rows, 1):
             report.rows += 1
-            question, answer = _text(row.get(q_col)), _text(row.get(a_col))
+            question, answer = cell_text(row.get(q_col)), cell_text(row.get(a_col))
             if not question or not answer:
                 report.missing.append(i)
                 continue
@@ -200,7 +199,7 @@ def pairs_from_table(
                 continue
             seen.add(key)
             examples.append(Example(messages=(("user", question), ("assistant", answer))))
-        report.preview = [{q_col: e.question, a_col: e.answer} for e in examples[:5]]
+        report.preview = [{q_col: clip(e.question), a_col: clip(e.answer)} for e in examples[:5]]
     report.usable = len(examples)
     return TrainingData(table.name, examples, report)
 
@@ -220,7 +219,7 @@ def from_texts(name: str, texts: list[str]) -> TrainingData:
             seen.add(text)
             examples.append(Example(text=text))
     report.usable = len(examples)
-    report.preview = [{"text": e.text[:300]} for e in examples[:5]]
+    report.preview = [{"text": clip(e.text)} for e in examples[:5]]
     return TrainingData(name, examples, report)
 
 
@@ -248,5 +247,7 @@ def from_drafts(drafts, kb: str | None = None) -> TrainingData:
         seen.add(pair)
         examples.append(Example(messages=(("user", pair[0]), ("assistant", pair[1]))))
     report.usable = len(examples)
-    report.preview = [{"customer message": e.question, "accepted reply": e.answer} for e in examples[:5]]
+    report.preview = [
+        {"customer message": clip(e.question), "accepted reply": clip(e.answer)} for e in examples[:5]
+    ]
     return TrainingData(report.source, examples, report)

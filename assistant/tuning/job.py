@@ -7,6 +7,7 @@ once; ``run_tune_job`` runs in the worker process.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import threading
 import time
@@ -18,9 +19,14 @@ from assistant.tuning.data import TrainingData, from_drafts, from_knowledge_base
 from assistant.tuning.train import TuneConfig, train_lora
 from knowledge.errors import ConfigError, ParseError
 from knowledge.files import now
+from knowledge.limits import IngestLimits
 from knowledge.progress import Clock, Progress
 
 DATA_FILE = "training-data"
+CHECKED = IngestLimits(max_data_mb=math.inf, max_unpacked_mb=math.inf, max_ratio=math.inf, parse_timeout_s=0)
+"""How the worker reads the copy of the data in its job folder: ``prepare_tune`` read the same
+file within the server's limits before the job was queued, and the worker is a process of its
+own, so it reads the copy as it is (the server's settings do not reach it)."""
 
 
 def data_source(
@@ -52,8 +58,13 @@ def data_source(
     }
 
 
-def load_training_data(request: dict, folder: Path | None, data_dir: Path) -> TrainingData:
-    """The data a request names: an uploaded file (copied into the job folder) or a knowledge base."""
+def load_training_data(
+    request: dict, folder: Path | None, data_dir: Path, limits: IngestLimits | None = None
+) -> TrainingData:
+    """The data a request names: an uploaded file (copied into the job folder) or a knowledge base.
+
+    Without ``folder`` (in the server) a file is read within ``limits`` (the defaults when None:
+    size, zip bombs, time and memory); with it (in the worker) the checked copy is read."""
     source = request.get("data", {})
     kind = source.get("kind")
     if kind == "file":
@@ -63,10 +74,11 @@ def load_training_data(request: dict, folder: Path | None, data_dir: Path) -> Tr
             source.get("question_column") or None,
             source.get("answer_column") or None,
             name=source.get("name") or Path(source["path"]).name,
+            limits=limits if folder is None else CHECKED,
         )
     if kind == "drafts":
         if folder is not None:  # the snapshot taken when the job was submitted
-            return load_pairs(folder / DATA_FILE, name="accepted-drafts.jsonl")
+            return load_pairs(folder / DATA_FILE, name="accepted-drafts.jsonl", limits=CHECKED)
         from assistant.drafting.store import DraftStore
 
         return from_drafts(DraftStore(data_dir), source.get("kb") or None)
@@ -79,14 +91,17 @@ def load_training_data(request: dict, folder: Path | None, data_dir: Path) -> Tr
     )
 
 
-def prepare_tune(request: dict, data_dir: Path) -> tuple[TrainingData, TuneConfig]:
-    """Check everything a run needs before it starts; raises a clear error otherwise."""
+def prepare_tune(
+    request: dict, data_dir: Path, limits: IngestLimits | None = None
+) -> tuple[TrainingData, TuneConfig]:
+    """Check everything a run needs before it starts, the data file within ``limits`` (the
+    server's: TSUMUGI_MAX_DATA_MB and the parse limits); raises a clear error otherwise."""
     from assistant.generation.config import check_model_available
 
     AdapterStore(data_dir).check_new_name(request.get("name", ""))
     config = TuneConfig(**request.get("config", {}))
     check_model_available(request.get("base") or "smollm2-135m-instruct")
-    data = load_training_data(request, None, data_dir)
+    data = load_training_data(request, None, data_dir, limits)
     data.check()
     return data, config
 

@@ -7,12 +7,15 @@ import gradio as gr
 from assistant.evaluation.metrics import METRIC_HELP, METRIC_LABEL, format_metric
 from assistant.evaluation.runs import config_matrix, differences
 from assistant.evaluation.sets import EvalItem, EvalSet, draft_eval_set, load_eval_set
-from assistant.records import RECORD_EXTENSIONS
+from assistant.records import RECORD_EXTENSIONS, clip
 from assistant.ui.common import handler, job_progress_html, shown_progress, upload_path
 from knowledge.errors import TsumugiError
 from knowledge.progress import drive_events
 
 BASE = "base model"
+PREVIEW_ROWS = 100
+"""Questions of a set shown for editing (and sent to the browser); the others stay on the
+server and are saved with them."""
 CHART_METRICS = ("retrieval_recall", "f1", "citation_precision", "abstention_accuracy")
 
 
@@ -62,44 +65,72 @@ NO_DECOMPOSE = "Without question decomposition"
 WITH_ESCALATION = "With escalation to the larger model"
 
 
-def rows_to_set(name, rows) -> EvalSet:
+def _row(item: EvalItem) -> list[str]:
+    return [clip(item.question), clip(item.expected), clip(item.source), "yes" if item.unanswerable else ""]
+
+
+def rows_to_set(name, rows, shown: EvalSet | None = None) -> EvalSet:
+    """The table's rows as a set named ``name``.
+
+    ``shown`` is the set the table was filled from: a row still as shown stands for its
+    question in full (the table's cells are cut for the browser), and when the table still
+    holds any of its rows, the questions past the first ``PREVIEW_ROWS`` (never sent to the
+    browser) follow the table's."""
     data = rows.values.tolist() if hasattr(rows, "values") else (rows or [])  # a DataFrame from Gradio
-    out = []
+    full = {tuple(_row(i)): i for i in shown.items[:PREVIEW_ROWS]} if shown else {}
+    out, kept = [], False
     for row in data:
         cells = [("" if c is None else str(c)).strip() for c in list(row) + ["", "", "", ""]][:4]
+        if tuple(cells) in full:
+            out.append(full[tuple(cells)])
+            kept = True
+            continue
         question, expected, source, mark = cells
         unanswerable = mark.lower() in ("1", "true", "yes", "x", "✓", "はい")
         if question and (expected or source or unanswerable):
             out.append(EvalItem(question, "" if unanswerable else expected, source, unanswerable))
+    if kept:
+        out += shown.items[PREVIEW_ROWS:]
     if not out:
         raise TsumugiError("The table has no usable questions: each needs an expected answer, a source, or the unanswerable mark.")  # fmt: skip
     return EvalSet(name, out)
 
 
 def set_rows(evalset: EvalSet) -> list[list]:
-    return [[i.question, i.expected, i.source, "yes" if i.unanswerable else ""] for i in evalset.items]
+    """The first ``PREVIEW_ROWS`` questions as table rows, each cell cut to a few hundred characters."""
+    return [_row(i) for i in evalset.items[:PREVIEW_ROWS]]
 
 
-def load_file(app, uploaded):
+def _tell_count(evalset: EvalSet) -> None:
+    hidden = len(evalset.items) - PREVIEW_ROWS
+    if hidden > 0:
+        gr.Info(
+            f"{len(evalset.items)} questions: the table shows the first {PREVIEW_ROWS}, and the other "
+            f"{hidden} are saved with them as they are."
+        )
+
+
+def load_file(app, uploaded, shown=None):
     if not uploaded:
-        return gr.update(), gr.update()
+        return gr.update(), gr.update(), shown
     path = upload_path(uploaded)
     try:
-        evalset = load_eval_set(path)
+        evalset = load_eval_set(path, limits=app.settings.limits)
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
     if evalset.skipped:
         gr.Warning(
             f"{len(evalset.skipped)} rows had no question or nothing to check against and were skipped."
         )
-    return set_rows(evalset), path.stem
+    _tell_count(evalset)
+    return set_rows(evalset), path.stem, evalset
 
 
-def save_set(app, kb_name, name, rows):
+def save_set(app, kb_name, name, rows, shown=None):
     if not kb_name:
         raise gr.Error("Choose a knowledge base at the top of the page first.")
     try:
-        evalset = rows_to_set((name or "").strip(), rows)
+        evalset = rows_to_set((name or "").strip(), rows, shown)
         app.eval_sets(kb_name).save(evalset)
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
@@ -116,16 +147,18 @@ def draft(app, kb_name, count, progress=gr.Progress()):
         raise gr.Error(str(exc)) from exc
     if not evalset.items:
         raise gr.Error("The model drafted no usable questions; upload a question file instead.")
-    return set_rows(evalset), evalset.name
+    return set_rows(evalset), evalset.name, evalset
 
 
-def show_set(app, kb_name, name):
+def show_set(app, kb_name, name, shown=None):
     if not kb_name or not name:
-        return gr.update()
+        return gr.update(), shown
     try:
-        return set_rows(app.eval_sets(kb_name).get(name))
+        evalset = app.eval_sets(kb_name).get(name)
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
+    _tell_count(evalset)
+    return set_rows(evalset), evalset
 
 
 def start_eval(app, kb_name, name, chosen_models, ks, closed, first_n, others=None, extra=None):
@@ -239,6 +272,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
                 column_widths=["38%", "38%", "14%", "10%"],
                 max_height=320,
             )
+            shown = gr.State(None)  # the set the table shows the first rows of, kept on the server
         with gr.Column():
             gr.Markdown("#### 2. Run")
             set_pick = gr.Dropdown(label="Question set", choices=[], allow_custom_value=True)
@@ -297,10 +331,10 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
         wrap=True,
     )
 
-    upload.change(handler(load_file, app), [upload], [items, set_name])
-    save_btn.click(handler(save_set, app), [kb_selector, set_name, items], [set_pick])
-    draft_btn.click(handler(draft, app), [kb_selector, draft_count], [items, set_name])
-    set_pick.change(handler(show_set, app), [kb_selector, set_pick], [items])
+    upload.change(handler(load_file, app), [upload, shown], [items, set_name, shown])
+    save_btn.click(handler(save_set, app), [kb_selector, set_name, items, shown], [set_pick])
+    draft_btn.click(handler(draft, app), [kb_selector, draft_count], [items, set_name, shown])
+    set_pick.change(handler(show_set, app), [kb_selector, set_pick, shown], [items, shown])
     run_btn.click(
         handler(start_eval, app),
         [kb_selector, set_pick, models, top_ks, closed_book, limit, other_kbs, variants],

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from assistant.records import RECORD_EXTENSIONS
+from assistant.records import RECORD_EXTENSIONS, read_table
 from assistant.tuning.data import TrainingData
 from assistant.tuning.job import data_source, load_training_data
 from assistant.tuning.train import PRESET_HELP, PRESETS, TuneConfig
@@ -114,7 +114,7 @@ def adapter_details(app, name: str | None) -> tuple[str, list[list]]:
 def check_data(app, source_choice, uploaded, kb_name, q, a):
     try:
         request = {"data": data_request(source_choice, uploaded, kb_name, q, a)}
-        data = load_training_data(request, None, Path(app.settings.data_dir))
+        data = load_training_data(request, None, Path(app.settings.data_dir), app.settings.limits)
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
     cols = [AUTO, *data.report.columns]
@@ -141,10 +141,8 @@ def new_file(app, uploaded, kb_name):
         return check_data(app, FILE_SOURCE, uploaded, kb_name, AUTO, AUTO)
     except gr.Error as exc:
         # Unrecognised columns: list them so the user can choose.
-        from assistant.records import read_records
-
         try:
-            table = read_records(upload_path(uploaded))
+            table = read_table(upload_path(uploaded), limits=app.settings.limits)
         except TsumugiError:
             raise exc from None
         cols = [AUTO, *table.columns]
