@@ -168,7 +168,9 @@ class DraftStore:
                 (status, final, reason, time.time(), by, draft_id),
             ).rowcount
         if not changed:
-            raise ConfigError(f"This draft was already {self.get(draft_id).status}; draft a new reply to change it.")
+            raise ConfigError(
+                f"This draft was already {self.get(draft_id).status}; draft a new reply to change it."
+            )
         return self.get(draft_id)
 
     def list(self, kb: str | None = None, status: str | None = None, limit: int = 100) -> list[Draft]:
