@@ -83,6 +83,18 @@ class Access:
                     f"{' or '.join(repr(k) for k in self.public_kbs())}, or log in."
                 )
 
+    def check_model(
+        self, caller: Caller | None, adapter: str | None, precision: str | None = None, default: str = "auto"
+    ) -> None:
+        """Refuse an anonymous visitor another model than the default: each adapter or
+        precision is one more model loaded in memory, which a visitor must not be able to
+        multiply."""
+        if caller is not None and caller.anonymous and not caller.is_admin:
+            if adapter or precision not in (None, "", "auto", default):
+                raise ConfigError(
+                    "Visitors use the default model; log in to choose an adapter or a precision."
+                )
+
     def max_tokens(self, caller: Caller | None, asked: int) -> int:
         """An anonymous visitor's answer length is bounded."""
         if caller is not None and caller.anonymous and not caller.is_admin:

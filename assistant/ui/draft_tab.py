@@ -57,6 +57,7 @@ def run_draft(app, text, kb_name, tone_value, adapter_name, signature_text, temp
     stop = threading.Event()
     try:
         app.access.check_kb(caller, kb_name)
+        app.access.check_model(caller, adapter_name)
         config = DraftConfig(
             tone=tone_value or "formal",
             signature=signature_text or "",
