@@ -90,6 +90,8 @@ def run_server(app, host: str, port: int, ui: bool = True) -> None:
     what = f"Tsumugi on {where} (API: {where}/v1)" if ui else f"Tsumugi API on {where}/v1"
     if ui and server.state.access.mode == "open":
         what += f"; visitors ask and draft, admins log in at {where}/admin"
+        if not any(u["role"] == "admin" for u in users.list()):
+            what += " (no admin yet: set the TSUMUGI_ADMIN_PASSWORD secret, or run `python -m assistant users --add NAME --role admin`)"
     print(what, flush=True)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     uvicorn.run(server, host=host, port=port, log_level="warning")

@@ -12,10 +12,8 @@ import errno
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
@@ -23,46 +21,22 @@ from knowledge.chunk import ChunkConfig, chunk_document, indexed_text
 from knowledge.embed import get_embedder
 from knowledge.errors import ParseError, TsumugiError
 from knowledge.limits import IngestLimits, check_archive, check_count, check_size, parse_limited
-from knowledge.parse import SUPPORTED_EXTENSIONS
-from knowledge.progress import Clock, Progress
+from knowledge.names import document_name
+from knowledge.progress import Clock, Progress, Relay
+from knowledge.sources import FileResult, Source, Status, collect_sources, scan_sources
 from knowledge.store import KnowledgeBase
 
-Status = Literal["added", "updated", "unchanged", "failed", "cancelled"]
-
-
-@dataclass(frozen=True)
-class FileResult:
-    name: str
-    status: Status
-    chunks: int = 0
-    message: str = ""
-
-
-@dataclass(frozen=True)
-class Source:
-    """A file to ingest: where its bytes are, and the name the user knows it by."""
-
-    path: Path
-    name: str
-
-
-def collect_sources(paths: Iterable[str | Path]) -> list[Source]:
-    """Expand folders recursively (supported extensions only, hidden files skipped)."""
-    sources: list[Source] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                rel = child.relative_to(path)
-                if (
-                    child.is_file()
-                    and not any(p.startswith(".") for p in rel.parts)
-                    and (child.suffix.lower() in SUPPORTED_EXTENSIONS)
-                ):
-                    sources.append(Source(child, child.name))
-        else:
-            sources.append(Source(path, path.name))
-    return sources
+__all__ = [
+    "FileResult",
+    "Source",
+    "Status",
+    "collect_sources",
+    "effective_chunking",
+    "ingest_files",
+    "ingest_in_batches",
+    "reembed",
+    "scan_sources",
+]
 
 
 def effective_chunking(config: ChunkConfig, max_tokens: int) -> ChunkConfig:
@@ -89,7 +63,10 @@ class _Prepared:
     chunks: list
 
 
-def _prepare(kb, source, embedder, chunking, limits: IngestLimits, pending) -> _Prepared | FileResult:
+def _prepare(kb, source, embedder, chunking, limits: IngestLimits, pending, taken) -> _Prepared | FileResult:
+    document_name(source.name)  # a refused name is this file's one sentence
+    again = source.name in taken
+    taken.add(source.name)
     try:
         check_size(source.name, source.path.stat().st_size, limits)
         data = source.path.read_bytes()
@@ -116,6 +93,12 @@ def _prepare(kb, source, embedder, chunking, limits: IngestLimits, pending) -> _
     if twin is not None:
         return FileResult(
             source.name, "unchanged", len(twin.chunks), f"Same content as {twin.source.name} in this upload."
+        )
+    if again:  # the second would silently replace the first
+        return FileResult(
+            source.name,
+            "failed",
+            message=f"Another file in this upload is also called {source.name}; rename one and add it again.",
         )
     chunks = chunk_document(doc, embedder.tokenizer, chunking)
     return _Prepared(0, source, data, sha, text_sha, doc.kind, doc.pages, chunks)
@@ -144,6 +127,7 @@ def ingest_files(
     total = len(sources)
     results: dict[int, FileResult] = {}
     pending: list[_Prepared] = []
+    taken: set[str] = set()
 
     with kb.write_lock:
         for i, source in enumerate(sources):
@@ -151,7 +135,7 @@ def ingest_files(
                 break
             yield clock.event("Reading", len(results), total, "files", source.name, items=(source.name,))
             try:
-                prepared = _prepare(kb, source, embedder, chunking, limits, pending)
+                prepared = _prepare(kb, source, embedder, chunking, limits, pending, taken)
             except TsumugiError as exc:  # ParseError included: one sentence for this file
                 prepared = FileResult(source.name, "failed", message=str(exc))
             except MemoryError:
@@ -201,6 +185,46 @@ def ingest_files(
                 raise
             # SQLite holds everything; the index is rebuilt from it when there is room again.
     return [results[i] for i in range(total)]
+
+
+def ingest_in_batches(
+    ingest_batch: Callable[[list[Source]], Generator[Progress, None, list[FileResult]]],
+    sources: list[Source],
+    batch_size: int,
+    cancel: threading.Event | None = None,
+) -> Generator[Progress, None, list[FileResult]]:
+    """Ingest more files than one upload may hold: ``ingest_batch`` (``ingest_files`` on a
+    knowledge base, or ``Tsumugi.ingest``) runs on ``batch_size`` files at a time.
+
+    Yields progress over all ``sources`` (``Indexed: 730/2000 files``), and returns one
+    result per file, in order; after a cancel the files of later batches are ``cancelled``."""
+    clock = Clock()
+    total = len(sources)
+    results: list[FileResult] = []
+    for start in range(0, total, max(1, batch_size)):
+        batch = sources[start : start + batch_size]
+        relay = Relay(ingest_batch(batch))
+        for event in relay:
+            if event.unit != "files":
+                yield event
+                continue
+            yield clock.event(
+                event.stage,
+                start + event.done,
+                total,
+                "files",
+                event.message,
+                fraction=(start + event.fraction * len(batch)) / total,
+                items=event.items,
+            )
+        results += relay.result or []
+        if cancel is not None and cancel.is_set():
+            break
+    results += [
+        FileResult(s.name, "cancelled", message="Cancelled before it was stored.")
+        for s in sources[len(results) :]
+    ]
+    return results
 
 
 DISK_FULL = (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import threading
 from pathlib import Path
@@ -10,20 +9,10 @@ from pathlib import Path
 from knowledge.chunk import ChunkConfig
 from knowledge.embed import DEFAULT_EMBED_MODEL
 from knowledge.errors import StoreError, TsumugiError
+from knowledge.names import check_name
 from knowledge.store import KnowledgeBase
 
-_NAME = re.compile(r"^[^\W_][\w\- .]{0,62}[\w]$|^[^\W_]$")
-
-
-def check_name(name: str, what: str = "knowledge-base") -> str:
-    """A name that doubles as a folder name: letters (any script), digits, - _ . and spaces."""
-    name = (name or "").strip()
-    if not _NAME.match(name) or ".." in name:
-        raise TsumugiError(
-            f"{name!r} is not a usable {what} name; use 1-64 letters, digits, spaces, "
-            "'-', '_' or '.', starting and ending with a letter or digit."
-        )
-    return name
+__all__ = ["Library", "check_name"]
 
 
 class Library:
@@ -42,6 +31,10 @@ class Library:
         )
 
     def exists(self, name: str) -> bool:
+        try:
+            name = check_name(name)
+        except TsumugiError:
+            return False  # no base can have a name that is refused
         return (self.root / name / "store.sqlite").exists()
 
     def create(

@@ -25,6 +25,7 @@ from knowledge.chunk import Chunk, ChunkConfig
 from knowledge.errors import StoreError
 from knowledge.files import atomic_write_bytes
 from knowledge.lexical import terms
+from knowledge.names import document_name, shown_document_name
 from knowledge.schema import SCHEMA, SCHEMA_VERSION, DocumentInfo, StoredChunk
 
 
@@ -139,7 +140,8 @@ class KnowledgeBase:
         return next(iter(self._documents("WHERE d.text_sha256=?", (text_sha256,))), None)
 
     def find_by_name(self, name: str) -> DocumentInfo | None:
-        return next(iter(self._documents("WHERE d.name=?", (name,))), None)
+        """The document called ``name`` (in any Unicode spelling of it), or None."""
+        return next(iter(self._documents("WHERE d.name=?", (shown_document_name(name),))), None)
 
     def documents(self) -> list[DocumentInfo]:
         return self._documents("", ())
@@ -165,7 +167,12 @@ class KnowledgeBase:
         vectors: np.ndarray,
         replace: int | None = None,
     ) -> int:
-        """Store a parsed, embedded document in one transaction; ``replace`` is an old doc id."""
+        """Store a parsed, embedded document in one transaction; ``replace`` is an old doc id.
+
+        ``name`` may be a relative path (``teamA/README.md``); it is stored as
+        :func:`~knowledge.names.document_name` spells it, and the original's file name is made
+        from its last part and the content hash, so no name reaches outside ``files/``."""
+        name = document_name(name)
         if len(chunks) != len(vectors):
             raise StoreError("Internal error: the number of chunks and vectors differ.")
         safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(name).name)[-80:]

@@ -621,3 +621,19 @@ def test_the_cli_creates_scoped_expiring_keys(tmp_path):
     grant = ApiKeyStore(tmp_path).verify(key)
     assert grant.role == "agent" and grant.kbs == ("FAQ", "Public") and not grant.may_use_kb("Finance")
     assert "knowledge bases: FAQ, Public" in cli().stdout
+
+
+def test_a_refused_upload_creates_no_knowledge_base(tmp_path, model_cache):
+    from assistant.config import Settings
+    from assistant.serving.service import Tsumugi
+
+    app = Tsumugi(
+        Settings(data_dir=tmp_path / "data", model_cache=model_cache, limits=IngestLimits(max_files=2))
+    )
+    notes = []
+    for n in range(3):
+        notes.append(tmp_path / f"note{n}.txt")
+        notes[-1].write_text(f"Note {n}: the office opens at nine.\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="smaller batches"):
+        drain(app.ingest("Refused", notes))
+    assert "Refused" not in app.library.names()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import deque
+from pathlib import Path
 
 from assistant.cli.common import (
     ProgressPrinter,
@@ -15,18 +16,44 @@ from assistant.cli.common import (
 
 
 def _cmd_ingest(app, args) -> int:
-    results = drive(
-        app.ingest(args.kb, args.paths, chunk_size=args.chunk_size), None if args.quiet else ProgressPrinter()
-    )
-    failed = [r for r in results if r.status == "failed"]
+    """Folders of any size in one command: files go in batches of at most TSUMUGI_MAX_FILES
+    (the limit of one web upload), with progress over them all and one summary at the end. A
+    knowledge base this command created and left empty is removed again."""
+    from knowledge.errors import TsumugiError
+    from knowledge.ingest import ingest_in_batches, scan_sources
+    from knowledge.library import check_name
+
+    kb_name = check_name(args.kb)
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        raise TsumugiError(f"{missing[0]} does not exist; check the path and run the command again.")
+    sources, skipped = scan_sources(args.paths)
+    existed = app.library.exists(kb_name)
+    results = []
+    try:
+        if sources:
+            results = drive(
+                ingest_in_batches(
+                    lambda batch: app.ingest(kb_name, batch, chunk_size=args.chunk_size),
+                    sources,
+                    app.settings.limits.max_files,
+                ),
+                None if args.quiet else ProgressPrinter(),
+            )
+    finally:
+        if not existed and app.library.exists(kb_name) and not app.library.get(kb_name).documents():
+            app.library.delete(kb_name)
+    results += skipped
     if args.json:
         print(json.dumps([r.__dict__ for r in results], ensure_ascii=False, indent=2))
     else:
         for r in results:
             print(f"{r.status:9} {r.name}: {r.message}")
-        counts = {s: sum(r.status == s for r in results) for s in ("added", "updated", "unchanged", "failed")}
+        statuses = ("added", "updated", "unchanged", "failed", "cancelled", "skipped")
+        counts = {s: sum(r.status == s for r in results) for s in statuses}
         print(", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no files", file=sys.stderr)
-    return 1 if failed and len(failed) == len(results) else 0
+    stored = any(r.status in ("added", "updated", "unchanged") for r in results)
+    return 0 if stored or not results else 1
 
 
 def _cmd_list(app, args) -> int:

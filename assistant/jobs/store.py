@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,9 @@ FINISHED = ("done", "failed", "cancelled", "interrupted")
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_GRACE_S = 120
 """A job whose worker has not written its pid yet counts as starting for this long."""
+FORCE_STOP_S = 30
+"""A worker still running this long after a cancel is killed by whoever looks at its job (its
+own watcher interrupts it after 5 s and ends it after 10; this covers a worker too stuck for that)."""
 
 
 @dataclass
@@ -73,10 +77,12 @@ def pid_alive(pid: int, job_id: str) -> bool:
 
 
 class JobStore:
-    def __init__(self, data_dir: str | Path) -> None:
+    def __init__(self, data_dir: str | Path, worker: str = "assistant.serving.worker") -> None:
         self.data_dir = Path(data_dir)
         self.root = self.data_dir / "jobs"
         self.root.mkdir(parents=True, exist_ok=True)
+        self.worker = worker
+        """The module run as ``python -m WORKER FOLDER JOB_ID DATA_DIR`` for each job."""
         self._children: dict[str, subprocess.Popen] = {}
         self._reaped: set[str] = set()
 
@@ -99,7 +105,7 @@ class JobStore:
             [
                 sys.executable,
                 "-m",
-                "assistant.serving.worker",
+                self.worker,
                 str(folder.resolve()),
                 job_id,
                 str(self.data_dir.resolve()),
@@ -113,6 +119,9 @@ class JobStore:
         )
         log.close()
         self._children[job_id] = child
+        # Reap the worker the moment it exits, whoever looks at the job (or nobody): a finished
+        # child that is never waited for stays a <defunct> zombie as long as this process lives.
+        threading.Thread(target=child.wait, name=f"reap-{job_id}", daemon=True).start()
         return self.get(job_id)
 
     def cancel(self, job_id: str) -> Job:
@@ -159,6 +168,8 @@ class JobStore:
             request=spec.get("request", {}),
             **{k: v for k, v in status.items() if k in Job.__dataclass_fields__ and k not in ("id", "kind")},
         )
+        if job.active and self._overdue(job):
+            return self._force_stop(job, status)
         starting = (
             not job.pid
             and job_id not in self._reaped
@@ -172,6 +183,30 @@ class JobStore:
                 folder / "status.json",
                 {**status, "state": job.state, "finished": job.finished, "error": job.error},
             )
+        return job
+
+    def _overdue(self, job: Job) -> bool:
+        """Cancelled over ``FORCE_STOP_S`` ago and still running: its worker is stuck."""
+        try:
+            asked = (job.folder / "cancel").stat().st_mtime
+        except OSError:
+            return False
+        return time.time() - asked > FORCE_STOP_S and pid_alive(job.pid, job.id)
+
+    def _force_stop(self, job: Job, status: dict) -> Job:
+        try:
+            os.killpg(job.pid, signal.SIGKILL)  # the worker leads its own process group
+        except (ProcessLookupError, PermissionError):
+            pass
+        child = self._children.pop(job.id, None)
+        if child is not None:
+            child.wait(timeout=10)
+        job.state, job.finished = "cancelled", now()
+        job.error = "Cancelled; the job did not stop by itself, so its process was ended."
+        write_json(
+            job.folder / "status.json",
+            {**status, "state": job.state, "finished": job.finished, "error": job.error},
+        )
         return job
 
     def list(self, kind: str | None = None, limit: int = 50) -> list[Job]:

@@ -25,6 +25,7 @@ from assistant.tuning.train import TuneConfig
 from knowledge.chunk import ChunkConfig
 from knowledge.ingest import FileResult, Source, collect_sources, ingest_files
 from knowledge.library import Library
+from knowledge.limits import check_count
 from knowledge.progress import Progress
 from knowledge.retrieve import Hit, RetrievalConfig, retrieve
 from knowledge.store import KnowledgeBase
@@ -140,11 +141,12 @@ class Tsumugi:
     ) -> Generator[Progress, None, list[FileResult]]:
         """Add files and folders (or ready-made sources) to a knowledge base, created if missing
         (with ``chunk_size`` tokens per passage when given)."""
-        kb = self.knowledge_base(kb_name, create=True, chunk_size=chunk_size)
         if all(isinstance(p, Source) for p in paths):
             sources = list(paths)
         else:
             sources = collect_sources(paths)  # type: ignore[arg-type]
+        check_count(len(sources), self.settings.limits)  # a refused batch creates nothing
+        kb = self.knowledge_base(kb_name, create=True, chunk_size=chunk_size)
         results = yield from ingest_files(kb, sources, cancel, limits=self.settings.limits)
         for r in results:
             events.log("ingest", kb=kb_name, file=r.name, status=r.status, chunks=r.chunks, message=r.message)

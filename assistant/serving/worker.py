@@ -62,6 +62,12 @@ def _labelled(gen: Generator[Progress, None, T], label: str) -> Generator[Progre
 
 HANDLERS: dict[str, worker.Handler] = {"tune": run_tune_job, "eval": run_eval_job}
 
+INTERRUPTED = {
+    "tune": "Training was cancelled; no adapter was saved.",
+    "eval": "Evaluation was cancelled; the runs it had finished are stored, the one under way is not.",
+}
+"""What a job cancelled in the middle of a step (loading a model, a validation pass) says."""
+
 
 if __name__ == "__main__":
-    sys.exit(worker.main(sys.argv[1:], HANDLERS))
+    sys.exit(worker.main(sys.argv[1:], HANDLERS, INTERRUPTED))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import gradio as gr
 
 from assistant.ui.common import handler, shown_progress, upload_path
@@ -16,6 +18,7 @@ STATUS_LABEL = {
     "unchanged": "➖ already there",
     "failed": "❌ failed",
     "cancelled": "⏹ cancelled",
+    "skipped": "⏭ skipped",
 }
 
 
@@ -66,31 +69,87 @@ def create(app, name, size=200):
     return gr.update(choices=app.library.names(), value=kb.name), ""
 
 
-def add(app, kb_name, uploaded, progress=gr.Progress()):
-    if not kb_name:
-        raise gr.Error("Choose or create a knowledge base first.")
-    if not uploaded:
-        raise gr.Error("Choose one or more files to upload first.")
+class CancelFlag(threading.Event):
+    """The Cancel button's flag for one browser session: ``gr.State`` deep-copies its initial
+    value for each session, and a copy is a new flag (an Event itself cannot be copied).
+
+    ``armed`` from the click on "Add" (before the upload waits its turn in the queue) until the
+    upload ends: a Cancel then counts, even for an upload still waiting; one at any other time
+    is not kept for the next upload."""
+
+    armed = False
+
+    def __deepcopy__(self, memo) -> CancelFlag:
+        return CancelFlag()
+
+
+def arm_cancel(app, flag: CancelFlag | None) -> None:
+    """Runs at the click on "Add", unqueued: from now on Cancel is meant for this upload."""
+    if flag is not None:
+        flag.clear()
+        flag.armed = True
+
+
+def cancel_upload(app, flag: CancelFlag | None) -> None:
+    """Ask this session's upload to stop after the file it is on."""
+    if flag is None or not flag.armed:
+        gr.Info("No upload is running.")
+        return
+    flag.set()
+    gr.Info("Cancelling: the upload stops after the file it is on; files already added stay.")
+
+
+def outcome(results) -> str:
+    """One line on how an upload ended: counts, and where a cancel stopped it."""
+    counts = {s: sum(r.status == s for r in results) for s in STATUS_LABEL if s != "waiting"}
+    told = ", ".join(f"{n} {s if s != 'unchanged' else 'already there'}" for s, n in counts.items() if n)
+    if counts["cancelled"]:
+        done = len(results) - counts["cancelled"]
+        return f"Cancelled after {done} of {len(results)} files; {counts['added']} added."
+    return told.capitalize() + "." if told else "No files."
+
+
+def add(app, kb_name, uploaded, flag=None, progress=gr.Progress()):
+    flag = flag if flag is not None else CancelFlag()
+    flag.armed = True  # already, when the click armed it; a Cancel since then is kept
+    try:
+        if not kb_name:
+            raise gr.Error("Choose or create a knowledge base first.")
+        if not uploaded:
+            raise gr.Error("Choose one or more files to upload first.")
+        yield from _ingest_uploads(app, kb_name, uploaded, flag, progress)
+    finally:
+        flag.armed = False
+        flag.clear()
+
+
+def _ingest_uploads(app, kb_name, uploaded, flag, progress):
     paths = [upload_path(f) for f in uploaded]
     # Gradio keeps uploads under a temporary name; the user knows the original one.
     sources = [Source(p, p.name) for p in paths]
-    rows = {s.name: [s.name, STATUS_LABEL["waiting"], "", ""] for s in sources}
-    relay = Relay(app.ingest(kb_name, sources))
-    yield list(rows.values()), gr.update(), gr.update(), gr.update()
+    rows = [[s.name, STATUS_LABEL["waiting"], "", ""] for s in sources]
+    where: dict[str, list[int]] = {}
+    for i, s in enumerate(sources):
+        where.setdefault(s.name, []).append(i)
+    relay = Relay(app.ingest(kb_name, sources, flag))
+    yield rows, gr.update(), gr.update(), gr.update()
     try:
         for event in relay:
             if event.stage in ("Reading", "Embedding"):
                 for name in event.items:
-                    if name in rows:
-                        rows[name][1] = "⚙️ " + ("reading" if event.stage == "Reading" else event.message)
+                    for i in where.get(name, ()):
+                        rows[i][1] = "⚙️ " + ("reading" if event.stage == "Reading" else event.message)
             progress(event.fraction, desc=event.describe())
-            yield list(rows.values()), gr.update(), gr.update(), gr.update()
+            yield rows, gr.update(), gr.update(), gr.update()
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    for result in relay.result or []:
-        rows[result.name] = [result.name, STATUS_LABEL[result.status], result.chunks or "", result.message]
+    results = relay.result or []
+    for i, result in enumerate(results):
+        rows[i] = [result.name, STATUS_LABEL[result.status], result.chunks or "", result.message]
+    told = outcome(results)
+    (gr.Warning if any(r.status == "cancelled" for r in results) else gr.Info)(told)
     described, table, choices, _ = refresh(app, kb_name)
-    yield list(rows.values()), described, table, choices
+    yield rows, f"{told}\n\n{described}", table, choices
 
 
 def delete(app, kb_name, doc_id):
@@ -177,8 +236,12 @@ def build(app, kb_selector: gr.Dropdown) -> None:
             delete_kb_btn = gr.Button("Delete knowledge base", variant="stop", scale=1)
 
     create_btn.click(handler(create, app), [new_name, chunk_size], [kb_selector, new_name])
-    add_event = add_btn.click(handler(add, app), [kb_selector, files], [results, summary, docs, doc_pick])
-    cancel_btn.click(None, None, None, cancels=[add_event])
+    cancel_flag = gr.State(CancelFlag())
+    add_btn.click(handler(arm_cancel, app), [cancel_flag], None, queue=False).then(
+        handler(add, app), [kb_selector, files, cancel_flag], [results, summary, docs, doc_pick]
+    )
+    # Cancel asks the upload to stop between files, so it can say what it did and what it left.
+    cancel_btn.click(handler(cancel_upload, app), [cancel_flag], None, queue=False)
     delete_btn.click(handler(delete, app), [kb_selector, doc_pick], [summary, docs, doc_pick])
     reembed_btn.click(handler(change_model, app), [kb_selector, embed_model], [summary])
     delete_kb_btn.click(handler(delete_kb, app), [kb_selector, confirm_name], [kb_selector, confirm_name])
