@@ -251,11 +251,13 @@ def create_api(app) -> FastAPI:
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
                 background=BackgroundTask(_finish, stop, slot),
             )
+        gone = asyncio.ensure_future(_disconnected(request))
         try:
-            final = await _until_done(request, lambda: deque(events, maxlen=1)[0], stop)
+            final = await _until_done(lambda: deque(events, maxlen=1)[0], gone, stop)
         except TsumugiError as exc:
             raise ApiError(500, str(exc), "model_error", "server_error") from exc
         finally:
+            gone.cancel()
             _finish(stop, slot)
         if final is None:  # the client went away; nobody reads this
             raise ApiError(499, "The client closed the request.", "client_closed")
@@ -296,34 +298,40 @@ def _finish(stop: threading.Event, slot: _Slot) -> None:
 
 
 _END = object()
-DISCONNECT_POLL_S = 0.25
 
 
-async def _until_done(request: Request, work, stop: threading.Event):
-    """Run ``work`` in a thread; when the client disconnects first, stop it and return None.
+async def _disconnected(request: Request) -> None:
+    """Return when the client goes away. ``Request.is_disconnected`` cannot tell behind a
+    middleware (its zero-timeout peek is always cancelled), so this waits on the ASGI
+    ``receive`` itself: once the body is read, the next message is the disconnect."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
-    A model never runs on for a client that is gone: the stop event ends generation within a
-    token, and the model is free for the next request."""
+
+async def _until_done(work, gone: asyncio.Future, stop: threading.Event):
+    """Run ``work`` in a thread; when the client disconnects first (``gone``), stop it and
+    return None. A model never runs on for a client that is gone: the stop event ends
+    generation within a token, and the model is free for the next request."""
     task = asyncio.ensure_future(asyncio.to_thread(work))
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
-        if done:
-            return task.result()
-        if await request.is_disconnected():
-            stop.set()
-            return None
+    await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        return task.result()
+    stop.set()
+    return None
 
 
 async def _relay(request: Request, chunks, stop: threading.Event, slot: _Slot):
     """Stream the sync ``chunks`` generator, watching for the client going away meanwhile
     (even while nothing is sent, as when a reply is held back for escalation)."""
+    gone = asyncio.ensure_future(_disconnected(request))
     try:
         while True:
-            chunk = await _until_done(request, lambda: next(chunks, _END), stop)
+            chunk = await _until_done(lambda: next(chunks, _END), gone, stop)
             if chunk is None or chunk is _END:
                 return
             yield chunk
     finally:
+        gone.cancel()
         _finish(stop, slot)
 
 
