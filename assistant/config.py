@@ -49,6 +49,8 @@ class OpenLimits:
 
     max_answer_tokens: int = 384
     """TSUMUGI_OPEN_MAX_TOKENS: longest answer an anonymous visitor gets."""
+    max_question_chars: int = 2000
+    """Longest question or customer message an anonymous visitor may send."""
     queue_size: int = 16
     """TSUMUGI_QUEUE_SIZE: requests waiting in the web app's queue; more are turned away."""
     public_kbs: tuple[str, ...] = ()

@@ -60,7 +60,8 @@ def _mount(server, app, access, path: str, logins, public: bool) -> None:
         ssr_mode=False,
         auth=logins.check if logins else None,
         auth_message=message,
-        max_file_size=int(app.settings.limits.max_file_mb * 1024 * 1024),
+        # The visitors' page has no file input: its upload route takes nothing of size.
+        max_file_size=1024 if public else int(app.settings.limits.max_file_mb * 1024 * 1024),
     )
     # Login tokens expire (Gradio's own table never forgets them).
     mounted = next(r.app for r in reversed(server.routes) if getattr(r, "path", None) == path.rstrip("/"))
@@ -75,7 +76,8 @@ def run_server(app, host: str, port: int, ui: bool = True) -> None:
     from assistant.ui import warm_up
 
     users = UserStore(app.settings.data_dir)
-    secret = os.environ.get("TSUMUGI_ADMIN_PASSWORD", "")
+    # Read once and removed, so no child process (jobs, the text extractor) inherits it.
+    secret = os.environ.pop("TSUMUGI_ADMIN_PASSWORD", "")
     if ensure_admin_from_secret(users, os.environ.get("TSUMUGI_ADMIN_USER", "admin") or "admin", secret):
         print("Admin account set from TSUMUGI_ADMIN_PASSWORD.", flush=True)
     check_exposure(host, users, app.settings.allow_open)

@@ -21,6 +21,7 @@ import select
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zipfile
@@ -112,7 +113,7 @@ def check_archive(data: bytes, name: str, limits: IngestLimits) -> None:
 
 
 _ENVIRONMENT = {
-    "PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "PYTHONPATH",
+    "PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "PYTHONPATH",
     "PYTHONHASHSEED", "PYTHONUTF8", "PYTHONIOENCODING", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
     "SYSTEMROOT",
     # Where a Python built with shared libraries finds libpython; without it the child may not start.
@@ -132,6 +133,8 @@ def child_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     # numpy (openpyxl imports it) sizes a BLAS thread pool to the machine, each thread
     # reserving address space the memory limit would count; a parser needs none.
     env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = "1"
+    # Not the server's home: a parser has no business near ~/.cache/huggingface/token.
+    env["HOME"] = tempfile.gettempdir()
     return env
 
 

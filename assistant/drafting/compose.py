@@ -102,6 +102,8 @@ class DraftConfig:
     top_k: int = 5
     max_new_tokens: int = 320
     decompose: bool = True
+    escalate: bool = True
+    """Whether a low-confidence draft may go to the larger model (when one is configured)."""
     confidence_threshold: float | None = None
     style: str = DEFAULT_STYLE
     """How the body is written: quote, concise or detailed (see assistant.answering.styles)."""
@@ -167,6 +169,7 @@ def draft_reply(
         history_turns=0,
         retrieval=RetrievalConfig(top_k=config.top_k),
         decompose=config.decompose,
+        escalate=config.escalate,
         confidence_threshold=config.confidence_threshold,
         style=config.style,
     )

@@ -16,6 +16,7 @@ Three modes, decided once at start-up from the settings and the user file:
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,6 +41,11 @@ class Caller:
     def is_admin(self) -> bool:
         return self.role == "admin"
 
+    @property
+    def is_visitor(self) -> bool:
+        """An anonymous visitor of an open server (local mode's anonymous admin is not one)."""
+        return self.anonymous and not self.is_admin
+
 
 LOCAL_ADMIN = Caller(None, "admin")
 """The caller in local single-user mode, and in code that runs without a server (tests, CLI)."""
@@ -58,6 +64,7 @@ class Access:
     def caller(self, username: str | None) -> Caller | None:
         """The caller for a request's login name; None when that login no longer exists."""
         if username:
+            username = unicodedata.normalize("NFC", username)
             role = self.users.role(username)
             return Caller(username, role) if role else None
         mode = self.mode
@@ -76,7 +83,7 @@ class Access:
 
     def check_kb(self, caller: Caller | None, kb_name: str | None) -> None:
         """Refuse an anonymous visitor a knowledge base that is not public."""
-        if caller is not None and caller.anonymous and not caller.is_admin:
+        if caller is not None and caller.is_visitor:
             if kb_name not in self.public_kbs():
                 raise ConfigError(
                     f"The knowledge base {kb_name!r} is not open to visitors; choose "
@@ -89,7 +96,7 @@ class Access:
         """Refuse an anonymous visitor another model than the default: each adapter or
         precision is one more model loaded in memory, which a visitor must not be able to
         multiply."""
-        if caller is not None and caller.anonymous and not caller.is_admin:
+        if caller is not None and caller.is_visitor:
             if adapter or precision not in (None, "", "auto", default):
                 raise ConfigError(
                     "Visitors use the default model; log in to choose an adapter or a precision."
@@ -97,9 +104,22 @@ class Access:
 
     def max_tokens(self, caller: Caller | None, asked: int) -> int:
         """An anonymous visitor's answer length is bounded."""
-        if caller is not None and caller.anonymous and not caller.is_admin:
+        if caller is not None and caller.is_visitor:
             return min(int(asked), self.limits.max_answer_tokens)
         return int(asked)
+
+    def check_text(self, caller: Caller | None, text: str) -> None:
+        """An anonymous visitor's question is bounded: reading a long prompt is one step of
+        the model that nothing can interrupt."""
+        if caller is not None and caller.is_visitor and len(text) > self.limits.max_question_chars:
+            raise ConfigError(
+                f"Questions here are limited to {self.limits.max_question_chars} characters "
+                f"(this one has {len(text)}); shorten it, or log in."
+            )
+
+    def may_escalate(self, caller: Caller | None) -> bool:
+        """Visitors never reach the larger (paid) model."""
+        return not (caller is not None and caller.is_visitor)
 
 
 def ensure_admin_from_secret(users, name: str, password: str) -> bool:

@@ -14,6 +14,7 @@ import asyncio
 import contextvars
 import threading
 import time
+import unicodedata
 from collections import defaultdict, deque
 
 from assistant import events
@@ -21,6 +22,10 @@ from assistant.config import LoginLimits
 
 CLIENT = contextvars.ContextVar("tsumugi_login_client", default=None)
 """The address of the client whose request is being served; set by the server's middleware."""
+
+
+MAX_TRACKED = 10_000
+"""Above this many names and addresses with failures on record, the stale ones are dropped."""
 
 
 class LoginGuard:
@@ -43,7 +48,7 @@ class LoginGuard:
             return max((self._locked_until.get(k, 0.0) - now for k in self._keys(name, client)), default=0.0)
 
     async def check(self, username: str, password: str) -> bool:
-        name, client = (username or "").strip(), CLIENT.get()
+        name, client = unicodedata.normalize("NFC", (username or "").strip()), CLIENT.get()
         left = self.locked_for(name, client)
         if left > 0:
             events.log("login_locked", user=name, client=client, retry_after_s=round(left))
@@ -67,6 +72,11 @@ class LoginGuard:
         """Count a failure; returns the lock it starts (0 when none)."""
         now, limits, longest = self._clock(), self.limits, 0.0
         with self._lock:
+            if len(self._failures) > MAX_TRACKED:  # forget names and addresses gone quiet
+                for key in [k for k, v in self._failures.items() if not v or v[-1] < now - limits.window_s]:
+                    self._failures.pop(key, None)
+                    if self._locked_until.get(key, 0.0) < now:
+                        self._locked_until.pop(key, None)
             for key in self._keys(name, client):
                 recent = self._failures[key]
                 recent.append(now)
@@ -83,9 +93,9 @@ class LoginGuard:
 class SessionTokens(dict):
     """Gradio's table of login tokens, with an expiry: a token older than ``ttl_s`` is gone.
 
-    Gradio keeps ``token -> user name`` in ``app.tokens`` and reads it with ``get``; this
-    dict records when each token was issued and forgets it once expired, so the next request
-    asks for a login again.
+    Gradio keeps ``token -> user name`` in ``app.tokens``: it reads it with ``get``, and its
+    logout walks ``keys()`` and deletes a user's tokens. Expired tokens are dropped before any
+    read, so every way in sees only live ones.
     """
 
     def __init__(self, ttl_s: float, clock=time.monotonic) -> None:
@@ -94,26 +104,45 @@ class SessionTokens(dict):
         self._clock = clock
         self._issued: dict[str, float] = {}
 
+    def _purge(self) -> None:
+        now = self._clock()
+        for token in [t for t, issued in self._issued.items() if now - issued > self.ttl_s]:
+            self._issued.pop(token, None)
+            super().pop(token, None)
+
     def __setitem__(self, token, username) -> None:
+        self._purge()
         self._issued[token] = self._clock()
         super().__setitem__(token, username)
 
-    def _expired(self, token) -> bool:
-        issued = self._issued.get(token)
-        return issued is not None and self._clock() - issued > self.ttl_s
+    def __delitem__(self, token) -> None:
+        self._issued.pop(token, None)
+        super().__delitem__(token)
+
+    def pop(self, token, *default):
+        self._issued.pop(token, None)
+        return super().pop(token, *default)
 
     def get(self, token, default=None):
-        if token in self and self._expired(token):
-            self.pop(token, None)
-            self._issued.pop(token, None)
-            return default
+        self._purge()
         return super().get(token, default)
 
     def __getitem__(self, token):
-        value = self.get(token, _MISSING)
-        if value is _MISSING:
-            raise KeyError(token)
-        return value
+        self._purge()
+        return super().__getitem__(token)
 
+    def __contains__(self, token) -> bool:
+        self._purge()
+        return super().__contains__(token)
 
-_MISSING = object()
+    def keys(self):
+        self._purge()
+        return super().keys()
+
+    def __iter__(self):
+        self._purge()
+        return super().__iter__()
+
+    def items(self):
+        self._purge()
+        return super().items()

@@ -69,7 +69,7 @@ def build_app(app: Tsumugi, access=None, public: bool = False) -> gr.Blocks:
                 before = set(demo.fns)
                 chat_tab.build(app, kb_selector)
             with gr.Tab("Draft reply", id="draft"):
-                draft_tab.build(app, kb_selector)
+                draft_tab.build(app, kb_selector, public=public)
             if access.mode != "local" and not public:
                 with gr.Tab("Account", id="account"):
                     account_tab.build(users)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-import threading
-
 import gradio as gr
 
 from assistant.answering.answer import AnswerConfig
 from assistant.answering.styles import DEFAULT_STYLE, STYLE_CHOICES
-from assistant.ui.common import answer_footer, handler, shown_answer, sources_markdown
+from assistant.ui.common import (
+    CancelFlag,
+    StopSignal,
+    answer_footer,
+    arm_cancel,
+    handler,
+    shown_answer,
+    sources_markdown,
+    stop_now,
+)
 from knowledge.errors import TsumugiError
 from knowledge.retrieve import RetrievalConfig
 
@@ -35,9 +42,10 @@ def _pairs(history: list[dict]) -> list[tuple[str, str]]:
     return pairs
 
 
-def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choice="auto", adapter_name="", style_choice="", *, caller=None):  # fmt: skip
-    """Stream an answer. Stop (or the browser going away) closes this generator, and the
-    ``finally`` stops the model within a token: nothing runs on for an abandoned question."""
+def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choice="auto", adapter_name="", style_choice="", flag=None, *, caller=None):  # fmt: skip
+    """Stream an answer. Stop sets this session's ``flag``, which every step checks (the
+    question's split, retrieval, the model); the browser going away closes this generator and
+    the ``finally`` stops the model within a token: nothing runs on for an abandoned question."""
     message = (message or "").strip()
     if not message:
         raise gr.Error("Type a question first.")
@@ -46,6 +54,7 @@ def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choic
     try:
         app.access.check_kb(caller, kb_name)
         app.access.check_model(caller, adapter_name, precision_choice, app.settings.model.precision)
+        app.access.check_text(caller, message)
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
     history = list(history or [])
@@ -54,6 +63,7 @@ def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choic
         temperature=float(temp),
         retrieval=RetrievalConfig(top_k=int(k)),
         style=style_choice or DEFAULT_STYLE,
+        escalate=app.access.may_escalate(caller),
     )
     try:
         model = app.model_config(adapter_name or None, precision_choice or None)
@@ -61,7 +71,7 @@ def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choic
         raise gr.Error(str(exc)) from exc
     pairs = _pairs(history)
     history = history + [{"role": "user", "content": message}, {"role": "assistant", "content": "…"}]
-    stop = threading.Event()
+    stop = StopSignal(flag)
     try:
         yield history, "", "_Searching the documents…_"
         for answer in app.ask(kb_name, message, pairs, config, model=model, stop=stop):
@@ -73,7 +83,7 @@ def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choic
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
     finally:
-        stop.set()
+        stop.finish()
 
 
 def build(app, kb_selector: gr.Dropdown) -> None:
@@ -133,11 +143,27 @@ def build(app, kb_selector: gr.Dropdown) -> None:
                 "(set with TSUMUGI_MODEL, TSUMUGI_PRECISION, TSUMUGI_DEVICE)"
             )
 
-    inputs = [question, chatbot, kb_selector, top_k, temperature, max_new, precision, adapter, style]
+    stop_flag = gr.State(CancelFlag())
+    inputs = [
+        question,
+        chatbot,
+        kb_selector,
+        top_k,
+        temperature,
+        max_new,
+        precision,
+        adapter,
+        style,
+        stop_flag,
+    ]
     outputs = [chatbot, question, sources]
-    send_event = send.click(handler(respond, app), inputs, outputs)
-    submit_event = question.submit(handler(respond, app), inputs, outputs)
-    stop.click(None, None, None, cancels=[send_event, submit_event])
+    events = [
+        trigger(handler(arm_cancel, app), [stop_flag], None, queue=False).then(
+            handler(respond, app), inputs, outputs
+        )
+        for trigger in (send.click, question.submit)
+    ]
+    stop.click(handler(stop_now, app), [stop_flag], None, queue=False, cancels=events)
     adapter.focus(
         lambda: gr.update(choices=[("none: the base model", "")] + [(n, n) for n in app.adapters.names()]),
         None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import inspect
+import threading
 from pathlib import Path
 
 from knowledge.progress import format_seconds
@@ -182,6 +183,52 @@ def handler(fn, app):
     bound.__doc__ = fn.__doc__
     bound.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
     return bound
+
+
+class CancelFlag(threading.Event):
+    """A Stop or Cancel button's flag for one browser session: ``gr.State`` deep-copies its
+    initial value for each session, and a copy is a new flag (an Event itself cannot be copied).
+
+    ``armed`` from the click that starts the work (before it waits its turn in the queue) until
+    the work ends: a Stop then counts, even for work still waiting, and reaches every step of
+    it (decomposition, retrieval, generation); one at any other time is not kept for the next."""
+
+    armed = False
+
+    def __deepcopy__(self, memo) -> CancelFlag:
+        return CancelFlag()
+
+
+def arm_cancel(app, flag: CancelFlag | None) -> None:
+    """Runs at the click that starts the work, unqueued: from now on Stop is meant for it."""
+    if flag is not None:
+        flag.clear()
+        flag.armed = True
+
+
+class StopSignal(threading.Event):
+    """One request's stop: set by its own ending (a closed generator), or by the session's Stop
+    button when that ``flag`` was armed for this request. A flag left set by an earlier Stop,
+    or never armed (an API client calling the handler directly), does not stop it."""
+
+    def __init__(self, flag: CancelFlag | None = None) -> None:
+        super().__init__()
+        self.flag = flag if flag is not None and flag.armed else None
+
+    def is_set(self) -> bool:
+        return super().is_set() or (self.flag is not None and self.flag.is_set())
+
+    def finish(self) -> None:
+        """The request is over: stop whatever still runs for it, and disarm the button."""
+        self.set()
+        if self.flag is not None:
+            self.flag.armed = False
+
+
+def stop_now(app, flag: CancelFlag | None) -> None:
+    """Stop this session's answer or draft: the model stops within a token."""
+    if flag is not None and flag.armed:
+        flag.set()
 
 
 def shown_progress(progress):

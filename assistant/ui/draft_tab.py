@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import html
-import threading
 import time
 
 import gradio as gr
 
 from assistant.answering.styles import DEFAULT_STYLE, STYLE_CHOICES
 from assistant.drafting.compose import DraftConfig
-from assistant.ui.common import answer_footer, handler, sources_markdown
+from assistant.ui.common import (
+    CancelFlag,
+    StopSignal,
+    answer_footer,
+    arm_cancel,
+    handler,
+    sources_markdown,
+    stop_now,
+)
 from knowledge.errors import TsumugiError
 from knowledge.text import strip_citations
 
@@ -50,19 +57,23 @@ def recent_rows(app, kb_name: str | None) -> list[list]:
     return rows
 
 
-def run_draft(app, text, kb_name, tone_value, adapter_name, signature_text, template_text, style_value="", *, caller=None):  # fmt: skip
-    """Stream a draft; Stop closes this generator and the ``finally`` stops the model."""
+def run_draft(app, text, kb_name, tone_value, adapter_name, signature_text, template_text, style_value="", flag=None, *, caller=None):  # fmt: skip
+    """Stream a draft; Stop sets this session's ``flag``, and a closed generator's ``finally``
+    stops the model too."""
     if not kb_name:
         raise gr.Error("Choose a knowledge base (or create one in the Knowledge tab) first.")
-    stop = threading.Event()
+    stop = StopSignal(flag)
     try:
         app.access.check_kb(caller, kb_name)
         app.access.check_model(caller, adapter_name)
+        app.access.check_text(caller, text or "")
         config = DraftConfig(
             tone=tone_value or "formal",
             signature=signature_text or "",
             template=template_text or "",
             style=style_value or DEFAULT_STYLE,
+            escalate=app.access.may_escalate(caller),
+            max_new_tokens=app.access.max_tokens(caller, DraftConfig.max_new_tokens),
         )
         model = app.model_config(adapter_name or None)
         yield "", "_Searching the documents…_", "", "", ""
@@ -76,7 +87,7 @@ def run_draft(app, text, kb_name, tone_value, adapter_name, signature_text, temp
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
     finally:
-        stop.set()
+        stop.finish()
 
 
 def _decider(caller) -> dict:
@@ -95,7 +106,7 @@ def accept(app, draft, text, strip, kb_name, *, caller=None):
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
     note = f"✅ Accepted and stored ({stored.id}); it is offered as training data in the Tune tab."
-    return note, stats_markdown(app, kb_name), recent_rows(app, kb_name)
+    return note, *recent_drafts(app, kb_name, caller=caller)
 
 
 def reject(app, draft, why, kb_name, *, caller=None):
@@ -106,10 +117,17 @@ def reject(app, draft, why, kb_name, *, caller=None):
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
     note = f"Rejected ({stored.id}): {html.escape(stored.reason or '')}"
-    return note, stats_markdown(app, kb_name), recent_rows(app, kb_name), ""
+    return note, *recent_drafts(app, kb_name, caller=caller), ""
 
 
-def build(app, kb_selector: gr.Dropdown) -> None:
+def recent_drafts(app, kb_name, *, caller=None):
+    """The drafts panel for ``kb_name``; empty for a visitor of a public page."""
+    if caller is not None and caller.is_visitor:
+        return "", []
+    return stats_markdown(app, kb_name), recent_rows(app, kb_name)
+
+
+def build(app, kb_selector: gr.Dropdown, public: bool = False) -> None:
     gr.Markdown(
         "Paste a customer's email or chat message. Tsumugi drafts a reply from your documents, in the "
         "customer's language, with the passages it used. Edit it, then accept it (it becomes training "
@@ -164,20 +182,23 @@ def build(app, kb_selector: gr.Dropdown) -> None:
                 max_height=640,
                 container=True,
             )
-    with gr.Accordion("Recent drafts", open=False):
-        stats = gr.Markdown(stats_markdown(app, None))
+    # Visitors of a public page never see other people's drafts (customers' messages).
+    with gr.Accordion("Recent drafts", open=False, visible=not public):
+        stats = gr.Markdown(None if public else stats_markdown(app, None))
         recent = gr.Dataframe(
             headers=["when", "status", "confidence", "escalated", "message", "reply or reason"],
-            value=recent_rows(app, None),
+            value=None if public else recent_rows(app, None),
             interactive=False,
             wrap=True,
         )
 
-    inputs = [message, kb_selector, tone, adapter, signature, template, style]
-    event = draft_btn.click(
+    stop_flag = gr.State(CancelFlag())
+    inputs = [message, kb_selector, tone, adapter, signature, template, style, stop_flag]
+    event = draft_btn.click(handler(arm_cancel, app), [stop_flag], None, queue=False).then(
         handler(run_draft, app), inputs, [reply, status, sources, draft_id, decision], api_name="draft"
-    ).then(lambda kb: (stats_markdown(app, kb), recent_rows(app, kb)), [kb_selector], [stats, recent])
-    stop_btn.click(None, None, None, cancels=[event])
+    )
+    event.then(handler(recent_drafts, app), [kb_selector], [stats, recent])
+    stop_btn.click(handler(stop_now, app), [stop_flag], None, queue=False, cancels=[event])
     remove_marks.click(lambda text: strip_citations(text or ""), [reply], [reply])
     accept_btn.click(
         handler(accept, app),
@@ -192,6 +213,4 @@ def build(app, kb_selector: gr.Dropdown) -> None:
         api_name="reject_draft",
     )
     adapter.focus(lambda: gr.update(choices=_adapter_choices(app)), None, [adapter])
-    kb_selector.change(
-        lambda kb: (stats_markdown(app, kb), recent_rows(app, kb)), [kb_selector], [stats, recent]
-    )
+    kb_selector.change(handler(recent_drafts, app), [kb_selector], [stats, recent])

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-
 import gradio as gr
 
-from assistant.ui.common import handler, shown_progress, upload_path
+from assistant.ui.common import CancelFlag, arm_cancel, handler, shown_progress, upload_path
 from knowledge.errors import TsumugiError
 from knowledge.ingest import Source
 from knowledge.progress import Relay, drive_events
@@ -67,27 +65,6 @@ def create(app, name, size=200):
         raise gr.Error(str(exc)) from exc
     gr.Info(f"Created the knowledge base {kb.name}.")
     return gr.update(choices=app.library.names(), value=kb.name), ""
-
-
-class CancelFlag(threading.Event):
-    """The Cancel button's flag for one browser session: ``gr.State`` deep-copies its initial
-    value for each session, and a copy is a new flag (an Event itself cannot be copied).
-
-    ``armed`` from the click on "Add" (before the upload waits its turn in the queue) until the
-    upload ends: a Cancel then counts, even for an upload still waiting; one at any other time
-    is not kept for the next upload."""
-
-    armed = False
-
-    def __deepcopy__(self, memo) -> CancelFlag:
-        return CancelFlag()
-
-
-def arm_cancel(app, flag: CancelFlag | None) -> None:
-    """Runs at the click on "Add", unqueued: from now on Cancel is meant for this upload."""
-    if flag is not None:
-        flag.clear()
-        flag.armed = True
 
 
 def cancel_upload(app, flag: CancelFlag | None) -> None:
