@@ -77,6 +77,19 @@ def format_passages(hits: list[Hit]) -> str:
     return "\n\n".join(lines)
 
 
+def conversation_pairs(turns) -> list[tuple[str, str]]:
+    """``(role, text)`` turns as the (question, answer) pairs the prompts take: each user turn
+    with the assistant turn that answered it; anything else is left out."""
+    pairs, pending = [], None
+    for role, text in turns:
+        if role == "user":
+            pending = text
+        elif role == "assistant" and pending is not None:
+            pairs.append((pending, text))
+            pending = None
+    return pairs
+
+
 def build_messages(question: str, hits: list[Hit], history: list[tuple[str, str]], lang: str) -> list[dict]:
     messages = [{"role": "system", "content": SYSTEM_PROMPT[lang]}]
     for user, assistant in history:

@@ -342,6 +342,7 @@ def _status(exc: TsumugiError) -> int:
 def _answers(app, body: ChatRequest, model_config, turns, max_tokens, temperature, stop):
     """Yield ``{"text", "done", "usage", "extra", "streamable"}`` snapshots of the reply."""
     from assistant.answering.answer import AnswerConfig
+    from assistant.answering.prompt import conversation_pairs
     from knowledge.retrieve import RetrievalConfig
 
     if body.kb is None:
@@ -357,14 +358,7 @@ def _answers(app, body: ChatRequest, model_config, turns, max_tokens, temperatur
             yield {"text": text, "done": False, "usage": None, "extra": {}, "streamable": True}
         yield {"text": text.strip(), "done": True, "usage": _usage(info), "extra": {}, "streamable": True}
         return
-    history, question = [], turns[-1][1]
-    pending = None
-    for role, text in turns[:-1]:
-        if role == "user":
-            pending = text
-        elif role == "assistant" and pending is not None:
-            history.append((pending, text))
-            pending = None
+    history, question = conversation_pairs(turns[:-1]), turns[-1][1]
     config = AnswerConfig(
         max_new_tokens=max_tokens,
         temperature=temperature,

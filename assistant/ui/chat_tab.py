@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from assistant.answering.answer import AnswerConfig
+from assistant.answering.prompt import conversation_pairs
 from assistant.answering.styles import DEFAULT_STYLE, STYLE_CHOICES
 from assistant.ui.common import (
     CancelFlag,
@@ -27,19 +28,6 @@ def _text(content) -> str:
     if isinstance(content, list):
         return "".join(p.get("text", "") for p in content if isinstance(p, dict))
     return ""
-
-
-def _pairs(history: list[dict]) -> list[tuple[str, str]]:
-    """Chatbot messages as (question, answer) pairs."""
-    pairs, question = [], None
-    for message in history:
-        text = _text(message.get("content"))
-        if message.get("role") == "user":
-            question = text
-        elif question is not None:
-            pairs.append((question, text))
-            question = None
-    return pairs
 
 
 def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choice="auto", adapter_name="", style_choice="", flag=None, *, caller=None):  # fmt: skip
@@ -69,7 +57,7 @@ def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choic
         model = app.model_config(adapter_name or None, precision_choice or None)
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    pairs = _pairs(history)
+    pairs = conversation_pairs((m.get("role"), _text(m.get("content"))) for m in history)
     history = history + [{"role": "user", "content": message}, {"role": "assistant", "content": "…"}]
     stop = StopSignal(flag)
     try:
