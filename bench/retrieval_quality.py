@@ -1,0 +1,224 @@
+"""``python -m bench.retrieval_quality``: does Tsumugi's retrieval find the answer's passage,
+against textbook rankers measured in the same run, on every development corpus?
+
+Corpora (from ``bench/answers.py``): contoso with the FAQ sections removed (the FAQ questions
+ask), JaQuAD dev (an even sample of its questions), and the en-support and ja-support sets.
+
+Rankers, all scored on recall@1, recall@5 and MRR@10:
+
+- textbook baselines over 800-character chunks: dense (the embedded MiniLM, cosine), BM25
+  (Okapi, k1=1.5, b=0.75; words for English, character bigrams for Japanese), and plain
+  reciprocal-rank fusion of the two (k=60);
+- Tsumugi over its own chunks: ``dense``, ``lexical``, ``hybrid`` with plain RRF
+  (``adaptive_weights=False``) and the default ``hybrid``, each without the relevance cut-off
+  (the cut-off decides what to show, not the order).
+
+A hit: a passage of the gold document that holds the answer (Japanese: the answer string;
+English: at least half of the answer's words). ``--data DIR`` keeps the ingested corpora.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from bench.answers import CORPORA, RESULTS, _sample, cpu_flags
+
+BASELINE_CHARS = 800
+RRF_K = 60
+DEPTH = 10
+TSUMUGI_RANKERS = {
+    "Tsumugi dense": dict(mode="dense"),
+    "Tsumugi lexical": dict(mode="lexical"),
+    "Tsumugi hybrid, plain RRF": dict(mode="hybrid", adaptive_weights=False),
+    "Tsumugi hybrid (default)": dict(mode="hybrid"),
+}
+BASELINES = ("dense", "BM25", "plain RRF")
+
+
+def _is_japanese(text: str) -> bool:
+    return bool(re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", text))
+
+
+def _tokens(text: str, japanese: bool) -> list[str]:
+    if japanese:
+        chars = re.sub(r"\s+", "", text.lower())
+        return [chars[i : i + 2] for i in range(len(chars) - 1)]
+    return re.findall(r"\w+", text.lower())
+
+
+def is_hit(doc: str, text: str, item: dict) -> bool:
+    if doc != item["doc"]:
+        return False
+    answer = item["a"]
+    if _is_japanese(answer):
+        return re.sub(r"\s+", "", answer) in re.sub(r"\s+", "", text)
+    words = set(re.findall(r"\w+", answer.lower()))
+    return bool(words) and len(words & set(re.findall(r"\w+", text.lower()))) >= len(words) / 2
+
+
+def baseline_chunks(folder: Path) -> list[tuple[str, str]]:
+    chunks = []
+    for path in sorted(folder.iterdir()):
+        text = path.read_text(encoding="utf-8")
+        chunks += [(path.name, text[i : i + BASELINE_CHARS]) for i in range(0, len(text), BASELINE_CHARS)]
+    return chunks
+
+
+class Okapi:
+    """Textbook BM25 (Robertson and Zaragoza's Okapi, k1=1.5, b=0.75)."""
+
+    def __init__(self, docs: list[list[str]], k1: float = 1.5, b: float = 0.75) -> None:
+        self.k1, self.b = k1, b
+        self.tf = [Counter(d) for d in docs]
+        self.len = np.array([len(d) for d in docs], dtype=float)
+        self.avg = float(self.len.mean()) if len(docs) else 0.0
+        df = Counter(t for d in self.tf for t in d)
+        n = len(docs)
+        self.idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
+
+    def scores(self, query: list[str]) -> np.ndarray:
+        out = np.zeros(len(self.tf))
+        norm = self.k1 * (1 - self.b + self.b * self.len / max(self.avg, 1e-9))
+        for term in set(query):
+            idf = self.idf.get(term)
+            if idf is None:
+                continue
+            tf = np.array([c.get(term, 0) for c in self.tf], dtype=float)
+            out += idf * tf * (self.k1 + 1) / (tf + norm)
+        return out
+
+
+def rrf(*rankings: list[int], k: int = RRF_K) -> list[int]:
+    fused: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, i in enumerate(ranking):
+            fused[i] = fused.get(i, 0.0) + 1 / (k + rank + 1)
+    return sorted(fused, key=lambda i: -fused[i])
+
+
+def scores_of(ranked: list[list[bool]]) -> dict:
+    """recall@1, recall@5 and MRR@10 of per-question hit lists (best first)."""
+    n = max(1, len(ranked))
+    first = [next((r for r, h in enumerate(hits[:DEPTH]) if h), None) for hits in ranked]
+    return {
+        "recall@1": sum(f == 0 for f in first) / n,
+        "recall@5": sum(f is not None and f < 5 for f in first) / n,
+        "mrr@10": sum(1 / (f + 1) for f in first if f is not None) / n,
+        "questions": len(ranked),
+    }
+
+
+def run_baselines(folder: Path, items: list[dict], embedder) -> dict:
+    chunks = baseline_chunks(folder)
+    texts = [t for _, t in chunks]
+    japanese = _is_japanese(" ".join(i["q"] for i in items[:20]))
+    vectors = embedder.encode(texts)
+    bm25 = Okapi([_tokens(t, japanese) for t in texts])
+    ranked: dict[str, list[list[bool]]] = {name: [] for name in BASELINES}
+    for item in items:
+        query = embedder.encode([item["q"]])[0]
+        dense = list(np.argsort(-(vectors @ query))[:100])
+        lexical = list(np.argsort(-bm25.scores(_tokens(item["q"], japanese)))[:100])
+        for name, order in (("dense", dense), ("BM25", lexical), ("plain RRF", rrf(dense, lexical))):
+            ranked[name].append([is_hit(chunks[i][0], chunks[i][1], item) for i in order[:DEPTH]])
+    return {name: scores_of(hits) for name, hits in ranked.items()}
+
+
+def run_tsumugi(app, kb: str, items: list[dict]) -> dict:
+    from knowledge.retrieve import RetrievalConfig
+
+    out = {}
+    for name, options in TSUMUGI_RANKERS.items():
+        config = RetrievalConfig(top_k=DEPTH, cutoff=False, **options)
+        hits = [[is_hit(h.doc, h.text, item) for h in app.search(kb, item["q"], config)] for item in items]
+        out[name] = scores_of(hits)
+    return out
+
+
+def run(corpora: list[str], questions: int, data: Path, model_cache: Path | None) -> dict:
+    from collections import deque
+
+    from assistant.config import Settings
+    from assistant.serving.service import Tsumugi
+    from knowledge.embed import DEFAULT_EMBED_MODEL, get_embedder
+    from knowledge.limits import IngestLimits
+
+    # One ingest of a whole corpus (JaQuAD has 1,431 files; an upload's limit is 500).
+    settings = Settings(
+        data_dir=data / "tsumugi",
+        model_cache=model_cache or data / "models",
+        limits=IngestLimits(max_files=100_000),
+    )
+    app = Tsumugi(settings)
+    embedder = get_embedder(DEFAULT_EMBED_MODEL)
+    results = {}
+    for corpus in corpora:
+        folder = data / "docs" / corpus
+        folder.mkdir(parents=True, exist_ok=True)
+        answerable, _ = CORPORA[corpus](folder)
+        items = _sample(answerable, questions)
+        started = time.perf_counter()
+        if corpus not in app.library.names():
+            deque(app.ingest(corpus, [folder]), maxlen=0)
+        ingest_s = time.perf_counter() - started
+        started = time.perf_counter()
+        scores = run_baselines(folder, items, embedder)
+        scores.update(run_tsumugi(app, corpus, items))
+        results[corpus] = {"scores": scores, "ingest_s": ingest_s, "rank_s": time.perf_counter() - started}
+        print(json.dumps({corpus: scores}, ensure_ascii=False), flush=True)
+    return results
+
+
+def markdown(results: dict, meta: dict) -> str:
+    rankers = [*BASELINES, *TSUMUGI_RANKERS]
+    lines = [
+        "# Retrieval quality",
+        "",
+        f"`{meta['command']}` · {meta['date']} · CPU flags: {meta['cpu_flags']}",
+        "",
+        "Each cell: recall@1 / recall@5 / MRR@10. Baselines over 800-character chunks; Tsumugi over "
+        "its own chunks, without the relevance cut-off.",
+        "",
+        "| corpus (questions) | " + " | ".join(rankers) + " |",
+        "|---|" + "---|" * len(rankers),
+    ]
+    for corpus, r in results.items():
+        s = r["scores"]
+        n = next(iter(s.values()))["questions"]
+        cells = [f"{s[k]['recall@1']:.2f} / {s[k]['recall@5']:.2f} / {s[k]['mrr@10']:.2f}" for k in rankers]
+        lines.append(f"| {corpus} ({n}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpora", nargs="+", default=list(CORPORA), choices=list(CORPORA))
+    parser.add_argument("--questions", type=int, default=500, help="per corpus, sampled evenly (0: all)")
+    parser.add_argument("--data", type=Path, default=Path("/tmp/tsumugi-retrieval-bench"))
+    parser.add_argument("--model-cache", type=Path)
+    args = parser.parse_args()
+    results = run(args.corpora, args.questions, args.data, args.model_cache)
+    meta = {
+        "command": "python -m bench.retrieval_quality "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in (("questions", args.questions),)),
+        "date": time.strftime("%Y-%m-%d"),
+        "cpu_flags": cpu_flags(),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "retrieval_quality.md").write_text(markdown(results, meta), encoding="utf-8")
+    (RESULTS / "retrieval_quality.json").write_text(
+        json.dumps({"meta": meta, "results": results}, ensure_ascii=False, indent=1), encoding="utf-8"
+    )
+    print(markdown(results, meta))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""The retrieval-quality benchmark's own parts: its hit rule, its textbook rankers, its scores."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.retrieval_quality import Okapi, _tokens, is_hit, rrf, scores_of
+
+
+def test_a_hit_is_the_gold_document_holding_the_answer():
+    english = {"doc": "tent.md", "a": "The tent sleeps four people."}
+    assert is_hit("tent.md", "The tent sleeps four adults.", english)  # 4 of its 5 words
+    assert not is_hit("tent.md", "It weighs four kilograms.", english)
+    assert not is_hit("stove.md", "The tent sleeps four people.", english), "another document"
+    japanese = {"doc": "0001.txt", "a": "聖武天皇"}
+    assert is_hit("0001.txt", "盧舎那仏は聖武 天皇の発願による。", japanese)
+    assert not is_hit("0001.txt", "盧舎那仏は天皇の発願による。", japanese)
+
+
+def test_textbook_rankers_order_as_expected():
+    docs = ["the tent sleeps four people", "the stove boils water fast", "tents and stoves for camping"]
+    bm25 = Okapi([_tokens(d, False) for d in docs])
+    assert list(bm25.scores(_tokens("stove water", False)).argsort()[::-1][:1]) == [1]
+    assert _tokens("奈良の大仏", True) == ["奈良", "良の", "の大", "大仏"]
+    # Reciprocal-rank fusion: an item in both rankings beats one first in only one.
+    assert rrf([0, 1], [1, 2]) == [1, 0, 2]
+
+
+def test_scores_count_the_first_hit():
+    s = scores_of([[True, False], [False, True], [False] * 10, [False] * 5 + [True]])
+    assert s["recall@1"] == pytest.approx(1 / 4)
+    assert s["recall@5"] == pytest.approx(2 / 4)
+    assert s["mrr@10"] == pytest.approx((1 + 1 / 2 + 1 / 6) / 4)
