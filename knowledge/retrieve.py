@@ -163,8 +163,19 @@ def retrieve(
     fused: dict[int, float] = {}
     best: dict[int, dict[str, float]] = {}
     ranks: dict[int, dict[str, int]] = {}
-    weights = [ranking_weight(r) if config.adaptive_weights else 1.0 for _, r in rankings]
+    # An embedder that does not read the question's language ranks by noise (the English
+    # MiniLM on Japanese: recall@1 0.07 on JaQuAD dev, bench/results/retrieval_quality.md):
+    # in a hybrid search its ranking gets no weight at all, not just a smaller one.
+    reads = embedder is None or embedder.reads(query.text)
+    weights = [
+        0.0
+        if kind == "dense" and config.mode == "hybrid" and not reads
+        else (ranking_weight(r) if config.adaptive_weights else 1.0)
+        for kind, r in rankings
+    ]
     for (kind, ranking), weight in zip(rankings, weights):
+        if weight == 0.0:
+            continue
         for rank, (chunk_id, score) in enumerate(ranking, start=1):
             fused[chunk_id] = fused.get(chunk_id, 0.0) + weight / (config.rrf_k + rank)
             slot = best.setdefault(chunk_id, {})
@@ -190,7 +201,7 @@ def retrieve(
         for chunk_id, value in _coverage(kb, list(q.content_terms), ordered, stats).items():
             coverage[chunk_id] = max(coverage[chunk_id], value)
 
-    dense_trusted = embedder is not None and embedder.reads(query.text)
+    dense_trusted = embedder is not None and reads
     min_similarity = config.min_similarity if dense_trusted else math.inf
     min_coverage = config.min_coverage
     if not dense_trusted and query.japanese:
@@ -206,7 +217,7 @@ def retrieve(
         if len(kept) == config.top_k:
             break
     stored = kb.chunks_by_id(kept)
-    scale = sum(weights) / (config.rrf_k + 1)
+    scale = (sum(weights) or 1.0) / (config.rrf_k + 1)
     return [
         Hit(
             chunk_id=i,
