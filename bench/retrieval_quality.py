@@ -143,7 +143,9 @@ def run_tsumugi(app, kb: str, items: list[dict]) -> dict:
     return out
 
 
-def run(corpora: list[str], questions: int, data: Path, model_cache: Path | None) -> dict:
+def run(
+    corpora: list[str], questions: int, data: Path, model_cache: Path | None, chunk_sizes: list[int] = ()
+) -> dict:
     from collections import deque
 
     from assistant.config import Settings
@@ -172,8 +174,19 @@ def run(corpora: list[str], questions: int, data: Path, model_cache: Path | None
         started = time.perf_counter()
         scores = run_baselines(folder, items, embedder)
         scores.update(run_tsumugi(app, corpus, items))
-        results[corpus] = {"scores": scores, "ingest_s": ingest_s, "rank_s": time.perf_counter() - started}
-        print(json.dumps({corpus: scores}, ensure_ascii=False), flush=True)
+        sizes = {}
+        for size in chunk_sizes:  # the passage size, measured (overlap: a fifth of it)
+            kb = f"{corpus}-{size}"
+            if kb not in app.library.names():
+                deque(app.ingest(kb, [folder], chunk_size=size), maxlen=0)
+            sizes[size] = run_tsumugi(app, kb, items)
+        results[corpus] = {
+            "scores": scores,
+            "chunk_sizes": sizes,
+            "ingest_s": ingest_s,
+            "rank_s": time.perf_counter() - started,
+        }
+        print(json.dumps({corpus: scores, "sizes": sizes}, ensure_ascii=False), flush=True)
     return results
 
 
@@ -195,6 +208,25 @@ def markdown(results: dict, meta: dict) -> str:
         n = next(iter(s.values()))["questions"]
         cells = [f"{s[k]['recall@1']:.2f} / {s[k]['recall@5']:.2f} / {s[k]['mrr@10']:.2f}" for k in rankers]
         lines.append(f"| {corpus} ({n}) | " + " | ".join(cells) + " |")
+    sizes = sorted({size for r in results.values() for size in r.get("chunk_sizes", {})})
+    if sizes:
+        lines += [
+            "",
+            "Passage size (tokens; overlap a fifth): Tsumugi's lexical and default hybrid recall@1, "
+            "against the default of 200 (first column).",
+            "",
+            "| corpus | 200 | " + " | ".join(str(z) for z in sizes) + " |",
+            "|---|---|" + "---|" * len(sizes),
+        ]
+        for corpus, r in results.items():
+            runs = [r["scores"], *(r["chunk_sizes"].get(z, {}) for z in sizes)]
+            cells = [
+                f"{x['Tsumugi lexical']['recall@1']:.2f} / {x['Tsumugi hybrid (default)']['recall@1']:.2f}"
+                if x
+                else "–"
+                for x in runs
+            ]
+            lines.append(f"| {corpus} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -204,11 +236,15 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=500, help="per corpus, sampled evenly (0: all)")
     parser.add_argument("--data", type=Path, default=Path("/tmp/tsumugi-retrieval-bench"))
     parser.add_argument("--model-cache", type=Path)
+    parser.add_argument(
+        "--chunk-sizes", type=int, nargs="*", default=[], help="also measure these passage sizes"
+    )
     args = parser.parse_args()
-    results = run(args.corpora, args.questions, args.data, args.model_cache)
+    results = run(args.corpora, args.questions, args.data, args.model_cache, args.chunk_sizes)
     meta = {
         "command": "python -m bench.retrieval_quality "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in (("questions", args.questions),)),
+        + f"--questions {args.questions}"
+        + (" --chunk-sizes " + " ".join(map(str, args.chunk_sizes)) if args.chunk_sizes else ""),
         "date": time.strftime("%Y-%m-%d"),
         "cpu_flags": cpu_flags(),
     }
