@@ -46,9 +46,14 @@ def _hidden_character(name: str) -> str | None:
     return None
 
 
+def spelling(name: str | None) -> str:
+    """The one spelling of ``name`` that is stored and looked up: NFC, without surrounding spaces."""
+    return unicodedata.normalize("NFC", name or "").strip()
+
+
 def clean_name(name: str, what: str) -> str:
     """``name`` in NFC without surrounding spaces; refuses control and text-direction characters."""
-    name = unicodedata.normalize("NFC", name or "").strip()
+    name = spelling(name)
     bad = _hidden_character(name)
     if bad:
         raise TsumugiError(

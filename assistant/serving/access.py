@@ -16,12 +16,12 @@ Three modes, decided once at start-up from the settings and the user file:
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
 from assistant.config import OpenLimits
 from knowledge.errors import ConfigError
+from knowledge.names import spelling
 
 Mode = Literal["local", "login", "open"]
 
@@ -64,7 +64,7 @@ class Access:
     def caller(self, username: str | None) -> Caller | None:
         """The caller for a request's login name; None when that login no longer exists."""
         if username:
-            username = unicodedata.normalize("NFC", username)
+            username = spelling(username)
             role = self.users.role(username)
             return Caller(username, role) if role else None
         mode = self.mode

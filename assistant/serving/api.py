@@ -41,7 +41,7 @@ from starlette.background import BackgroundTask
 from assistant import events
 from assistant.answering.styles import DEFAULT_STYLE
 from assistant.serving.keys import ApiKeyStore, KeyGrant
-from assistant.serving.ratelimit import RateLimited, RateLimiter
+from assistant.serving.ratelimit import RateLimited, RateLimiter, Slot
 from knowledge.errors import ConfigError, TsumugiError
 from knowledge.library import check_name
 
@@ -220,7 +220,7 @@ def create_api(app) -> FastAPI:
 
     @api.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request, grant: KeyGrant = Depends(authorise)):
-        slot = _Slot(limiter.admit(grant.name))  # every request counts, refused ones too
+        slot = limiter.admit(grant.name)  # every request counts, refused ones too
         stop = threading.Event()
         try:
             model_config = resolve_model(body.model, grant)
@@ -275,24 +275,7 @@ def create_api(app) -> FastAPI:
     return api
 
 
-class _Slot:
-    """A rate-limiter slot released exactly once, by whichever ending comes first."""
-
-    def __init__(self, held) -> None:
-        self._held = held
-        self._held.__enter__()
-        self._once = threading.Lock()
-        self._released = False
-
-    def release(self) -> None:
-        with self._once:
-            if self._released:
-                return
-            self._released = True
-        self._held.__exit__(None, None, None)
-
-
-def _finish(stop: threading.Event, slot: _Slot) -> None:
+def _finish(stop: threading.Event, slot: Slot) -> None:
     stop.set()
     slot.release()
 
@@ -320,7 +303,7 @@ async def _until_done(work, gone: asyncio.Future, stop: threading.Event):
     return None
 
 
-async def _relay(request: Request, chunks, stop: threading.Event, slot: _Slot):
+async def _relay(request: Request, chunks, stop: threading.Event, slot: Slot):
     """Stream the sync ``chunks`` generator, watching for the client going away meanwhile
     (even while nothing is sent, as when a reply is held back for escalation)."""
     gone = asyncio.ensure_future(_disconnected(request))

@@ -14,11 +14,11 @@ import asyncio
 import contextvars
 import threading
 import time
-import unicodedata
 from collections import defaultdict, deque
 
 from assistant import events
 from assistant.config import LoginLimits
+from knowledge.names import spelling
 
 CLIENT = contextvars.ContextVar("tsumugi_login_client", default=None)
 """The address of the client whose request is being served; set by the server's middleware."""
@@ -48,7 +48,7 @@ class LoginGuard:
             return max((self._locked_until.get(k, 0.0) - now for k in self._keys(name, client)), default=0.0)
 
     async def check(self, username: str, password: str) -> bool:
-        name, client = unicodedata.normalize("NFC", (username or "").strip()), CLIENT.get()
+        name, client = spelling(username), CLIENT.get()
         left = self.locked_for(name, client)
         if left > 0:
             events.log("login_locked", user=name, client=client, retry_after_s=round(left))

@@ -11,7 +11,6 @@ Three limits, each answered as OpenAI does: HTTP 429 with a ``Retry-After`` head
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 import time
@@ -35,11 +34,11 @@ class RateLimiter:
         self._running: dict[str, int] = defaultdict(int)
         self._total = 0
 
-    def admit(self, key: str) -> contextlib.AbstractContextManager:
+    def admit(self, key: str) -> Slot:
         """A slot for one answer for ``key``; raises :class:`RateLimited` when over a limit.
 
-        The slot is held until the context exits: the answer finished, failed, or its client
-        went away."""
+        The slot is held until it is released: the answer finished, failed, or its client
+        went away, whichever comes first."""
         now, limits = self._clock(), self.limits
         with self._lock:
             recent = self._recent[key]
@@ -66,13 +65,25 @@ class RateLimiter:
             recent.append(now)
             self._running[key] += 1
             self._total += 1
-        return self._slot(key)
+        return Slot(self, key)
 
-    @contextlib.contextmanager
-    def _slot(self, key: str):
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._running[key] -= 1
-                self._total -= 1
+    def _free(self, key: str) -> None:
+        with self._lock:
+            self._running[key] -= 1
+            self._total -= 1
+
+
+class Slot:
+    """One admitted answer; ``release`` frees it once, however many endings call it."""
+
+    def __init__(self, limiter: RateLimiter, key: str) -> None:
+        self._limiter, self._key = limiter, key
+        self._once = threading.Lock()
+        self._released = False
+
+    def release(self) -> None:
+        with self._once:
+            if self._released:
+                return
+            self._released = True
+        self._limiter._free(self._key)

@@ -18,12 +18,12 @@ import hmac
 import ipaddress
 import secrets
 import threading
-import unicodedata
 from pathlib import Path
 
 from knowledge.errors import ConfigError, StoreError
 from knowledge.files import JsonFile, now
 from knowledge.library import check_name
+from knowledge.names import spelling
 
 ROLES = ("admin", "agent")
 MIN_PASSWORD = 8
@@ -111,7 +111,7 @@ class UserStore:
     def verify(self, name: str, password: str) -> bool:
         """Whether ``password`` is the user's. An unknown name costs the same hashing as a
         known one, so the time taken does not tell which users exist."""
-        user = self._file.load().get(unicodedata.normalize("NFC", (name or "").strip()))
+        user = self._file.load().get(spelling(name))
         matches = check_password(password or "", user["password"] if user else _DUMMY_HASH)
         return bool(user) and matches
 
@@ -124,7 +124,7 @@ class UserStore:
     def role(self, name: str | None) -> str | None:
         """The user's role, or None for a name that is not a user (see serving.access for
         what a server without users allows)."""
-        user = self._file.load().get(unicodedata.normalize("NFC", name or ""))
+        user = self._file.load().get(spelling(name))
         return user["role"] if user else None
 
 
