@@ -30,22 +30,22 @@ def build_server(app, ui: bool = True):
             return await call_next(request)
 
         if access.mode == "open":
-            _mount(server, app, access, "/admin", logins, public=False)
-            _mount(server, app, access, "/", None, public=True)
+            _mount(server, app, "/admin", logins, public=False)
+            _mount(server, app, "/", None, public=True)
         else:
-            _mount(server, app, access, "/", logins if access.mode == "login" else None, public=False)
+            _mount(server, app, "/", logins if access.mode == "login" else None, public=False)
         server.state.access = access
     return server
 
 
-def _mount(server, app, access, path: str, logins, public: bool) -> None:
+def _mount(server, app, path: str, logins, public: bool) -> None:
     import gradio as gr
 
     from assistant.serving.logins import SessionTokens
     from assistant.ui import build_app
 
-    demo = build_app(app, access, public=public).queue(
-        default_concurrency_limit=8, max_size=access.limits.queue_size
+    demo = build_app(app, public=public).queue(
+        default_concurrency_limit=8, max_size=app.access.limits.queue_size
     )
     message = (
         "Tsumugi administration: log in as the admin (created with `python -m assistant users "

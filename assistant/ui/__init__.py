@@ -9,9 +9,9 @@ import gradio as gr
 from assistant.serving.service import Tsumugi
 
 
-def build_app(app: Tsumugi, access=None, public: bool = False) -> gr.Blocks:
-    """The web app for ``access`` (local mode when None). ``public`` builds the visitors' page
-    of an open server: Chat and Draft only, on the public knowledge bases; the other tabs'
+def build_app(app: Tsumugi, public: bool = False) -> gr.Blocks:
+    """The web app for the app's serving mode (``app.access``). ``public`` builds the visitors'
+    page of an open server: Chat and Draft only, on the public knowledge bases; the other tabs'
     endpoints do not exist there at all."""
     from assistant.serving.status import storage_is_persistent
     from assistant.ui import (
@@ -25,7 +25,7 @@ def build_app(app: Tsumugi, access=None, public: bool = False) -> gr.Blocks:
     )
     from assistant.ui.guard import guard_functions
 
-    access = access or app.access
+    access = app.access
     users = access.users
 
     def kb_names() -> list[str]:
