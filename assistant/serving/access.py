@@ -102,6 +102,21 @@ class Access:
                     "Visitors use the default model; log in to choose an adapter or a precision."
                 )
 
+    def check_question(
+        self,
+        caller: Caller | None,
+        kb_name: str | None,
+        text: str,
+        adapter: str | None = None,
+        precision: str | None = None,
+        default: str = "auto",
+    ) -> None:
+        """Everything a question or a draft is checked against: the knowledge base, the model
+        and the length of the text (all open to anyone but a visitor)."""
+        self.check_kb(caller, kb_name)
+        self.check_model(caller, adapter, precision, default)
+        self.check_text(caller, text)
+
     def max_tokens(self, caller: Caller | None, asked: int) -> int:
         """An anonymous visitor's answer length is bounded."""
         if caller is not None and caller.is_visitor:

@@ -40,9 +40,9 @@ def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choic
     if not kb_name:
         raise gr.Error("Choose a knowledge base (or create one in the Knowledge tab) first.")
     try:
-        app.access.check_kb(caller, kb_name)
-        app.access.check_model(caller, adapter_name, precision_choice, app.settings.model.precision)
-        app.access.check_text(caller, message)
+        app.access.check_question(
+            caller, kb_name, message, adapter_name, precision_choice, app.settings.model.precision
+        )
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
     history = list(history or [])

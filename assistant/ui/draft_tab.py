@@ -64,9 +64,7 @@ def run_draft(app, text, kb_name, tone_value, adapter_name, signature_text, temp
         raise gr.Error("Choose a knowledge base (or create one in the Knowledge tab) first.")
     stop = StopSignal(flag)
     try:
-        app.access.check_kb(caller, kb_name)
-        app.access.check_model(caller, adapter_name)
-        app.access.check_text(caller, text or "")
+        app.access.check_question(caller, kb_name, text or "", adapter_name)
         config = DraftConfig(
             tone=tone_value or "formal",
             signature=signature_text or "",
