@@ -112,6 +112,9 @@ class Settings:
     """TSUMUGI_MODEL, TSUMUGI_PRECISION, TSUMUGI_DEVICE: the chat model."""
     embed_model: str = DEFAULT_EMBED_MODEL
     """TSUMUGI_EMBED_MODEL: embedding model for new knowledge bases."""
+    rerank_model: str | None = None
+    """TSUMUGI_RERANK_MODEL: a cross-encoder (folder or cached hub id) that reorders the first
+    retrieved candidates; unset: no reranking."""
     host: str = "127.0.0.1"
     """TSUMUGI_HOST: address the app listens on."""
     port: int = 7860
@@ -203,6 +206,7 @@ class Settings:
             model_cache=Path(_env("TSUMUGI_MODEL_CACHE", str(data_dir / "models"))),
             model=model,
             embed_model=_env("TSUMUGI_EMBED_MODEL", DEFAULT_EMBED_MODEL),
+            rerank_model=_env("TSUMUGI_RERANK_MODEL", "").strip() or None,
             # A Hugging Face Space tells Gradio where to listen through GRADIO_SERVER_*.
             host=_env("TSUMUGI_HOST", _env("GRADIO_SERVER_NAME", "127.0.0.1")),
             port=_env_int("TSUMUGI_PORT", int(_env("GRADIO_SERVER_PORT", "7860")), problems),

@@ -2,12 +2,22 @@
 
 A document's blocks are cut into sentence units (Japanese 。！？ included); units are packed
 into chunks of at most ``size`` tokens of the embedder's tokenizer. A new chunk starts at a
-page change and at a heading once the current chunk holds enough text; a chunk cut in the
-middle of a section repeats up to ``overlap`` tokens of trailing sentences.
+page change, and at a heading once the current chunk is half full (short sections travel
+together rather than as passages too small to answer anything); a chunk cut in the middle of a
+section repeats up to ``overlap`` tokens of trailing sentences, so a short answer is never cut
+in two without also appearing whole.
+
+Text in a language the embedder does not read (Japanese with the English-only default) is
+measured at English's rate, :data:`CHARS_PER_TOKEN` characters a token: its tokens mean
+nothing to that embedder (all-MiniLM spends one per character), and cutting by them made
+Japanese passages a quarter of the size of English ones, too small for BM25 to find
+(JaQuAD dev recall@1 0.73 against 0.82; ``bench/results/retrieval_quality.md``).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -15,17 +25,24 @@ from knowledge.errors import ConfigError
 from knowledge.parse.base import ParsedDocument
 from knowledge.text import split_sentences
 
+CHARS_PER_TOKEN = 4
+"""How many characters of text the embedder does not read count as one token."""
+
 
 @dataclass(frozen=True)
 class ChunkConfig:
-    size: int = 200
-    """Most tokens (of the embedder's tokenizer) in one chunk; all-MiniLM reads 256 at most."""
-    overlap: int = 40
+    size: int = 224
+    """Most tokens (of the embedder's tokenizer) in one chunk: all-MiniLM reads 256, less room
+    for the heading line that is embedded with it."""
+    overlap: int = 44
     """Tokens of trailing sentences repeated at the start of the next chunk of a section."""
-    min_size: int = 50
-    """A heading starts a new chunk only when the current one has at least this many tokens."""
+    min_size: int | None = None
+    """A heading starts a new chunk only when the current one has at least this many tokens
+    (default: half of ``size``)."""
 
     def __post_init__(self) -> None:
+        if self.min_size is None:
+            object.__setattr__(self, "min_size", self.size // 2)
         problems = []
         if self.size < 16:
             problems.append(f"`size` should be at least 16 tokens, got {self.size}.")
@@ -77,17 +94,26 @@ class _Unit:
     """Text that joins this unit to the previous one in the same chunk."""
 
 
-def _count(tokenizer, texts: list[str]) -> list[int]:
-    if not texts:
-        return []
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return [len(ids) for ids in encoded]
+Reads = Callable[[str], bool]
+"""Whether the embedder reads a text's language."""
 
 
-def _split_long(tokenizer, text: str, size: int, overlap: int) -> list[str]:
+def _count(tokenizer, texts: list[str], reads: Reads) -> list[int]:
+    counts = [math.ceil(len(t) / CHARS_PER_TOKEN) for t in texts]
+    read = [i for i, t in enumerate(texts) if reads(t)]
+    if read:
+        encoded = tokenizer([texts[i] for i in read], add_special_tokens=False)["input_ids"]
+        for i, ids in zip(read, encoded):
+            counts[i] = len(ids)
+    return counts
+
+
+def _split_long(tokenizer, text: str, size: int, overlap: int, reads: Reads) -> list[str]:
     """Cut a sentence longer than ``size`` tokens into overlapping windows at token boundaries."""
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    offsets = enc["offset_mapping"]
+    if reads(text):
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    else:
+        offsets = [(i, min(i + CHARS_PER_TOKEN, len(text))) for i in range(0, len(text), CHARS_PER_TOKEN)]
     windows = []
     step = max(1, size - overlap)
     for start in range(0, len(offsets), step):
@@ -98,7 +124,7 @@ def _split_long(tokenizer, text: str, size: int, overlap: int) -> list[str]:
     return windows
 
 
-def _units(doc: ParsedDocument, tokenizer, config: ChunkConfig) -> list[_Unit]:
+def _units(doc: ParsedDocument, tokenizer, config: ChunkConfig, reads: Reads) -> list[_Unit]:
     raw: list[tuple[str, str, int]] = []
     for b, block in enumerate(doc.blocks):
         if block.kind == "heading":
@@ -107,13 +133,15 @@ def _units(doc: ParsedDocument, tokenizer, config: ChunkConfig) -> list[_Unit]:
         for i, (sentence, sep) in enumerate(split_sentences(block.text)):
             joiner = "\n\n" if i == 0 else (sep if sep else "")
             raw.append((sentence, joiner, b))
-    counts = _count(tokenizer, [r[0] for r in raw])
+    counts = _count(tokenizer, [r[0] for r in raw], reads)
     units: list[_Unit] = []
     for (text, joiner, b), tokens in zip(raw, counts):
         block = doc.blocks[b]
         is_heading = block.kind == "heading"
-        pieces = _split_long(tokenizer, text, config.size, config.overlap) if tokens > config.size else [text]
-        piece_tokens = _count(tokenizer, pieces) if len(pieces) > 1 else [tokens]
+        pieces = [text]
+        if tokens > config.size:
+            pieces = _split_long(tokenizer, text, config.size, config.overlap, reads)
+        piece_tokens = _count(tokenizer, pieces, reads) if len(pieces) > 1 else [tokens]
         for k, (piece, n) in enumerate(zip(pieces, piece_tokens)):
             units.append(
                 _Unit(piece, n, block.page, block.headings, b, is_heading, joiner if k == 0 else " ")
@@ -145,10 +173,13 @@ def _make_chunk(units: list[_Unit]) -> Chunk:
     )
 
 
-def chunk_document(doc: ParsedDocument, tokenizer, config: ChunkConfig | None = None) -> list[Chunk]:
-    """Cut ``doc`` into chunks; ``tokenizer`` is a Hugging Face tokenizer (the embedder's)."""
+def chunk_document(
+    doc: ParsedDocument, tokenizer, config: ChunkConfig | None = None, reads: Reads | None = None
+) -> list[Chunk]:
+    """Cut ``doc`` into chunks; ``tokenizer`` is a Hugging Face tokenizer (the embedder's), and
+    ``reads`` tells which texts the embedder reads (default: all)."""
     config = config or ChunkConfig()
-    units = _units(doc, tokenizer, config)
+    units = _units(doc, tokenizer, config, reads or (lambda text: True))
     chunks: list[Chunk] = []
     current: list[_Unit] = []
     tokens = 0

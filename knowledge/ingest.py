@@ -100,7 +100,7 @@ def _prepare(kb, source, embedder, chunking, limits: IngestLimits, pending, take
             "failed",
             message=f"Another file in this upload is also called {source.name}; rename one and add it again.",
         )
-    chunks = chunk_document(doc, embedder.tokenizer, chunking)
+    chunks = chunk_document(doc, embedder.tokenizer, chunking, embedder.reads)
     return _Prepared(0, source, data, sha, text_sha, doc.kind, doc.pages, chunks)
 
 

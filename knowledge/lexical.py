@@ -1,16 +1,23 @@
-"""Terms for the BM25 side, for English and Japanese alike.
+"""Terms for English and Japanese alike.
 
 Latin words are lower-cased and NFKC-normalised. Japanese has no spaces, so runs of kanji,
 katakana and hiragana become overlapping character bigrams within each script run (a run of
 one character stays a unigram): the standard CJK approach that needs no dictionary, works for
 unknown product names, and does not create junk terms across script boundaries such as
-particle + noun.
+particle + noun. These :func:`terms` are what coverage and evidence checks compare.
+
+BM25 indexes more (:func:`index_terms`): for Japanese, also the bigrams that cross a script
+boundary inside a Japanese run (a verb stem 生ま, a compound ドイツ語's ツ語) and the words of a
+morphological analysis (SudachiPy with its core dictionary, normalised forms, particles and
+auxiliaries left out), which also folds spelling variants such as ﾊﾟｿｺﾝ / パソコン. Measured in
+``bench/results/retrieval_quality.md`` against bigrams alone.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import threading
 import unicodedata
 
 _WORD = re.compile(
@@ -42,6 +49,47 @@ def terms(text: str, keep_stopwords: bool = False) -> list[str]:
     return out
 
 
+TERMS_VERSION = 2
+"""Bumped when :func:`index_terms` changes; knowledge bases indexed before re-index on opening."""
+
+_JAPANESE_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff々〆ー]{2,}")
+_SKIPPED_POS = frozenset({"助詞", "助動詞", "補助記号", "空白", "記号"})
+_analysers = threading.local()
+
+
+def _script(char: str) -> str:
+    if "\u3040" <= char <= "\u309f":
+        return "hiragana"
+    if "\u30a0" <= char <= "\u30ff" or char == "ー":
+        return "katakana"
+    return "kanji"
+
+
+def _words(run: str) -> list[str]:
+    """Dictionary words of a Japanese run (normalised forms), without particles and symbols."""
+    analyser = getattr(_analysers, "tokenizer", None)
+    if analyser is None:  # a SudachiPy tokenizer is not shared between threads
+        from sudachipy import Dictionary, SplitMode
+
+        analyser = _analysers.tokenizer = Dictionary(dict="core").create(SplitMode.A)
+    return [
+        m.normalized_form().lower()
+        for m in analyser.tokenize(run)
+        if m.part_of_speech()[0] not in _SKIPPED_POS
+    ]
+
+
+def index_terms(text: str) -> list[str]:
+    """What BM25 indexes and searches: :func:`terms`, and for Japanese runs also the bigrams
+    across script boundaries and the dictionary words."""
+    out = terms(text)
+    for match in _JAPANESE_RUN.finditer(unicodedata.normalize("NFKC", text).lower()):
+        run = match.group(0)
+        out.extend(a + b for a, b in zip(run, run[1:]) if _script(a) != _script(b))
+        out.extend(_words(run))
+    return out
+
+
 def is_japanese(text: str) -> bool:
     """True when a good share of the letters in ``text`` are Japanese."""
     letters = [c for c in text if c.isalpha()]
@@ -66,3 +114,11 @@ def content_terms(term_list: list[str]) -> list[str]:
     judging whether a passage covers a question.
     """
     return [t for t in term_list if not _HIRAGANA_ONLY.match(t)]
+
+
+def distinctive_terms(term_list: list[str]) -> list[str]:
+    """Terms that can show a passage is about a question: single Japanese characters (作, 方,
+    高) are left out when longer terms remain, since one kanji occurs in many unrelated words
+    (ラーメンの作り方 would be "covered" by any long passage holding 作 and 方)."""
+    longer = [t for t in term_list if not (len(t) == 1 and _CJK.match(t))]
+    return longer or term_list

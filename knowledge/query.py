@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from knowledge.lexical import content_terms, is_japanese, terms
+from knowledge.lexical import content_terms, index_terms, is_japanese, terms
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,7 @@ class Query:
     text: str
     japanese: bool
     terms: tuple[str, ...]
-    """Every indexed term (BM25's view of the question)."""
+    """BM25's view of the question (:func:`~knowledge.lexical.index_terms`)."""
     content_terms: tuple[str, ...]
     """The informative terms, each once, in order (what coverage and evidence weigh)."""
 
@@ -23,8 +23,8 @@ class Query:
         """``question`` analysed (a :class:`Query` is returned as it is)."""
         if isinstance(question, Query):
             return question
-        found = terms(question)
-        return cls(question, is_japanese(question), tuple(found), tuple(dict.fromkeys(content_terms(found))))
+        informative = dict.fromkeys(content_terms(terms(question)))
+        return cls(question, is_japanese(question), tuple(index_terms(question)), tuple(informative))
 
     @property
     def lang(self) -> str:

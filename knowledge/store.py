@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from knowledge.chunk import Chunk, ChunkConfig
+from knowledge.chunk import Chunk, ChunkConfig, indexed_text
 from knowledge.errors import StoreError
 from knowledge.files import atomic_write_bytes
-from knowledge.lexical import terms
+from knowledge.lexical import TERMS_VERSION, index_terms, terms
 from knowledge.names import document_name, shown_document_name
 from knowledge.schema import SCHEMA, SCHEMA_VERSION, DocumentInfo, StoredChunk
 
@@ -56,6 +56,22 @@ class KnowledgeBase:
             ) from exc
         self._index = None
         self._index_generation = -1
+        self._refresh_terms()
+
+    def _refresh_terms(self) -> None:
+        """Re-index BM25 terms written by an older analyser (before Japanese dictionary words
+        were indexed), so that stored passages and new questions meet the same terms."""
+        if self.get_meta("terms") == str(TERMS_VERSION):
+            return
+        with self.write_lock, self.transaction():
+            if self.get_meta("terms") == str(TERMS_VERSION):
+                return  # another process did it while this one waited
+            rows = self._db.execute("SELECT id, heading, text FROM chunks").fetchall()
+            self._db.executemany(
+                "UPDATE chunks_fts SET terms=? WHERE rowid=?",
+                [(" ".join(index_terms(indexed_text(h, t))), i) for i, h, t in rows],
+            )
+            self._set_meta("terms", str(TERMS_VERSION))
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -206,7 +222,7 @@ class KnowledgeBase:
                 )
                 db.execute(
                     "INSERT INTO chunks_fts(rowid, terms) VALUES(?, ?)",
-                    (cur.lastrowid, " ".join(terms(chunk.indexed_text))),
+                    (cur.lastrowid, " ".join(index_terms(chunk.indexed_text))),
                 )
             self._bump_generation()
         return doc_id
@@ -402,13 +418,15 @@ class KnowledgeBase:
         return {term: int(doc) for term, doc in rows}
 
     def chunk_terms(self, ids: list[int]) -> dict[int, set[str]]:
+        """Each chunk's :func:`~knowledge.lexical.terms` (the view coverage compares; BM25's
+        index holds more)."""
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
         rows = self._db.execute(
-            f"SELECT rowid, terms FROM chunks_fts WHERE rowid IN ({marks})", [int(i) for i in ids]
+            f"SELECT id, heading, text FROM chunks WHERE id IN ({marks})", [int(i) for i in ids]
         ).fetchall()
-        return {int(r[0]): set(r[1].split()) for r in rows}
+        return {int(i): set(terms(indexed_text(h, t))) for i, h, t in rows}
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)

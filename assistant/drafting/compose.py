@@ -107,6 +107,8 @@ class DraftConfig:
     confidence_threshold: float | None = None
     style: str = DEFAULT_STYLE
     """How the body is written: quote, concise or detailed (see assistant.answering.styles)."""
+    rerank_model: str | None = None
+    """The cross-encoder that reorders retrieved passages (see knowledge.rerank); None: none."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -167,7 +169,7 @@ def draft_reply(
     answer_config = AnswerConfig(
         max_new_tokens=config.max_new_tokens,
         history_turns=0,
-        retrieval=RetrievalConfig(top_k=config.top_k),
+        retrieval=RetrievalConfig(top_k=config.top_k, rerank_model=config.rerank_model),
         decompose=config.decompose,
         escalate=config.escalate,
         confidence_threshold=config.confidence_threshold,

@@ -152,8 +152,16 @@ class Tsumugi:
             events.log("ingest", kb=kb_name, file=r.name, status=r.status, chunks=r.chunks, message=r.message)
         return results
 
+    def _reranked(self, config: RetrievalConfig | None) -> RetrievalConfig:
+        """``config`` with the deployment's reranking model (TSUMUGI_RERANK_MODEL), unless it
+        names its own."""
+        config = config or RetrievalConfig()
+        if config.rerank_model or not self.settings.rerank_model:
+            return config
+        return replace(config, rerank_model=self.settings.rerank_model)
+
     def search(self, kb_name: str, query: str, config: RetrievalConfig | None = None) -> list[Hit]:
-        return retrieve(self.library.get(kb_name), query, config)
+        return retrieve(self.library.get(kb_name), query, self._reranked(config))
 
     def ask(
         self,
@@ -169,6 +177,8 @@ class Tsumugi:
         one is configured (see :mod:`assistant.answering.escalate`). The outcome is recorded for the
         escalation statistics under ``source`` (chat, api; None records nothing)."""
         kb = self.library.get(kb_name)
+        config = config or AnswerConfig()
+        config = replace(config, retrieval=self._reranked(config.retrieval))
         answer = None
         for answer in answer_question(
             kb, self.chat_model(model), question, history, config, stop, self.settings.escalation
@@ -192,6 +202,8 @@ class Tsumugi:
         with its ``author`` (the agent who asked; empty in local mode and for visitors)."""
         kb = self.library.get(kb_name)
         config = config or DraftConfig()
+        if not config.rerank_model and self.settings.rerank_model:
+            config = replace(config, rerank_model=self.settings.rerank_model)
         answer = None
         for answer in draft_reply(
             kb, self.chat_model(model), message, config, self.settings.escalation, stop
