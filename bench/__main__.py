@@ -1,7 +1,8 @@
 """``python -m bench``: every stage against its named baseline, in one run.
 
 Prints a Markdown table, writes ``bench/results/<time>.json`` and ``bench/results/latest.md``.
-``--quick`` runs smaller sizes (for a smoke test); ``--only`` picks stages.
+``--quick`` runs smaller sizes (for a smoke test); ``--only`` picks stages (``answers`` and
+``retrieval_quality`` run on their own and write their own reports).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from bench import answers, generation, ingestion, retrieval, training
+from bench import answers, generation, ingestion, retrieval, retrieval_quality, training
+from bench.answers import CORPORA
 from bench.common import machine, memory_bandwidth_gbs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +81,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="small sizes, fewer repeats")
     parser.add_argument(
-        "--only", nargs="*", choices=["ingestion", "retrieval", "generation", "training", "answers"]
+        "--only",
+        nargs="*",
+        choices=["ingestion", "retrieval", "generation", "training", "answers", "retrieval_quality"],
     )
     parser.add_argument("--questions", type=int, default=25, help="answers: questions per corpus")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -94,8 +98,13 @@ def main() -> None:
         answers.run(args.questions, model_cache=args.model_cache)
         print((args.out / "answers.md").read_text("utf-8"))
         return
-    if "answers" in stages:
-        parser.error("run answers on its own: python -m bench --only answers")
+    if stages == ["retrieval_quality"]:
+        # Its own report too: bench/results/retrieval_quality.md, every corpus and ranker.
+        print(retrieval_quality.report(list(CORPORA), 500, retrieval_quality.DATA, args.model_cache, [112]))
+        return
+    if "answers" in stages or "retrieval_quality" in stages:
+        alone = "answers" if "answers" in stages else "retrieval_quality"
+        parser.error(f"run {alone} on its own: python -m bench --only {alone}")
     contoso = SHARED / "data" / "contoso-manuals"
     info = machine()
     bandwidth = memory_bandwidth_gbs()

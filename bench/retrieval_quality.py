@@ -9,9 +9,13 @@ Rankers, all scored on recall@1, recall@5 and MRR@10:
 - textbook baselines over 800-character chunks: dense (the embedded MiniLM, cosine), BM25
   (Okapi, k1=1.5, b=0.75; words for English, character bigrams for Japanese), and plain
   reciprocal-rank fusion of the two (k=60);
-- Tsumugi over its own chunks: ``dense``, ``lexical``, ``hybrid`` with plain RRF
-  (``adaptive_weights=False``) and the default ``hybrid``, each without the relevance cut-off
-  (the cut-off decides what to show, not the order).
+- Tsumugi over its own chunks: ``dense``, ``lexical`` and the default ``hybrid`` (reciprocal
+  rank fusion), each without the relevance cut-off (the cut-off decides what to show, not the
+  order);
+- the choices behind the default, on the same chunks: other fusions of Tsumugi's own dense
+  and lexical candidates (the per-query weights used before, min-max score fusion at one
+  weight), BM25 on bigrams alone against bigrams with dictionary words (Okapi, so only the
+  terms differ), and passage sizes and overlap (``--chunk-sizes``).
 
 A hit: a passage of the gold document that holds the answer (Japanese: the answer string;
 English: at least half of the answer's words). ``--data DIR`` keeps the ingested corpora.
@@ -37,10 +41,13 @@ DEPTH = 10
 TSUMUGI_RANKERS = {
     "Tsumugi dense": dict(mode="dense"),
     "Tsumugi lexical": dict(mode="lexical"),
-    "Tsumugi hybrid, plain RRF": dict(mode="hybrid", adaptive_weights=False),
     "Tsumugi hybrid (default)": dict(mode="hybrid"),
 }
 BASELINES = ("dense", "BM25", "plain RRF")
+CHOICES = ("per-query weights", "score fusion 0.5", "BM25 bigrams", "BM25 bigrams + words")
+DEFAULT = "Tsumugi hybrid (default)"
+DATA = Path("/tmp/tsumugi-retrieval-bench")
+"""Where the corpora are written and ingested (kept between runs)."""
 
 
 def _is_japanese(text: str) -> bool:
@@ -104,6 +111,38 @@ def rrf(*rankings: list[int], k: int = RRF_K) -> list[int]:
     return sorted(fused, key=lambda i: -fused[i])
 
 
+def sharpness(scores: list[float], depth: int = 10) -> float:
+    """The per-query weight used before: how sharply scores fall to the tenth, 0.05-1."""
+    if len(scores) < 2:
+        return 1.0
+    first, last = scores[0], scores[min(len(scores), depth) - 1]
+    return float(min(1.0, max(0.05, (first - last) / (abs(first) + 1e-9))))
+
+
+def weighted_rrf(dense: list[tuple[int, float]], lexical: list[tuple[int, float]]) -> list[int]:
+    fused: dict[int, float] = {}
+    for ranking in (dense, lexical):
+        weight = sharpness([s for _, s in ranking])
+        for rank, (i, _) in enumerate(ranking, start=1):
+            fused[i] = fused.get(i, 0.0) + weight / (RRF_K + rank)
+    return sorted(fused, key=lambda i: -fused[i])
+
+
+def score_fusion(dense: list[tuple[int, float]], lexical: list[tuple[int, float]], alpha=0.5) -> list[int]:
+    """Min-max normalised scores, ``alpha`` on dense; a side that missed a passage gives it 0."""
+
+    def normalised(ranking):
+        if not ranking:
+            return {}
+        values = [s for _, s in ranking]
+        low, high = min(values), max(values)
+        return {i: (s - low) / (high - low + 1e-9) for i, s in ranking}
+
+    d, lex = normalised(dense), normalised(lexical)
+    fused = {i: alpha * d.get(i, 0.0) + (1 - alpha) * lex.get(i, 0.0) for i in set(d) | set(lex)}
+    return sorted(fused, key=lambda i: -fused[i])
+
+
 def scores_of(ranked: list[list[bool]]) -> dict:
     """recall@1, recall@5 and MRR@10 of per-question hit lists (best first)."""
     n = max(1, len(ranked))
@@ -132,7 +171,9 @@ def run_baselines(folder: Path, items: list[dict], embedder) -> dict:
     return {name: scores_of(hits) for name, hits in ranked.items()}
 
 
-def run_tsumugi(app, kb: str, items: list[dict]) -> dict:
+def run_tsumugi(app, kb: str, items: list[dict], choices: bool = False) -> dict:
+    from knowledge.embed import get_embedder
+    from knowledge.lexical import index_terms, terms
     from knowledge.retrieve import RetrievalConfig
 
     out = {}
@@ -140,6 +181,44 @@ def run_tsumugi(app, kb: str, items: list[dict]) -> dict:
         config = RetrievalConfig(top_k=DEPTH, cutoff=False, **options)
         hits = [[is_hit(h.doc, h.text, item) for h in app.search(kb, item["q"], config)] for item in items]
         out[name] = scores_of(hits)
+    store = app.library.get(kb)
+    rows = store._db.execute(
+        "SELECT c.id, d.name, c.heading, c.text FROM chunks c JOIN documents d ON d.id=c.doc_id"
+    )
+    chunks = {i: (doc, heading, text) for i, doc, heading, text in rows}
+    out["answer in a passage"] = sum(
+        any(is_hit(d, t, item) for d, _, t in chunks.values()) for item in items
+    ) / max(1, len(items))
+    if not choices:
+        return out
+    ranked: dict[str, list[list[bool]]] = {name: [] for name in CHOICES}
+    sides = {}
+    for mode in ("dense", "lexical"):
+        config = RetrievalConfig(top_k=50, candidates=50, cutoff=False, mode=mode)
+        sides[mode] = [
+            [
+                (h.chunk_id, h.similarity if mode == "dense" else h.bm25)
+                for h in app.search(kb, item["q"], config)
+            ]
+            for item in items
+        ]
+    ids = list(chunks)
+    texts = [f"{chunks[i][1]}\n{chunks[i][2]}" if chunks[i][1] else chunks[i][2] for i in ids]
+    okapi = {"BM25 bigrams": (Okapi([terms(t) for t in texts]), terms)}
+    okapi["BM25 bigrams + words"] = (Okapi([index_terms(t) for t in texts]), index_terms)
+    reads = get_embedder(store.embed_model).reads
+    for n, item in enumerate(items):
+        # As in Tsumugi's fusion, an embedder that cannot read the question has no say.
+        dense, lexical = sides["dense"][n] if reads(item["q"]) else [], sides["lexical"][n]
+        orders = {
+            "per-query weights": weighted_rrf(dense, lexical),
+            "score fusion 0.5": score_fusion(dense, lexical),
+        }
+        for name, (bm25, analyse) in okapi.items():
+            orders[name] = [ids[i] for i in np.argsort(-bm25.scores(analyse(item["q"])))[:DEPTH]]
+        for name, order in orders.items():
+            ranked[name].append([is_hit(chunks[i][0], chunks[i][2], item) for i in order[:DEPTH]])
+    out.update({name: scores_of(hits) for name, hits in ranked.items()})
     return out
 
 
@@ -150,6 +229,7 @@ def run(
 
     from assistant.config import Settings
     from assistant.serving.service import Tsumugi
+    from knowledge.chunk import ChunkConfig
     from knowledge.embed import DEFAULT_EMBED_MODEL, get_embedder
     from knowledge.limits import IngestLimits
 
@@ -173,13 +253,19 @@ def run(
         ingest_s = time.perf_counter() - started
         started = time.perf_counter()
         scores = run_baselines(folder, items, embedder)
-        scores.update(run_tsumugi(app, corpus, items))
+        scores.update(run_tsumugi(app, corpus, items, choices=True))
         sizes = {}
-        for size in chunk_sizes:  # the passage size, measured (overlap: a fifth of it)
-            kb = f"{corpus}-{size}"
+        default = ChunkConfig()
+        variants = {f"{size} tokens": ChunkConfig(size=size, overlap=size // 5) for size in chunk_sizes}
+        if chunk_sizes:
+            variants["no overlap"] = ChunkConfig(overlap=0)
+        for label, chunking in variants.items():  # passage size and overlap, measured
+            kb = f"{corpus}-{label.replace(' ', '-')}"
             if kb not in app.library.names():
-                deque(app.ingest(kb, [folder], chunk_size=size), maxlen=0)
-            sizes[size] = run_tsumugi(app, kb, items)
+                app.library.create(kb, chunking=chunking)
+                deque(app.ingest(kb, [folder]), maxlen=0)
+            sizes[label] = run_tsumugi(app, kb, items)
+        sizes = {f"{default.size} tokens (default)": scores, **sizes}
         results[corpus] = {
             "scores": scores,
             "chunk_sizes": sizes,
@@ -190,6 +276,10 @@ def run(
     return results
 
 
+def _cell(score: dict) -> str:
+    return f"{score['recall@1']:.2f} / {score['recall@5']:.2f} / {score['mrr@10']:.2f}"
+
+
 def markdown(results: dict, meta: dict) -> str:
     rankers = [*BASELINES, *TSUMUGI_RANKERS]
     lines = [
@@ -198,30 +288,48 @@ def markdown(results: dict, meta: dict) -> str:
         f"`{meta['command']}` · {meta['date']} · CPU flags: {meta['cpu_flags']}",
         "",
         "Each cell: recall@1 / recall@5 / MRR@10. Baselines over 800-character chunks; Tsumugi over "
-        "its own chunks, without the relevance cut-off.",
+        "its own passages, without the relevance cut-off. Last column: Tsumugi's recall@1 less the "
+        "best baseline's.",
         "",
-        "| corpus (questions) | " + " | ".join(rankers) + " |",
-        "|---|" + "---|" * len(rankers),
+        "| corpus (questions) | " + " | ".join(rankers) + " | margin |",
+        "|---|" + "---|" * (len(rankers) + 1),
     ]
     for corpus, r in results.items():
         s = r["scores"]
-        n = next(iter(s.values()))["questions"]
-        cells = [f"{s[k]['recall@1']:.2f} / {s[k]['recall@5']:.2f} / {s[k]['mrr@10']:.2f}" for k in rankers]
-        lines.append(f"| {corpus} ({n}) | " + " | ".join(cells) + " |")
-    sizes = sorted({size for r in results.values() for size in r.get("chunk_sizes", {})})
-    if sizes:
+        n = s[DEFAULT]["questions"]
+        margin = s[DEFAULT]["recall@1"] - max(s[k]["recall@1"] for k in BASELINES)
+        lines.append(
+            f"| {corpus} ({n}) | " + " | ".join(_cell(s[k]) for k in rankers) + f" | {margin:+.2f} |"
+        )
+    lines += [
+        "",
+        "The choices behind the default, on Tsumugi's passages: fusing its own dense and lexical "
+        "candidates by the per-query weights used before and by min-max score fusion (0.5 each), "
+        "and BM25 (Okapi) on bigrams alone against bigrams with cross-script bigrams and SudachiPy "
+        "words (what Tsumugi indexes).",
+        "",
+        "| corpus | " + " | ".join([DEFAULT, *CHOICES]) + " |",
+        "|---|" + "---|" * (len(CHOICES) + 1),
+    ]
+    for corpus, r in results.items():
+        s = r["scores"]
+        lines.append(
+            f"| {corpus} | " + " | ".join(_cell(s[k]) if k in s else "–" for k in [DEFAULT, *CHOICES]) + " |"
+        )
+    labels = list(dict.fromkeys(label for r in results.values() for label in r.get("chunk_sizes", {})))
+    if len(labels) > 1:
         lines += [
             "",
-            "Passage size (tokens; overlap a fifth): Tsumugi's lexical and default hybrid recall@1, "
-            "against the default of 200 (first column).",
+            "Passages (overlap a fifth of the size unless stated): Tsumugi's lexical and default hybrid "
+            "recall@1, and the share of questions whose answer lies whole in some passage.",
             "",
-            "| corpus | 200 | " + " | ".join(str(z) for z in sizes) + " |",
-            "|---|---|" + "---|" * len(sizes),
+            "| corpus | " + " | ".join(labels) + " |",
+            "|---|" + "---|" * len(labels),
         ]
         for corpus, r in results.items():
-            runs = [r["scores"], *(r["chunk_sizes"].get(z, {}) for z in sizes)]
+            runs = [r["chunk_sizes"].get(label, {}) for label in labels]
             cells = [
-                f"{x['Tsumugi lexical']['recall@1']:.2f} / {x['Tsumugi hybrid (default)']['recall@1']:.2f}"
+                f"{x['Tsumugi lexical']['recall@1']:.2f} / {x[DEFAULT]['recall@1']:.2f} / {x['answer in a passage']:.2f}"
                 if x
                 else "–"
                 for x in runs
@@ -230,21 +338,15 @@ def markdown(results: dict, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpora", nargs="+", default=list(CORPORA), choices=list(CORPORA))
-    parser.add_argument("--questions", type=int, default=500, help="per corpus, sampled evenly (0: all)")
-    parser.add_argument("--data", type=Path, default=Path("/tmp/tsumugi-retrieval-bench"))
-    parser.add_argument("--model-cache", type=Path)
-    parser.add_argument(
-        "--chunk-sizes", type=int, nargs="*", default=[], help="also measure these passage sizes"
-    )
-    args = parser.parse_args()
-    results = run(args.corpora, args.questions, args.data, args.model_cache, args.chunk_sizes)
+def report(
+    corpora: list[str], questions: int, data: Path, model_cache: Path | None, chunk_sizes: list[int]
+) -> str:
+    """Run, write ``bench/results/retrieval_quality.md`` (and the JSON beside it), return the table."""
+    results = run(corpora, questions, data, model_cache, chunk_sizes)
     meta = {
         "command": "python -m bench.retrieval_quality "
-        + f"--questions {args.questions}"
-        + (" --chunk-sizes " + " ".join(map(str, args.chunk_sizes)) if args.chunk_sizes else ""),
+        + f"--questions {questions}"
+        + (" --chunk-sizes " + " ".join(map(str, chunk_sizes)) if chunk_sizes else ""),
         "date": time.strftime("%Y-%m-%d"),
         "cpu_flags": cpu_flags(),
     }
@@ -253,7 +355,20 @@ def main() -> None:
     (RESULTS / "retrieval_quality.json").write_text(
         json.dumps({"meta": meta, "results": results}, ensure_ascii=False, indent=1), encoding="utf-8"
     )
-    print(markdown(results, meta))
+    return markdown(results, meta)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpora", nargs="+", default=list(CORPORA), choices=list(CORPORA))
+    parser.add_argument("--questions", type=int, default=500, help="per corpus, sampled evenly (0: all)")
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--model-cache", type=Path)
+    parser.add_argument(
+        "--chunk-sizes", type=int, nargs="*", default=[], help="also measure these passage sizes"
+    )
+    args = parser.parse_args()
+    print(report(args.corpora, args.questions, args.data, args.model_cache, args.chunk_sizes))
 
 
 if __name__ == "__main__":

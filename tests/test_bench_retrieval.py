@@ -31,3 +31,21 @@ def test_scores_count_the_first_hit():
     assert s["recall@1"] == pytest.approx(1 / 4)
     assert s["recall@5"] == pytest.approx(2 / 4)
     assert s["mrr@10"] == pytest.approx((1 + 1 / 2 + 1 / 6) / 4)
+
+
+def test_the_alternative_fusions_behave_as_their_textbooks_say():
+    from bench.retrieval_quality import score_fusion, sharpness, weighted_rrf
+
+    # Per-query weights: a ranking whose scores fall sharply outweighs a flat one.
+    sharp = [(10, 30.0), (11, 12.0), (12, 8.0), (13, 2.0)]
+    flat = [(20, 0.48), (21, 0.47), (22, 0.47), (23, 0.46)]
+    assert sharpness([s for _, s in sharp]) > 0.9 > 0.1 > sharpness([s for _, s in flat]) >= 0.05
+    assert weighted_rrf(flat, sharp)[0] == 10
+    assert weighted_rrf(sharp, flat)[0] == 10
+    # Score fusion: scores, not ranks, decide; a passage only one side found gets 0 from the other.
+    dense = [(1, 0.9), (2, 0.8), (3, 0.1)]
+    lexical = [(3, 20.0), (2, 19.0), (4, 1.0)]
+    assert score_fusion(dense, lexical)[0] == 2  # (0.875 + 0.947) / 2 beats 1 (0.5) and 3 (0.5)
+    assert score_fusion(dense, lexical, alpha=1.0)[0] == 1
+    assert score_fusion(dense, lexical, alpha=0.0)[0] == 3
+    assert score_fusion([], lexical) == [3, 2, 4]

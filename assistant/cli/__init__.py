@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print per-file results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument(
-        "--chunk-size", type=int, help="tokens per passage when the knowledge base is created (default 200)"
+        "--chunk-size", type=int, help="tokens per passage when the knowledge base is created (default 224)"
     )
     p.add_argument("paths", nargs="+")
     p.set_defaults(func=_cmd_ingest)

@@ -60,7 +60,7 @@ def create(app, name, size=200):
     try:
         if app.library.exists((name or "").strip()):
             raise TsumugiError(f"A knowledge base called {name.strip()!r} already exists.")
-        kb = app.knowledge_base(name, create=True, chunk_size=int(size or 200))
+        kb = app.knowledge_base(name, create=True, chunk_size=int(size or 224))
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
     gr.Info(f"Created the knowledge base {kb.name}.")
@@ -170,11 +170,10 @@ def build(app, kb_selector: gr.Dropdown) -> None:
         new_name = gr.Textbox(label="New knowledge base", placeholder="e.g. support-manuals", scale=3)
         chunk_size = gr.Dropdown(
             [
-                ("Short passages (100 tokens)", 100),
-                ("Standard (200 tokens)", 200),
-                ("Long (250 tokens)", 250),
+                ("Short passages (112 tokens)", 112),
+                ("Standard (224 tokens)", 224),
             ],
-            value=200,
+            value=224,
             label="Passage size",
             info="Compare sizes in the Evaluate tab with two knowledge bases.",
             scale=2,
