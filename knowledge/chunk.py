@@ -2,8 +2,7 @@
 
 A document's blocks are cut into sentence units (Japanese 。！？ included); units are packed
 into chunks of at most ``size`` tokens of the embedder's tokenizer. A new chunk starts at a
-page change, and at a heading once the current chunk is half full (short sections travel
-together rather than as passages too small to answer anything); a chunk cut in the middle of a
+page change, and at a heading once the current chunk holds ``min_size`` tokens; a chunk cut in the middle of a
 section repeats up to ``overlap`` tokens of trailing sentences, so a short answer is never cut
 in two without also appearing whole.
 
@@ -38,11 +37,13 @@ class ChunkConfig:
     """Tokens of trailing sentences repeated at the start of the next chunk of a section."""
     min_size: int | None = None
     """A heading starts a new chunk only when the current one has at least this many tokens
-    (default: half of ``size``)."""
+    (default 50). Half of ``size`` merged short sections and won retrieval on the small
+    support sets, but a merged passage then held two procedures and an answer quoted the wrong
+    one (tests/test_evidence.py, dark mode answered with the steps to add a book)."""
 
     def __post_init__(self) -> None:
         if self.min_size is None:
-            object.__setattr__(self, "min_size", self.size // 2)
+            object.__setattr__(self, "min_size", min(50, self.size))
         problems = []
         if self.size < 16:
             problems.append(f"`size` should be at least 16 tokens, got {self.size}.")

@@ -50,11 +50,8 @@ class RetrievalConfig:
     candidates; None: no reranking."""
     rerank_depth: int = 20
     """Fused candidates the cross-encoder reads."""
-    min_similarity: float = 0.25
-    """Cosine similarity at or above which a passage counts as relevant. Whole short sections
-    embed with lower similarity than the fragments before, so it fell from 0.3 (en-support:
-    answerable questions kept 0.95, as 1.00 before, against 0.80 at 0.3; unanswerable ones
-    0.38 against 0.27; contoso 1.00 and 0.75 against 1.00 and 0.69)."""
+    min_similarity: float = 0.3
+    """Cosine similarity at or above which a passage counts as relevant."""
     min_coverage: float = 0.5
     """Share of the question's IDF-weighted terms that makes a passage relevant on its own."""
     min_coverage_unread: float = 0.3

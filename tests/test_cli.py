@@ -156,5 +156,5 @@ def test_a_new_knowledge_base_takes_a_passage_size(env, shared_data):
     run(["ingest", "--kb", "standard", doc], env)
     library = Library(Path(env["TSUMUGI_DATA"]))
     short, standard = library.get("short"), library.get("standard")
-    assert (short.chunking.size, short.chunking.overlap, standard.chunking.size) == (100, 20, 200)
+    assert (short.chunking.size, short.chunking.overlap, standard.chunking.size) == (100, 20, 224)
     assert short.count_chunks() > standard.count_chunks()

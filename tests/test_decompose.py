@@ -8,7 +8,7 @@ import pytest
 
 from assistant.answering.answer import AnswerConfig, answer_question
 from assistant.answering.decompose import gather_passages, looks_multipart, rule_split, split_question
-from knowledge.retrieve import RetrievalConfig, retrieve
+from knowledge.retrieve import RetrievalConfig
 
 
 @pytest.mark.parametrize(
@@ -56,16 +56,16 @@ def test_model_split_is_checked_against_the_question(chat_model):
     assert "EcoFire" in parts[0] and "TrailLite" in parts[1]
 
 
-def test_split_retrieval_finds_both_manuals_where_one_retrieval_misses(contoso_kb, chat_model):
-    # Two FAQ questions from different manuals: one retrieval ranks the first half's manual
-    # and drops the other; retrieving each part finds both.
+def test_split_retrieval_finds_both_manuals(contoso_kb, chat_model):
+    # Two FAQ questions from different manuals: retrieving each part finds both. (Since
+    # passages hold whole short sections, one retrieval of this question finds both too; the
+    # split's gain over one retrieval is measured by python -m bench.decomposition.)
     question = "What is the weight of the EcoFire Camping Stove, and how do I wash the Summit Breeze Jacket?"
-    whole = {h.doc for h in retrieve(contoso_kb, question, RetrievalConfig(top_k=5))}
     parts = split_question(question, chat_model)
+    assert len(parts) == 2, parts
     split = {h.doc for h in gather_passages(contoso_kb, parts, RetrievalConfig(top_k=5))}
     eco, breeze = "product_info_6.md", "product_info_3.md"
     assert {eco, breeze} <= split, (parts, split)
-    assert not {eco, breeze} <= whole, whole
 
 
 def test_answer_reports_its_sub_questions(contoso_kb, chat_model):

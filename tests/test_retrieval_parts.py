@@ -59,16 +59,14 @@ def test_a_short_answer_is_never_cut_in_two(embedder):
         assert not missing, (text[:30], flat[missing[0] : missing[0] + 40])
 
 
-def test_a_heading_starts_a_passage_only_once_the_current_one_is_half_full(embedder):
+def test_a_heading_starts_a_passage_once_the_current_one_holds_min_size(embedder):
     sections = "\n\n".join(f"## Step {i}\n\nTurn dial {i} to position {i} and wait." for i in range(12))
     doc = parse_bytes(f"# Setup\n\n{sections}".encode(), "setup.md")
-    config = ChunkConfig()
-    chunks = chunk_document(doc, embedder.tokenizer, config, embedder.reads)
-    assert config.min_size == config.size // 2
-    assert 1 < len(chunks) < 12, "short sections travel together"
-    assert all(c.tokens >= config.min_size for c in chunks[:-1])
-    old = chunk_document(doc, embedder.tokenizer, ChunkConfig(min_size=10), embedder.reads)
-    assert len(old) == 12, "a small min_size gives one fragment per section"
+    merged = chunk_document(doc, embedder.tokenizer, ChunkConfig(min_size=112), embedder.reads)
+    assert 1 < len(merged) < 12, "short sections travel together"
+    assert all(c.tokens >= 112 for c in merged[:-1])
+    default = chunk_document(doc, embedder.tokenizer, ChunkConfig(), embedder.reads)
+    assert ChunkConfig().min_size == 50 and len(default) > len(merged)
 
 
 def test_japanese_index_terms_add_words_and_cross_script_bigrams():
