@@ -66,6 +66,17 @@ def resolve_embed_model(name: str) -> str:
     return name
 
 
+def load_model(kind: str, name: str, factory):
+    """``factory()``, or one sentence saying the ``kind`` model ``name`` is nowhere local."""
+    try:
+        return factory()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"The {kind} model {name!r} could not be loaded: it is neither a local folder "
+            "nor in the local model cache. Download it into a folder and give that folder's path."
+        ) from exc
+
+
 class Embedder:
     """A loaded sentence-transformers model with its tokenizer."""
 
@@ -74,13 +85,7 @@ class Embedder:
 
         self.name = name
         source = resolve_embed_model(name)
-        try:
-            self.model = SentenceTransformer(source, device=device)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"The embedding model {name!r} could not be loaded: it is neither a local folder "
-                "nor in the local model cache. Download it into a folder and give that folder's path."
-            ) from exc
+        self.model = load_model("embedding", name, lambda: SentenceTransformer(source, device=device))
         self.dim = int(self.model.get_embedding_dimension())
         base = Path(name.rstrip("/")).name.lower()
         self.english_only = base in ENGLISH_ONLY or name.strip().lower() in _ALIASES

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 
-from knowledge.errors import ConfigError
+from knowledge.embed import load_model
 
 _cache: dict[str, Reranker] = {}
 _cache_lock = threading.Lock()
@@ -22,13 +22,7 @@ class Reranker:
         from sentence_transformers import CrossEncoder
 
         self.name = name
-        try:
-            self.model = CrossEncoder(name, device=device)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"The reranking model {name!r} could not be loaded: it is neither a local folder "
-                "nor in the local model cache. Download it into a folder and give that folder's path."
-            ) from exc
+        self.model = load_model("reranking", name, lambda: CrossEncoder(name, device=device))
         self._lock = threading.Lock()
 
     def scores(self, question: str, passages: list[str]) -> list[float]:

@@ -95,27 +95,33 @@ def chat_model(model_cache):
     return load_chat_model(ModelConfig(device="cpu"), model_cache)
 
 
+def tiny_bert_config(**extra):
+    """A two-layer BERT of width 32 on all-MiniLM's vocabulary: random, small, quick to save."""
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        **extra,
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_embedder_dir(tmp_path_factory) -> Path:
     """A small random sentence-transformers model saved in a local folder (another model)."""
     import shutil
 
     from sentence_transformers import SentenceTransformer, models
-    from transformers import BertConfig, BertModel
+    from transformers import BertModel
 
     from knowledge.embed import embedded_model_path
 
     folder = tmp_path_factory.mktemp("tiny-embedder")
     bert_dir = folder / "bert"
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
-    BertModel(config).save_pretrained(bert_dir)
+    BertModel(tiny_bert_config(max_position_embeddings=512)).save_pretrained(bert_dir)
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(embedded_model_path() / name, bert_dir / name)
     word = models.Transformer(str(bert_dir), max_seq_length=128)

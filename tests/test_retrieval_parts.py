@@ -15,7 +15,7 @@ from knowledge.lexical import TERMS_VERSION, index_terms, terms
 from knowledge.parse import parse_bytes
 from knowledge.retrieve import RetrievalConfig, retrieve
 from knowledge.store import KnowledgeBase
-from tests.conftest import drain
+from tests.conftest import drain, tiny_bert_config
 
 KANJI = "日本語学校東京大阪電源設定画面表示時間料金会員登録返品交換配送注文確認番号"
 
@@ -136,19 +136,12 @@ def cross_encoder_dir(tmp_path_factory, embedder):
     """A small random cross-encoder saved in a local folder: its scores mean nothing, but it
     loads, scores and orders like any other."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import BertForSequenceClassification
 
     folder = tmp_path_factory.mktemp("cross-encoder")
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=embedder.tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=1,
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
+    assert embedder.tokenizer.vocab_size == tiny_bert_config().vocab_size
+    BertForSequenceClassification(tiny_bert_config(num_labels=1)).save_pretrained(folder)
     embedder.tokenizer.save_pretrained(folder)
     return folder
 
