@@ -245,6 +245,7 @@ def prepare_environment(settings: Settings) -> None:
     if not settings.allow_downloads:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     # bitsandbytes logs a warning at import when the optional `kernels` package is absent.

@@ -1,5 +1,8 @@
-"""Tables of records users upload (CSV, TSV, XLSX, JSONL): question/answer pairs for tuning,
-evaluation sets. Reads the file, recognises common column names, and reports what it found.
+"""Tables of records users upload (CSV, TSV, XLSX, JSONL, Parquet): question/answer pairs for
+tuning, evaluation sets. Reads the file, recognises common column names, and reports what it found.
+
+Dataset folders and hub datasets become the same :class:`RecordTable` through
+:mod:`assistant.datasets_io`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from knowledge.errors import ParseError
 from knowledge.limits import IngestLimits, call_limited, check_archive, check_data_size
 from knowledge.parse.encoding import decode_bytes
 
-RECORD_EXTENSIONS = (".csv", ".tsv", ".xlsx", ".jsonl", ".json")
+RECORD_EXTENSIONS = (".csv", ".tsv", ".xlsx", ".jsonl", ".json", ".parquet")
 
 ROLE_NAMES: dict[str, tuple[str, ...]] = {
     "question": (
@@ -67,7 +70,7 @@ class RecordTable:
 
 
 def read_records(path: str | Path, data: bytes | None = None, name: str | None = None) -> RecordTable:
-    """Read a CSV, TSV, XLSX or JSONL file into rows of named columns."""
+    """Read a CSV, TSV, XLSX, JSONL or Parquet file into rows of named columns."""
     path = Path(path)
     name = name or path.name
     if data is None:
@@ -80,12 +83,14 @@ def read_records(path: str | Path, data: bytes | None = None, name: str | None =
         raise ParseError(f"{name} is empty; upload a file with a header row and at least one row.")
     if data[:2] == b"PK" or suffix == ".xlsx":
         return _read_xlsx(data, name)
+    if data[:4] == b"PAR1" or suffix == ".parquet":
+        return _read_parquet(data, name)
     text, _ = decode_bytes(data)
     if suffix in (".jsonl", ".json") or text.lstrip().startswith(("{", "[")):
         return _read_jsonl(text, name)
     if suffix in (".csv", ".tsv", ".txt", ""):
         return _read_delimited(text, name, "\t" if suffix == ".tsv" else None)
-    raise ParseError(f"{name}: {suffix} files are not supported here; use CSV, TSV, XLSX or JSONL.")
+    raise ParseError(f"{name}: {suffix} files are not supported here; use CSV, TSV, XLSX, JSONL or Parquet.")
 
 
 def _unique(header: list[str]) -> list[str]:
@@ -158,12 +163,34 @@ def _read_jsonl(text: str, name: str) -> RecordTable:
                 raise ParseError(
                     f"Line {lineno} of {name} is not valid JSON ({exc.msg}); JSONL needs one object per line."
                 ) from exc
+    return table_from_items(items, name, "add one JSON object per line")
+
+
+def _read_parquet(data: bytes, name: str) -> RecordTable:
+    """A Parquet file, read a row group at a time (the reader ``datasets`` itself uses)."""
+    import pyarrow
+    import pyarrow.parquet
+
+    try:
+        reader = pyarrow.parquet.ParquetFile(pyarrow.BufferReader(data))
+        items = (row for batch in reader.iter_batches(batch_size=1024) for row in batch.to_pylist())
+        return table_from_items(items, name, "write one row per example")
+    except (pyarrow.ArrowException, OSError) as exc:
+        raise ParseError(
+            f"{name} is not a readable Parquet file; write it again (pandas, datasets)."
+        ) from exc
+
+
+def table_from_items(items, name: str, remedy: str) -> RecordTable:
+    """Records (dicts) as a table: a ``messages`` list is a chat record, other keys are columns.
+
+    ``remedy`` ends the sentence that says the source holds no records."""
     columns: list[str] = []
     rows: list[dict[str, object]] = []
     messages: list[list[dict]] = []
     for item in items:
         if not isinstance(item, dict):
-            raise ParseError(f"{name} should hold one JSON object per line, found {type(item).__name__}.")
+            raise ParseError(f"{name} should hold one record (object) per row, found {type(item).__name__}.")
         if isinstance(item.get("messages"), list):
             messages.append(item["messages"])
             continue
@@ -172,7 +199,7 @@ def _read_jsonl(text: str, name: str) -> RecordTable:
                 columns.append(key)
         rows.append({k: _cell(v) for k, v in item.items()})
     if not rows and not messages:
-        raise ParseError(f"{name} holds no records; add one JSON object per line.")
+        raise ParseError(f"{name} holds no records; {remedy}.")
     return RecordTable(name, columns, rows, messages)
 
 
@@ -221,7 +248,9 @@ _SCALARS = (str, int, float, bool)
 def _table_from_record(record: object, name: str) -> RecordTable:
     """The RecordTable in :func:`table_record`'s dict, checked field by field: exactly its
     fields, cells of plain values, chat turns of JSON objects, and a header of short names."""
-    unreadable = ParseError(f"{name} could not be read as a table; save it again as CSV, XLSX or JSONL.")
+    unreadable = ParseError(
+        f"{name} could not be read as a table; save it again as CSV, XLSX, JSONL or Parquet."
+    )
     if not isinstance(record, dict) or set(record) != {"name", "columns", "rows", "messages"}:
         raise unreadable
     columns, rows, messages = record["columns"], record["rows"], record["messages"]
@@ -251,7 +280,7 @@ def read_table(
     name: str | None = None,
     limits: IngestLimits | None = None,
 ) -> RecordTable:
-    """A CSV, TSV, XLSX or JSONL table of tuning or evaluation data, read within ``limits``.
+    """A CSV, TSV, XLSX, JSONL or Parquet table of tuning or evaluation data, read within ``limits``.
 
     The size is checked before the file is read, an XLSX's zip before it is opened (zip bombs),
     and the table is parsed in the extraction process, stopped after ``parse_timeout_s`` or

@@ -189,6 +189,18 @@ def test_evaluate_tab_saves_a_set_runs_it_and_compares(app_url, app_data, shared
     ]
     assert "passages an answer cites" in by_metric["Citation precision"][-1]
 
+    # The set and the runs download as Parquet, which datasets reads back.
+    import datasets
+
+    exported_set = client.predict("Tents", "two", ".parquet", api_name="/export_set")
+    exported_set = datasets.Dataset.from_parquet(exported_set["value"], cache_dir=str(app_data / "hf"))
+    assert exported_set["question"] == [row[0] for row in table["data"]]
+    assert exported_set["unanswerable"] == [False, True]
+    exported_runs = client.predict(run_ids[:2], ".parquet", api_name="/export_runs")
+    exported_runs = datasets.Dataset.from_parquet(exported_runs["value"], cache_dir=str(app_data / "hf"))
+    assert exported_runs["run"] == [run_ids[0]] * 2 + [run_ids[1]] * 2
+    assert exported_runs["question"] == list(exported_set["question"]) * 2
+
 
 def test_job_progress_shows_finished_tuning_and_evaluation_jobs(tmp_path):
     from assistant.jobs.store import Job
@@ -231,5 +243,15 @@ def test_web_app_and_api_share_one_server_and_the_draft_tab_works(service):
         stored = service.drafts.get(draft_id)
         assert stored.status == "accepted" and stored.final.endswith("Enjoy!") and "[1]" not in stored.final
         assert [row for row in recent["data"] if row[1] == "accepted"]
+        # Accepted drafts download as a zipped dataset folder that load_from_disk reads.
+        import zipfile
+
+        import datasets
+
+        exported = client.predict("contoso", ".zip", api_name="/export_drafts")["value"]
+        zipfile.ZipFile(exported).extractall(service.settings.data_dir / "unzipped")
+        rows = datasets.load_from_disk(str(service.settings.data_dir / "unzipped"))
+        assert draft_id in rows["id"]
+        assert rows["answer"][rows["id"].index(draft_id)] == stored.final
     finally:
         server.should_exit = True

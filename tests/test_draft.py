@@ -110,6 +110,36 @@ def test_accepted_drafts_become_tuning_data(service):
     assert len(service.jobs.list()) == jobs_before
 
 
+def test_accepted_drafts_export_as_parquet_and_a_dataset_folder(service, tmp_path):
+    import os
+
+    import datasets
+
+    first = _draft(service, "contoso", "Is the TrailMaster X4 Tent easy to set up?")
+    service.drafts.accept(first.draft_id, strip_citations(first.text) + " [1]", by="aiko")
+    pending = _draft(service, "contoso", "Does the tent come with stakes?")
+    accepted = service.drafts.list(kb="contoso", status="accepted")[::-1]  # oldest first
+    env = {**os.environ, "TSUMUGI_DATA": str(service.settings.data_dir), "TSUMUGI_MODEL_CACHE": str(service.settings.model_cache)}  # fmt: skip
+    outputs = {"parquet": tmp_path / "drafts.parquet", "folder": tmp_path / "drafts-dataset"}
+    for out in outputs.values():
+        result = subprocess.run(
+            [sys.executable, "-m", "assistant", "export-data", "drafts", "--kb", "contoso", "--out", str(out)],
+            capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert f"Wrote {len(accepted)} rows of accepted drafts" in result.stdout
+    read_back = {
+        "parquet": datasets.Dataset.from_parquet(str(outputs["parquet"]), cache_dir=str(tmp_path / "cache")),
+        "folder": datasets.load_from_disk(str(outputs["folder"])),
+    }
+    for exported in read_back.values():
+        assert exported["id"] == [d.id for d in accepted] and pending.draft_id not in exported["id"]
+        assert exported["question"] == [d.message for d in accepted]
+        assert exported["answer"] == [strip_citations(d.final) for d in accepted]
+        assert exported["decided_by"][-1] == "aiko" and "[1]" not in exported["answer"][-1]
+        assert exported["confidence"] == [d.confidence for d in accepted]
+
+
 def test_draft_cli_reads_stdin(service):
     env_data = str(service.settings.data_dir)
     result = subprocess.run(

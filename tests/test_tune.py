@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 
@@ -193,6 +194,33 @@ def test_killed_job_is_marked_interrupted_and_its_files_are_not_listed(app, tune
     assert not list(restarted.adapters.root.glob(".tmp-*"))
 
 
+def test_tuning_from_parquet_and_a_dataset_folder_trains_on_the_csvs_examples(app, tuned, tmp_path):
+    import csv
+
+    import datasets
+
+    with KUMO.open(encoding="utf-8") as f:
+        rows = [{"prompt": r["Question"], "completion": r["Answer"]} for r in csv.DictReader(f)]
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "kumo.parquet"))
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "kumo-dataset"))
+    config = TuneConfig.from_preset("quick", quant="4bit", device="cpu", epochs=1, compare_questions=1)
+    sources = {
+        "kumo-parquet": {"kind": "file", "path": str(tmp_path / "kumo.parquet")},
+        "kumo-dataset": {"kind": "dataset", "path": str(tmp_path / "kumo-dataset"), "name": "kumo-dataset"},
+    }
+    jobs = [app.start_tune(name, source, config) for name, source in sources.items()]
+    shutil.rmtree(tmp_path / "kumo-dataset")  # the job trains on the snapshot taken at submission
+    csv_card = app.adapters.get("kumo").card["data"]
+    for name, job in zip(sources, jobs):
+        job = app.jobs.wait(job.id, timeout=900)
+        assert job.state == "done", (job.error, app.jobs.log_tail(job.id))
+        card = app.adapters.get(name).card
+        assert card["data"]["sha256"] == csv_card["sha256"], "the same examples as the CSV"
+        assert (card["data"]["train"], card["data"]["validation"]) == (35, 5)
+        assert card["metrics"]["val_loss_after"] < card["metrics"]["val_loss_before"]
+        app.delete_adapter(name)
+
+
 def test_bad_data_is_refused_before_a_job_starts(app, tmp_path):
     bad = tmp_path / "pairs.csv"
     bad.write_text("Frage;Antwort;Notiz\nx;y;z\n")
@@ -210,14 +238,22 @@ def test_bad_data_is_refused_before_a_job_starts(app, tmp_path):
     assert len(app.jobs.list()) == before
 
 
-def test_evaluation_shows_the_adapter_ahead_of_the_base_model(app, tuned):
+def test_evaluation_shows_the_adapter_ahead_of_the_base_model(app, tuned, tmp_path):
+    import datasets
+
+    from assistant.datasets_io import write_rows
     from assistant.evaluation.runs import EvalConfig, differences
-    from assistant.evaluation.sets import EvalItem, EvalSet
+    from assistant.evaluation.sets import load_eval_set
     from assistant.tuning.data import load_pairs
     from tests.conftest import drain
 
     _, held_out = load_pairs(KUMO).split()  # the questions the adapter did not train on
-    evalset = EvalSet("kumo-held-out", [EvalItem(e.question, e.answer) for e in held_out])
+    held = tmp_path / "kumo-held-out.parquet"  # kept by a team as a dataset
+    datasets.Dataset.from_list([{"question": e.question, "answer": e.answer} for e in held_out]).to_parquet(
+        str(held)
+    )
+    evalset = load_eval_set(held)
+    assert [(i.question, i.expected) for i in evalset.items] == [(e.question, e.answer) for e in held_out]
     runs = []
     for adapter in ("", "kumo"):
         config = EvalConfig(adapter=adapter, retrieval=False, max_new_tokens=48, precision="fp32")
@@ -229,3 +265,10 @@ def test_evaluation_shows_the_adapter_ahead_of_the_base_model(app, tuned):
     assert {r.id for r in app.evals.list()} >= {base.id, tuned_run.id}, "runs are stored"
     assert app.evals.get(tuned_run.id).metrics == tuned_run.metrics
     assert differences([base, tuned_run])[0]["scores"][1] > differences([base, tuned_run])[0]["scores"][0]
+
+    # The run exports as Parquet, one row per question, its lists as JSON text.
+    parquet = write_rows(tuned_run.rows(), tmp_path / "run.parquet")
+    exported = datasets.Dataset.from_parquet(str(parquet), cache_dir=str(tmp_path / "cache"))
+    assert exported["question"] == [i.question for i in evalset.items]
+    assert exported["f1"] == [r["f1"] for r in tuned_run.results]
+    assert set(exported["run"]) == {tuned_run.id}

@@ -10,6 +10,7 @@ from assistant.cli.admin import (
     _cmd_adapters,
     _cmd_eval,
     _cmd_export,
+    _cmd_export_data,
     _cmd_jobs,
     _cmd_keys,
     _cmd_serve,
@@ -17,7 +18,7 @@ from assistant.cli.admin import (
     _cmd_users,
 )
 from assistant.cli.answers import _cmd_ask, _cmd_draft, _cmd_ingest, _cmd_list, _cmd_reembed, _cmd_search
-from assistant.cli.common import drive, style_argument
+from assistant.cli.common import dataset_arguments, drive, style_argument
 from knowledge.errors import TsumugiError
 
 __all__ = ["build_parser", "drive", "main"]
@@ -75,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tune", help="LoRA-tune the chat model on question/answer pairs or a knowledge base")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", type=Path, help="CSV, TSV, XLSX or JSONL of question/answer pairs")
+    source.add_argument(
+        "--data",
+        help="question/answer pairs: a CSV, TSV, XLSX, JSONL or Parquet file, a folder written by "
+        "Dataset.save_to_disk, or a hub dataset id",
+    )
     source.add_argument("--kb", help="continue pre-training on this knowledge base's documents")
     source.add_argument(
         "--drafts", nargs="?", const="", metavar="KB", help="train on accepted reply drafts (of KB, or all)"
@@ -92,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--question-column")
     p.add_argument("--answer-column")
+    dataset_arguments(p)
     p.add_argument("--json", action="store_true", help="print the adapter card as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--detach", action="store_true", help="start the job, print its id and return")
@@ -105,7 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="measure answer quality on a set of questions with expected answers")
     p.add_argument("--kb", required=True)
-    p.add_argument("--set", required=True, type=Path, help="CSV/XLSX/JSONL file, or the name of a stored set")
+    p.add_argument(
+        "--set",
+        required=True,
+        help="CSV/XLSX/JSONL/Parquet file, saved dataset folder, hub dataset id, or the name of a stored set",
+    )
+    dataset_arguments(p)
     p.add_argument("--adapter", help="answer with this tuned adapter")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--no-retrieval", action="store_true", help="answer from the model alone (closed book)")
@@ -118,6 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--details", action="store_true", help="with --json: every question's answer and scores")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser(
+        "export-data", help="export accepted drafts, an evaluation set or run as Parquet or a dataset"
+    )
+    p.add_argument("what", choices=["drafts", "eval-set", "eval-run"])
+    p.add_argument("--kb", help="drafts: of this knowledge base (default all); eval-set: its knowledge base")
+    p.add_argument("--name", help="eval-set: the set's name; eval-run: the run's id")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="a .parquet file, or a folder for Dataset.save_to_disk (load_from_disk reads it)",
+    )
+    p.add_argument("--push-to-hub", metavar="REPO", help="also push it to the hub as a private dataset")
+    p.set_defaults(func=_cmd_export_data)
 
     p = sub.add_parser("draft", help="draft a reply to a customer message (read from stdin or --message)")
     p.add_argument("--kb", required=True)

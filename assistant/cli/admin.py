@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from assistant.cli.common import (
     ProgressPrinter,
@@ -118,8 +119,15 @@ def _cmd_tune(app, args) -> int:
         batch_size=args.batch_size,
     )
     if args.data:
+        from assistant.datasets_io import is_dataset_source
+
         data = data_source(
-            "file", path=args.data, question_column=args.question_column, answer_column=args.answer_column
+            "dataset" if is_dataset_source(args.data) else "file",
+            path=args.data,
+            question_column=args.question_column,
+            answer_column=args.answer_column,
+            split=args.split,
+            subset=args.subset,
         )
     elif args.drafts is not None:
         data = data_source("drafts", kb=args.drafts)
@@ -179,15 +187,23 @@ def _cmd_adapters(app, args) -> int:
 def _cmd_eval(app, args) -> int:
     from dataclasses import replace
 
+    from assistant.datasets_io import is_dataset_source
     from assistant.evaluation.metrics import METRIC_HELP, METRIC_LABEL
     from assistant.evaluation.runs import EvalConfig
     from assistant.evaluation.sets import load_eval_set
 
-    if args.set.exists():
-        evalset = load_eval_set(args.set, limits=app.settings.limits)
-        app.eval_sets(args.kb).save(evalset)  # kept with the knowledge base, to run again later
+    stored = app.eval_sets(args.kb)
+    if Path(args.set).exists() or (args.set not in stored.names() and is_dataset_source(args.set)):
+        evalset = load_eval_set(
+            args.set,
+            limits=app.settings.limits,
+            split=args.split,
+            subset=args.subset,
+            allow_downloads=app.settings.allow_downloads,
+        )
+        stored.save(evalset)  # kept with the knowledge base, to run again later
     else:
-        evalset = app.eval_sets(args.kb).get(str(args.set))
+        evalset = stored.get(args.set)
     if args.limit:
         evalset = replace(evalset, items=evalset.items[: args.limit])
     config = EvalConfig(
@@ -234,4 +250,28 @@ def _cmd_jobs(app, args) -> int:
         print(
             f"{j.id}  {j.kind:5} {j.state:11} {j.request.get('name', '')}{where}{'  ' + j.error if j.error else ''}"
         )
+    return 0
+
+
+def _cmd_export_data(app, args) -> int:
+    from assistant.datasets_io import push_rows, write_rows
+
+    if not args.out and not args.push_to_hub:
+        raise ConfigError("Say where to export: --out FILE.parquet, --out FOLDER, or --push-to-hub REPO.")
+    if args.what == "drafts":
+        rows, what = app.drafts.accepted_rows(args.kb), "accepted drafts"
+    elif args.what == "eval-set":
+        if not args.kb or not args.name:
+            raise ConfigError("Name the evaluation set's knowledge base and name: --kb KB --name SET.")
+        rows, what = app.eval_sets(args.kb).get(args.name).rows(), f"evaluation set {args.name!r}"
+    else:
+        if not args.name:
+            raise ConfigError("Name the evaluation run: --name RUN_ID (see the Evaluate tab's history).")
+        rows, what = app.evals.get(args.name).rows(), f"evaluation run {args.name!r}"
+    if args.out:
+        out = write_rows(rows, args.out)
+        print(f"Wrote {len(rows)} rows of {what} to {out}.")
+    if args.push_to_hub:
+        url = push_rows(rows, args.push_to_hub, app.settings.allow_downloads)
+        print(f"Pushed {len(rows)} rows of {what} to {url}.")
     return 0

@@ -117,3 +117,9 @@ def follow_job(app, job, quiet: bool = False):
     finally:
         if printer:
             printer.close()
+
+
+def dataset_arguments(parser) -> None:
+    """--split and --subset, for data given as a dataset folder or a hub dataset id."""
+    parser.add_argument("--split", help="the dataset's split (default: train, or its only split)")
+    parser.add_argument("--subset", help="the hub dataset's subset (configuration)")

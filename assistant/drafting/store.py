@@ -186,6 +186,32 @@ class DraftStore:
         return [_draft(r) for r in self._conn().execute(query, args).fetchall()]
 
     # -- outcomes ----------------------------------------------------------------------
+    def accepted_rows(self, kb: str | None = None) -> list[dict]:
+        """Accepted drafts (of ``kb``, or all), oldest first, as rows to export: the customer's
+        ``question`` and the ``answer`` as sent (without citation marks) first, so the rows
+        tune a model as they are, then the draft and who decided it when."""
+        from knowledge.text import strip_citations
+
+        rows = []
+        for d in reversed(self.list(kb=kb, status="accepted", limit=1_000_000)):
+            rows.append(
+                {
+                    "question": d.message,
+                    "answer": strip_citations(d.final or ""),
+                    "draft": d.draft,
+                    "kb": d.kb,
+                    "tone": d.tone or "",
+                    "model": d.model or "",
+                    "confidence": d.confidence,
+                    "author": d.author or "",
+                    "decided_by": d.decided_by or "",
+                    "created": d.created,
+                    "decided": d.decided,
+                    "id": d.id,
+                }
+            )
+        return rows
+
     def record_answer(self, kb: str | None, source: str, answer) -> None:
         if answer.confidence is None:
             return

@@ -111,6 +111,11 @@ class EvalRun:
     def from_json(cls, data: dict) -> EvalRun:
         return cls(**{**data, "config": EvalConfig(**data["config"])})
 
+    def rows(self) -> list[dict]:
+        """One row per question: its scores and answer, with the run that produced it."""
+        run = {"run": self.id, "set": self.set_name, "model": self.model, "settings": self.config.label()}
+        return [{**run, **result} for result in self.results]
+
 
 class EvalRunStore:
     def __init__(self, data_dir: str | Path) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Generator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from assistant.datasets_io import load_table
 from assistant.records import RecordTable, read_table, truthy
 from knowledge.errors import Cancelled, ParseError, StoreError
 from knowledge.files import atomic_write_bytes
@@ -43,6 +44,10 @@ class EvalSet:
     def from_json(cls, data: dict) -> EvalSet:
         return cls(data["name"], [EvalItem(**i) for i in data["items"]])
 
+    def rows(self) -> list[dict]:
+        """One row per question, in columns this module reads back (see ROLE_NAMES)."""
+        return [asdict(i) for i in self.items]
+
 
 def eval_set_from_table(table: RecordTable, name: str) -> EvalSet:
     q_col = table.column(None, "question")
@@ -70,13 +75,23 @@ def eval_set_from_table(table: RecordTable, name: str) -> EvalSet:
 
 
 def load_eval_set(
-    path: str | Path, name: str | None = None, data: bytes | None = None, limits: IngestLimits | None = None
+    path: str | Path,
+    name: str | None = None,
+    data: bytes | None = None,
+    limits: IngestLimits | None = None,
+    split: str | None = None,
+    subset: str | None = None,
+    allow_downloads: bool = False,
 ) -> EvalSet:
-    """A set from a file; named after the file (made into a usable name) unless ``name`` is given.
+    """A set from a file, a saved dataset folder or a hub dataset (its ``split`` and
+    ``subset``); named after it (made into a usable name) unless ``name`` is given.
 
-    The file is read within ``limits`` (size, zip bombs, time and memory; see
+    A file is read within ``limits`` (size, zip bombs, time and memory; see
     :func:`assistant.records.read_table`)."""
-    table = read_table(path, data, limits=limits)
+    if data is None:
+        table = load_table(path, split, subset, limits, allow_downloads)
+    else:
+        table = read_table(path, data, limits=limits)
     if name is None:
         name = re.sub(r"[^\w\- .]+", "-", Path(path).stem).strip(" .-_") or "questions"
     return eval_set_from_table(table, name[:64])

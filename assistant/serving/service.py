@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Generator
 from dataclasses import replace
@@ -20,7 +19,7 @@ from assistant.generation.config import ModelConfig
 from assistant.generation.local import ChatModel
 from assistant.jobs.store import Job, JobStore
 from assistant.tuning.adapters import AdapterStore
-from assistant.tuning.data import from_drafts
+from assistant.tuning.data import examples_jsonl
 from assistant.tuning.train import TuneConfig
 from knowledge.chunk import ChunkConfig
 from knowledge.ingest import FileResult, Source, collect_sources, ingest_files
@@ -102,17 +101,15 @@ class Tsumugi:
             "config": config.to_json(),
             "model_cache": str(Path(self.settings.model_cache).resolve()),
         }
-        prepare_tune(request, self.settings.data_dir, self.settings.limits)
+        checked, _ = prepare_tune(
+            request, self.settings.data_dir, self.settings.limits, self.settings.allow_downloads
+        )
         files = {}
         if data.get("kind") == "file":
             files[DATA_FILE] = data_bytes if data_bytes is not None else Path(data["path"]).read_bytes()
-        elif data.get("kind") == "drafts":
-            # The job trains on the accepted drafts as they are now, whatever is accepted later.
-            snapshot = from_drafts(self.drafts, data.get("kb") or None)
-            files[DATA_FILE] = "".join(
-                json.dumps({"question": e.question, "answer": e.answer}, ensure_ascii=False) + "\n"
-                for e in snapshot.examples
-            ).encode("utf-8")
+        elif data.get("kind") in ("drafts", "dataset"):
+            # The job trains on the drafts or dataset as read now, whatever changes later.
+            files[DATA_FILE] = examples_jsonl(checked.examples)
         job = self.jobs.submit("tune", request, files)
         events.log("job", id=job.id, job="tune", state="submitted", name=request["name"])
         return job

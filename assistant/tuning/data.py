@@ -127,6 +127,19 @@ class TrainingData:
         return order[n_val:], order[:n_val]
 
 
+def examples_jsonl(examples: list[Example]) -> bytes:
+    """Examples as JSONL that :func:`load_pairs` reads back to the same examples: a
+    question/answer pair as its two columns, any other conversation as its ``messages``."""
+    lines = []
+    for e in examples:
+        if [r for r, _ in e.messages] == ["user", "assistant"]:
+            record = {"question": e.question, "answer": e.answer}
+        else:
+            record = {"messages": [{"role": r, "content": c} for r, c in e.messages]}
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    return "".join(lines).encode("utf-8")
+
+
 def load_pairs(
     path: str | Path,
     question_column: str | None = None,
@@ -135,7 +148,7 @@ def load_pairs(
     name: str | None = None,
     limits: IngestLimits | None = None,
 ) -> TrainingData:
-    """Question/answer pairs from CSV, TSV, XLSX or JSONL (columns), or chat-format JSONL,
+    """Question/answer pairs from CSV, TSV, XLSX, JSONL or Parquet (columns), or chat-format JSONL,
     read within ``limits`` (see :func:`read_table`)."""
     table = read_table(path, data, name, limits)
     return pairs_from_table(table, question_column, answer_column)

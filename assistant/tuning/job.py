@@ -15,7 +15,13 @@ from collections.abc import Generator
 from pathlib import Path
 
 from assistant.tuning.adapters import AdapterStore
-from assistant.tuning.data import TrainingData, from_drafts, from_knowledge_base, load_pairs
+from assistant.tuning.data import (
+    TrainingData,
+    from_drafts,
+    from_knowledge_base,
+    load_pairs,
+    pairs_from_table,
+)
 from assistant.tuning.train import TuneConfig, train_lora
 from knowledge.errors import ConfigError, ParseError
 from knowledge.files import now
@@ -35,10 +41,25 @@ def data_source(
     path: str | Path | None = None,
     question_column: str | None = None,
     answer_column: str | None = None,
+    split: str | None = None,
+    subset: str | None = None,
 ) -> dict:
-    """A tuning request's ``data`` entry: a question/answer ``file``, a knowledge base's passages
-    (``kb``), or accepted reply ``drafts`` (of ``kb``, or of all bases). The UI and the CLI both
-    describe their choice with it."""
+    """A tuning request's ``data`` entry: a question/answer ``file``, a ``dataset`` (a saved
+    dataset folder or a hub id in ``path``, with its ``split`` and ``subset``), a knowledge
+    base's passages (``kb``), or accepted reply ``drafts`` (of ``kb``, or of all bases). The UI
+    and the CLI both describe their choice with it."""
+    if kind == "dataset":
+        if not path:
+            raise ConfigError("Name the dataset: a folder written by save_to_disk, or a hub dataset id.")
+        return {
+            "kind": "dataset",
+            "path": str(path),
+            "name": Path(path).name or str(path),
+            "split": split or None,
+            "subset": subset or None,
+            "question_column": question_column or None,
+            "answer_column": answer_column or None,
+        }
     if kind == "drafts":
         return {"kind": "drafts", "kb": kb or None}
     if kind == "kb":
@@ -59,7 +80,11 @@ def data_source(
 
 
 def load_training_data(
-    request: dict, folder: Path | None, data_dir: Path, limits: IngestLimits | None = None
+    request: dict,
+    folder: Path | None,
+    data_dir: Path,
+    limits: IngestLimits | None = None,
+    allow_downloads: bool = False,
 ) -> TrainingData:
     """The data a request names: an uploaded file (copied into the job folder) or a knowledge base.
 
@@ -76,9 +101,17 @@ def load_training_data(
             name=source.get("name") or Path(source["path"]).name,
             limits=limits if folder is None else CHECKED,
         )
+    if kind in ("drafts", "dataset") and folder is not None:  # the snapshot taken at submission
+        name = "accepted-drafts.jsonl" if kind == "drafts" else f"{source['name']}.jsonl"
+        return load_pairs(folder / DATA_FILE, name=name, limits=CHECKED)
+    if kind == "dataset":
+        from assistant.datasets_io import read_dataset
+
+        table = read_dataset(
+            source["path"], source.get("split"), source.get("subset"), limits, allow_downloads
+        )
+        return pairs_from_table(table, source.get("question_column"), source.get("answer_column"))
     if kind == "drafts":
-        if folder is not None:  # the snapshot taken when the job was submitted
-            return load_pairs(folder / DATA_FILE, name="accepted-drafts.jsonl", limits=CHECKED)
         from assistant.drafting.store import DraftStore
 
         return from_drafts(DraftStore(data_dir), source.get("kb") or None)
@@ -92,16 +125,17 @@ def load_training_data(
 
 
 def prepare_tune(
-    request: dict, data_dir: Path, limits: IngestLimits | None = None
+    request: dict, data_dir: Path, limits: IngestLimits | None = None, allow_downloads: bool = False
 ) -> tuple[TrainingData, TuneConfig]:
     """Check everything a run needs before it starts, the data file within ``limits`` (the
-    server's: TSUMUGI_MAX_DATA_MB and the parse limits); raises a clear error otherwise."""
+    server's: TSUMUGI_MAX_DATA_MB and the parse limits); raises a clear error otherwise. A hub
+    dataset not in the cache is fetched only when ``allow_downloads``."""
     from assistant.generation.config import check_model_available
 
     AdapterStore(data_dir).check_new_name(request.get("name", ""))
     config = TuneConfig(**request.get("config", {}))
     check_model_available(request.get("base") or "smollm2-135m-instruct")
-    data = load_training_data(request, None, data_dir, limits)
+    data = load_training_data(request, None, data_dir, limits, allow_downloads)
     data.check()
     return data, config
 

@@ -18,6 +18,21 @@ def upload_path(upload) -> Path | None:
     return Path(upload if isinstance(upload, str) else upload.name)
 
 
+EXPORT_FORMATS = [("Parquet", ".parquet"), ("Dataset folder (zip; load_from_disk reads it unzipped)", ".zip")]
+"""How the UI exports rows: one Parquet file, or a zipped ``save_to_disk`` folder."""
+
+
+def export_file(app, rows: list[dict], stem: str, suffix: str) -> str:
+    """``rows`` written under the data directory's exports as ``suffix`` (see EXPORT_FORMATS),
+    for a download button."""
+    import time
+
+    from assistant.datasets_io import write_rows
+
+    out = Path(app.settings.data_dir).resolve() / "exports" / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return str(write_rows(rows, out.with_name(out.name + suffix)))
+
+
 def passage_location(hit: Hit) -> str:
     where = hit.doc + (f", page {hit.page}" if hit.page else "")
     return where + (f" · {hit.heading}" if hit.heading else "")

@@ -8,7 +8,14 @@ from assistant.evaluation.metrics import METRIC_HELP, METRIC_LABEL, format_metri
 from assistant.evaluation.runs import config_matrix, differences
 from assistant.evaluation.sets import EvalItem, EvalSet, draft_eval_set, load_eval_set
 from assistant.records import RECORD_EXTENSIONS, clip
-from assistant.ui.common import handler, job_progress_html, shown_progress, upload_path
+from assistant.ui.common import (
+    EXPORT_FORMATS,
+    export_file,
+    handler,
+    job_progress_html,
+    shown_progress,
+    upload_path,
+)
 from knowledge.errors import TsumugiError
 from knowledge.progress import drive_events
 
@@ -231,6 +238,29 @@ def compare(app, run_ids):
     )
 
 
+def export_set(app, kb_name, name, suffix):
+    """The chosen question set as a download."""
+    if not name:
+        raise gr.Error("Choose a question set to export.")
+    try:
+        path = export_file(app, app.eval_sets(kb_name).get(name).rows(), f"questions-{name}", suffix)
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    return gr.update(value=path, visible=True)
+
+
+def export_runs(app, run_ids, suffix):
+    """The chosen runs, one row per question and run, as a download."""
+    if not run_ids:
+        raise gr.Error("Choose the runs to export under Runs to compare.")
+    try:
+        rows = [row for run_id in run_ids for row in app.evals.get(run_id).rows()]
+        path = export_file(app, rows, "evaluation-runs", suffix)
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    return gr.update(value=path, visible=True)
+
+
 def refresh(app, kb_name):
     return (
         gr.update(choices=_set_choices(app, kb_name)),
@@ -249,7 +279,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
         with gr.Column():
             gr.Markdown("#### 1. Question set")
             upload = gr.File(
-                label="Questions with expected answers (CSV, XLSX or JSONL: question, answer, "
+                label="Questions with expected answers (CSV, XLSX, JSONL or Parquet: question, answer, "
                 "optional source and unanswerable columns)",
                 file_types=list(RECORD_EXTENSIONS),
             )
@@ -330,6 +360,11 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
         interactive=False,
         wrap=True,
     )
+    with gr.Row():
+        export_format = gr.Radio(EXPORT_FORMATS, value=".parquet", label="Export as", scale=2)
+        export_set_btn = gr.Button("Export the question set", scale=1)
+        export_runs_btn = gr.Button("Export the chosen runs", scale=1)
+    export_download = gr.File(label="Export", visible=False)
 
     upload.change(handler(load_file, app), [upload, shown], [items, set_name, shown])
     save_btn.click(handler(save_set, app), [kb_selector, set_name, items, shown], [set_pick])
@@ -343,6 +378,8 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
     timer.tick(handler(poll, app), [job_id], [status, runs_pick])
     cancel_btn.click(handler(cancel_eval, app), [job_id], None)
     runs_pick.change(handler(compare, app), [runs_pick], [table, chart, diff])
+    export_set_btn.click(handler(export_set, app), [kb_selector, set_pick, export_format], [export_download])
+    export_runs_btn.click(handler(export_runs, app), [runs_pick, export_format], [export_download])
     refresh_outputs = [set_pick, models, runs_pick, other_kbs]
     refresh_btn.click(handler(refresh, app), [kb_selector], refresh_outputs)
     kb_selector.change(handler(refresh, app), [kb_selector], refresh_outputs)

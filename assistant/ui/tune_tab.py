@@ -297,7 +297,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
             gr.Markdown("#### 1. Training data")
             source = gr.Radio([FILE_SOURCE, DRAFTS_SOURCE, KB_SOURCE], value=FILE_SOURCE, label="Learn from")
             upload = gr.File(
-                label="Question/answer pairs (CSV, TSV, XLSX or JSONL)",
+                label="Question/answer pairs (CSV, TSV, XLSX, JSONL or Parquet)",
                 file_types=list(RECORD_EXTENSIONS),
             )
             with gr.Row():
