@@ -11,6 +11,7 @@ from pathlib import Path
 from assistant.answering.confidence import DEFAULT_THRESHOLD
 from assistant.answering.escalate import EscalationConfig
 from assistant.generation.config import EMBEDDED_MODEL, ModelConfig
+from assistant.generation.remote import Endpoint, chat_endpoint
 from knowledge.embed import DEFAULT_EMBED_MODEL
 from knowledge.errors import ConfigError
 from knowledge.limits import IngestLimits
@@ -125,6 +126,10 @@ class Settings:
     """TSUMUGI_MAX_FILE_MB, TSUMUGI_MAX_FILES, TSUMUGI_MAX_PAGES, TSUMUGI_MAX_UNPACKED_MB,
     TSUMUGI_PARSE_TIMEOUT, TSUMUGI_PARSE_MEMORY_MB, TSUMUGI_MAX_DATA_MB: what one upload (a
     document, or a tuning or evaluation file) may cost (see knowledge/limits.py)."""
+    chat: Endpoint | None = None
+    """TSUMUGI_CHAT_URL, TSUMUGI_CHAT_MODEL, TSUMUGI_CHAT_KEY (read from the environment only):
+    the main chat model on an OpenAI-compatible server (vLLM, TGI, llama.cpp, Ollama, another
+    Tsumugi) instead of in this process; tuned adapters still answer here."""
     escalation: EscalationConfig = field(default_factory=EscalationConfig)
     """TSUMUGI_ESCALATE_URL, TSUMUGI_ESCALATE_MODEL, TSUMUGI_ESCALATE_KEY (or OPENAI_API_KEY),
     TSUMUGI_CONFIDENCE_THRESHOLD: the larger model for low-confidence answers."""
@@ -173,6 +178,14 @@ class Settings:
         except ConfigError as exc:
             problems.append(str(exc))
             escalation = EscalationConfig()
+        chat = None
+        if _env("TSUMUGI_CHAT_URL", "") or _env("TSUMUGI_CHAT_MODEL", ""):
+            try:
+                chat = chat_endpoint(
+                    _env("TSUMUGI_CHAT_URL", ""), _env("TSUMUGI_CHAT_MODEL", ""), _env("TSUMUGI_CHAT_KEY", "")
+                )
+            except ConfigError as exc:
+                problems.append(str(exc))
         try:
             limits = IngestLimits(
                 max_file_mb=_env_float("TSUMUGI_MAX_FILE_MB", 100.0, problems),
@@ -212,6 +225,7 @@ class Settings:
             port=_env_int("TSUMUGI_PORT", int(_env("GRADIO_SERVER_PORT", "7860")), problems),
             allow_downloads=_env_bool("TSUMUGI_ALLOW_DOWNLOADS", False),
             limits=limits,
+            chat=chat,
             escalation=escalation,
             demo=_env_bool("TSUMUGI_DEMO", bool(os.environ.get("SPACE_ID"))),
             # A Space's visibility (public or private) is its access control.

@@ -110,6 +110,10 @@ class Answer:
     """The stored draft's id, for accepting or rejecting it (drafts only)."""
     notice: str = ""
     """One sentence for the user about what happened (escalation failed, quoted passages…)."""
+    generation: dict = field(default_factory=dict)
+    """How the model's text was generated (empty when the model wrote none): ``backend``
+    (local or remote), token counts where known, and ``logprobs``: whether the backend
+    returned token log-probabilities (a remote server may not; the confidence does not need them)."""
 
     @property
     def cited(self) -> list[int]:
@@ -141,6 +145,7 @@ class Answer:
             "check": self.check,
             "notice": self.notice or None,
             "draft_id": self.draft_id or None,
+            "generation": self.generation,
             "citations": [{"n": n, **self.passages[n - 1].to_json()} for n in self.cited],
             "passages": [p.to_json() for p in self.passages],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
@@ -217,6 +222,7 @@ def answer_question(
                 "these are the documents' own sentences."
             )
         answer.check = {k: getattr(check.result, k) for k in ("written", "kept", "replaced", "removed")}
+    answer.generation = generation_record(info)
     signals = conf.signals(evidence, answer, answer_coverage(answer.text, evidence), hits)
     answer.signals = signals.to_json()
     answer.confidence = conf.score(signals, conf.weights_for(model, config.style))
@@ -235,6 +241,16 @@ def answer_question(
     answer.timings["total_s"] = time.perf_counter() - start
     yield answer
     return answer
+
+
+def generation_record(info: dict) -> dict:
+    """The answer record's account of a generation, from the ``info`` a backend filled."""
+    if not info:
+        return {}
+    record = {"backend": info.get("backend", "local")}
+    record.update({k: info[k] for k in ("prompt_tokens", "new_tokens") if k in info})
+    record["logprobs"] = bool(info.get("logprobs", "token_logprobs" in info))
+    return record
 
 
 def gather_evidence(kb: KnowledgeBase, parts: list[Query], hits: list[Hit], embedder, style: str) -> Evidence:

@@ -110,7 +110,7 @@ def weights_for(model, style: str) -> Weights:
     """The weights for answers of ``style`` by ``model`` (see the module docstring)."""
     config = getattr(model, "config", None)
     adapter = getattr(config, "adapter", "") or ""
-    name = getattr(config, "name", "") or ""
+    name = getattr(config, "name", "") or getattr(config, "model", "") or ""  # a remote model: its name there
     if adapter:
         found = _pick(Path(adapter) / "confidence.json", style, f"adapter {Path(adapter).name}")
         if found:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from assistant.generation.backend import ModelError
+from knowledge.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,29 @@ class Endpoint:
     label_note: str = "escalated"
     """Shown after the model's name wherever the answer's model is named."""
 
+    def __post_init__(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"The {self.role}'s URL should start with http:// or https://, got {self.base_url!r}."
+            )
+        if not self.model:
+            raise ConfigError(
+                f"The {self.role} at {self.base_url} needs a model name too ({self.model_setting})."
+            )
+
+
+def chat_endpoint(base_url: str, model: str, api_key: str = "") -> Endpoint:
+    """The main chat model served elsewhere (TSUMUGI_CHAT_URL, TSUMUGI_CHAT_MODEL, TSUMUGI_CHAT_KEY)."""
+    return Endpoint(
+        base_url.rstrip("/"),
+        model,
+        api_key,
+        key_setting="TSUMUGI_CHAT_KEY",
+        model_setting="TSUMUGI_CHAT_MODEL",
+        role="chat model",
+        label_note="remote",
+    )
+
 
 class RemoteModel:
     """A model behind an OpenAI-compatible endpoint; a :class:`~assistant.generation.backend.ChatBackend`."""
@@ -41,10 +65,30 @@ class RemoteModel:
             timeout=config.timeout_s,
             max_retries=1,
         )
+        self.logprobs = True
+        """Ask for token log-probabilities until the server refuses the question once."""
 
     @property
     def label(self) -> str:
         return f"{self.config.model} ({self.config.label_note})"
+
+    def _request(self, messages, max_new_tokens, temperature):
+        import openai
+
+        kwargs = dict(
+            model=self.config.model,
+            messages=messages,
+            max_tokens=max_new_tokens,
+            temperature=temperature,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        if self.logprobs:
+            try:
+                return self.client.chat.completions.create(**kwargs, logprobs=True)
+            except openai.BadRequestError:
+                self.logprobs = False  # a server that does not do log-probabilities
+        return self.client.chat.completions.create(**kwargs)
 
     def stream(
         self,
@@ -54,22 +98,33 @@ class RemoteModel:
         stop: threading.Event | None = None,
         info: dict | None = None,
     ) -> Iterator[str]:
+        """Stream from the server. ``info`` gets the server's token counts where it sends them,
+        and ``token_logprobs`` (empty: the server returned none, ``logprobs`` False)."""
+        import httpx
         import openai
 
+        info = {} if info is None else info
+        info.update(token_logprobs=[], logprobs=False, backend="remote")
+        received = 0
         try:
-            response = self.client.chat.completions.create(
-                model=self.config.model,
-                messages=messages,
-                max_tokens=max_new_tokens,
-                temperature=temperature,
-                stream=True,
-            )
+            response = self._request(messages, max_new_tokens, temperature)
             with response:
                 for chunk in response:
                     if stop is not None and stop.is_set():
                         break
-                    if chunk.choices and chunk.choices[0].delta.content:
-                        yield chunk.choices[0].delta.content
+                    if chunk.usage is not None:
+                        info.update(
+                            prompt_tokens=chunk.usage.prompt_tokens, new_tokens=chunk.usage.completion_tokens
+                        )
+                    if not chunk.choices:
+                        continue
+                    choice = chunk.choices[0]
+                    if choice.logprobs is not None and choice.logprobs.content:
+                        info["token_logprobs"].extend(t.logprob for t in choice.logprobs.content)
+                        info["logprobs"] = True
+                    if choice.delta.content:
+                        received += 1
+                        yield choice.delta.content
         except openai.AuthenticationError as exc:
             raise ModelError(
                 f"The {self.config.role} at {self.config.base_url} refused the API key; check {self.config.key_setting}."
@@ -79,9 +134,11 @@ class RemoteModel:
                 f"The {self.config.role} {self.config.model!r} is not served at {self.config.base_url}; "
                 f"check {self.config.model_setting}."
             ) from exc
-        except openai.APIError as exc:
+        except (openai.APIError, httpx.HTTPError) as exc:
+            when = "stopped in the middle of the answer" if received else "did not answer"
             raise ModelError(
-                f"The {self.config.role} at {self.config.base_url} did not answer ({exc.__class__.__name__})."
+                f"The {self.config.role} at {self.config.base_url} {when} ({exc.__class__.__name__}); "
+                "ask again, or check the server."
             ) from exc
 
 

@@ -14,9 +14,10 @@ from assistant.drafting.compose import DraftConfig, draft_reply
 from assistant.drafting.store import DraftStore
 from assistant.evaluation.runs import EvalConfig, EvalRun, EvalRunStore, run_evaluation
 from assistant.evaluation.sets import EvalSet, EvalSetStore
+from assistant.generation.backend import ChatBackend
 from assistant.generation.cache import forget_models, load_chat_model
 from assistant.generation.config import ModelConfig
-from assistant.generation.local import ChatModel
+from assistant.generation.remote import remote_model
 from assistant.jobs.store import Job, JobStore
 from assistant.tuning.adapters import AdapterStore
 from assistant.tuning.data import examples_jsonl
@@ -64,8 +65,13 @@ class Tsumugi:
             return self.library.create(name, embed_model=self.settings.embed_model, chunking=chunking)
         return self.library.get(name)
 
-    def chat_model(self, config: ModelConfig | None = None) -> ChatModel:
-        return load_chat_model(config or self.settings.model, Path(self.settings.model_cache))
+    def chat_model(self, config: ModelConfig | None = None) -> ChatBackend:
+        """The model that answers: the remote chat model when one is configured (an adapter
+        still answers here, on its base model), the local model of ``config`` otherwise."""
+        config = config or self.settings.model
+        if self.settings.chat is not None and not config.adapter:
+            return remote_model(self.settings.chat)
+        return load_chat_model(config, Path(self.settings.model_cache))
 
     def model_config(self, adapter: str | None = None, precision: str | None = None) -> ModelConfig:
         """The configured chat model, or an adapter on the base model it was trained from."""
@@ -259,6 +265,8 @@ class Tsumugi:
                 "model": s.escalation.model,
                 "threshold": s.escalation.threshold,
             },
+            # The key stays out of the job's files: the worker reads it from its environment.
+            "chat": {"base_url": s.chat.base_url, "model": s.chat.model} if s.chat else None,
         }
 
 

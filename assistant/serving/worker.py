@@ -6,6 +6,7 @@ The registry of job handlers lives here, at the top of the layers: the generic w
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Generator
@@ -17,6 +18,7 @@ from assistant.config import Settings, escalation_key
 from assistant.evaluation.runs import EvalConfig
 from assistant.evaluation.sets import EvalSet
 from assistant.generation.config import ModelConfig
+from assistant.generation.remote import chat_endpoint
 from assistant.jobs import worker
 from assistant.serving.service import Tsumugi
 from assistant.tuning.job import run_tune_job
@@ -38,6 +40,9 @@ def run_eval_job(
             embed_model=s["embed_model"],
             # The endpoint without its key: the worker reads the key from its environment.
             escalation=EscalationConfig(**s.get("escalation", {}), api_key=escalation_key()),
+            chat=chat_endpoint(**s["chat"], api_key=os.environ.get("TSUMUGI_CHAT_KEY", ""))
+            if s.get("chat")
+            else None,
         )
     )
     evalset = EvalSet.from_json(request["set"])
