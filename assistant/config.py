@@ -113,6 +113,12 @@ class Settings:
     """TSUMUGI_MODEL, TSUMUGI_PRECISION, TSUMUGI_DEVICE: the chat model."""
     embed_model: str = DEFAULT_EMBED_MODEL
     """TSUMUGI_EMBED_MODEL: embedding model for new knowledge bases."""
+    models_dir: Path | None = None
+    """TSUMUGI_MODELS_DIR: a folder of model folders the Models tab lists (default
+    ``<data>/model-folders``; merged adapter exports under ``<data>/exports`` are listed too)."""
+    free_memory_mb: int | None = None
+    """TSUMUGI_FREE_MEMORY_MB: the memory a model may use, in place of what is free now (to keep
+    room for other work); a model whose estimate is larger is refused before it loads."""
     rerank_model: str | None = None
     """TSUMUGI_RERANK_MODEL: a cross-encoder (folder or cached hub id) that reorders the first
     retrieved candidates; unset: no reranking."""
@@ -219,6 +225,8 @@ class Settings:
             model_cache=Path(_env("TSUMUGI_MODEL_CACHE", str(data_dir / "models"))),
             model=model,
             embed_model=_env("TSUMUGI_EMBED_MODEL", DEFAULT_EMBED_MODEL),
+            models_dir=Path(_env("TSUMUGI_MODELS_DIR", str(data_dir / "model-folders"))),
+            free_memory_mb=_env_int("TSUMUGI_FREE_MEMORY_MB", 0, problems) or None,
             rerank_model=_env("TSUMUGI_RERANK_MODEL", "").strip() or None,
             # A Hugging Face Space tells Gradio where to listen through GRADIO_SERVER_*.
             host=_env("TSUMUGI_HOST", _env("GRADIO_SERVER_NAME", "127.0.0.1")),

@@ -13,6 +13,7 @@ from assistant.cli.admin import (
     _cmd_export_data,
     _cmd_jobs,
     _cmd_keys,
+    _cmd_models,
     _cmd_serve,
     _cmd_tune,
     _cmd_users,
@@ -189,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--cancel", metavar="JOB_ID")
     p.set_defaults(func=_cmd_jobs)
+
+    p = sub.add_parser("models", help="list the chat and embedding models, choose one, or download one")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--use-chat", metavar="NAME", help="answer with this chat model from now on")
+    p.add_argument("--use-embed", metavar="NAME", help="embed new knowledge bases with this model")
+    p.add_argument("--pull", metavar="HUB_ID", help="download a hub model (needs TSUMUGI_ALLOW_DOWNLOADS=1)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("adapters", help="list, rename or delete tuned adapters")
     p.add_argument("--json", action="store_true")

@@ -275,3 +275,45 @@ def _cmd_export_data(app, args) -> int:
         url = push_rows(rows, args.push_to_hub, app.settings.allow_downloads)
         print(f"Pushed {len(rows)} rows of {what} to {url}.")
     return 0
+
+
+def _cmd_models(app, args) -> int:
+    if args.pull:
+        import threading
+
+        cancel = threading.Event()
+        try:
+            folder = drive(app.pull_model(args.pull, cancel), None if args.quiet else ProgressPrinter())
+        except KeyboardInterrupt:
+            cancel.set()
+            raise
+        print(f"Downloaded {args.pull} into the local cache ({folder}).")
+    for name, setter, what in (
+        (args.use_chat, app.set_chat_model, "chat model"),
+        (args.use_embed, app.set_embed_model, "embedding model for new knowledge bases"),
+    ):
+        if name:
+            entry = setter(name)
+            print(f"The {what} is now {entry.name}.")
+    if args.pull or args.use_chat or args.use_embed:
+        return 0
+    from assistant.generation.catalog import free_memory_mb
+
+    chosen = {app.settings.model.name, app.settings.embed_model}
+    entries = app.models()
+    if args.json:
+        print(
+            json.dumps(
+                [{**e.to_json(), "in_use": e.name in chosen} for e in entries], ensure_ascii=False, indent=2
+            )
+        )
+        return 0
+    device = app.settings.model.resolved_device()
+    print(f"Free memory: {free_memory_mb(device, app.settings.free_memory_mb) / 1024:.1f} GB ({device})")
+    for e in entries:
+        need = " · ".join(f"{p} {mb / 1024:.1f} GB" for p, mb in e.memory_mb.items())
+        mark = "*" if e.name in chosen else " "
+        print(
+            f"{mark} {e.kind:9} {e.source:9} {e.parameters / 1e6:7.0f}M  {e.size_mb:8.0f} MB  {e.name}  [{need}]"
+        )
+    return 0

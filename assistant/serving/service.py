@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Generator
 from dataclasses import replace
@@ -14,21 +15,27 @@ from assistant.drafting.compose import DraftConfig, draft_reply
 from assistant.drafting.store import DraftStore
 from assistant.evaluation.runs import EvalConfig, EvalRun, EvalRunStore, run_evaluation
 from assistant.evaluation.sets import EvalSet, EvalSetStore
-from assistant.generation.backend import ChatBackend
+from assistant.generation.backend import ChatBackend, ModelError
 from assistant.generation.cache import forget_models, load_chat_model
-from assistant.generation.config import ModelConfig
+from assistant.generation.catalog import ModelEntry, check_fits, describe, list_models, pull
+from assistant.generation.config import ModelConfig, check_model_available
 from assistant.generation.remote import remote_model
 from assistant.jobs.store import Job, JobStore
 from assistant.tuning.adapters import AdapterStore
 from assistant.tuning.data import examples_jsonl
 from assistant.tuning.train import TuneConfig
 from knowledge.chunk import ChunkConfig
+from knowledge.errors import ConfigError
+from knowledge.files import atomic_write_bytes
 from knowledge.ingest import FileResult, Source, collect_sources, ingest_files
 from knowledge.library import Library
 from knowledge.limits import check_count
 from knowledge.progress import Progress
 from knowledge.retrieve import Hit, RetrievalConfig, retrieve
 from knowledge.store import KnowledgeBase
+
+MODEL_CHOICES = "models.json"
+"""The chat and embedding models an admin chose in the Models tab, under the data directory."""
 
 
 class Tsumugi:
@@ -43,6 +50,7 @@ class Tsumugi:
         self.drafts = DraftStore(self.settings.data_dir)
         # Folders left by runs that were killed mid-way are never listed; clear them out.
         self.adapters.discard_staging(keep=self.jobs.active_ids())
+        self._load_model_choices()  # what an admin chose in the Models tab
         self._access = None
 
     @property
@@ -82,6 +90,65 @@ class Tsumugi:
         if precision:
             config = replace(config, precision=precision)
         return config
+
+    # -- models ----------------------------------------------------------------------
+    def model_folders(self) -> list[Path]:
+        """Where the Models tab looks for model folders: the models directory and the
+        merged adapter exports."""
+        data = Path(self.settings.data_dir)
+        return [Path(self.settings.models_dir or data / "model-folders"), data / "exports"]
+
+    def models(self) -> list[ModelEntry]:
+        return list_models(self.model_folders())
+
+    def _entry(self, name: str, kind: str) -> ModelEntry:
+        name = (name or "").strip()
+        if not name:
+            raise ConfigError(f"Choose the {kind} model first.")
+        entry = describe(name, self.model_folders())
+        if entry is None:
+            check_model_available(name)  # says where it looked
+            raise ModelError(
+                f"{name} is not a model Tsumugi can use here; choose one from the list of models."
+            )
+        if entry.kind != kind:
+            raise ConfigError(f"{name} is an {entry.kind} model, not a {kind} model.")
+        return entry
+
+    def set_chat_model(self, name: str) -> ModelEntry:
+        """Answer with ``name`` from now on (and after a restart), once it is known to fit."""
+        entry = self._entry(name, "chat")
+        config = replace(self.settings.model, name=entry.name, adapter="")
+        check_fits(entry, config.resolved_precision(), config.resolved_device(), self.settings.free_memory_mb)
+        self.settings = replace(self.settings, model=config)
+        self._save_model_choices()
+        return entry
+
+    def set_embed_model(self, name: str) -> ModelEntry:
+        """Embed new knowledge bases with ``name`` (existing ones keep theirs)."""
+        entry = self._entry(name, "embedding")
+        check_fits(entry, "fp32", "cpu", self.settings.free_memory_mb)
+        self.settings = replace(self.settings, embed_model=entry.name)
+        self._save_model_choices()
+        return entry
+
+    def _save_model_choices(self) -> None:
+        choices = {"chat": self.settings.model.name, "embedding": self.settings.embed_model}
+        atomic_write_bytes(Path(self.settings.data_dir) / MODEL_CHOICES, json.dumps(choices).encode())
+
+    def _load_model_choices(self) -> None:
+        path = Path(self.settings.data_dir) / MODEL_CHOICES
+        if path.exists():
+            choices = json.loads(path.read_text(encoding="utf-8"))
+            self.settings = replace(
+                self.settings,
+                model=replace(self.settings.model, name=choices["chat"]),
+                embed_model=choices["embedding"],
+            )
+
+    def pull_model(self, repo_id: str, cancel: threading.Event) -> Generator[Progress, None, str]:
+        """Download a hub model into the local cache (when downloads are allowed)."""
+        return pull(repo_id.strip(), self.settings.allow_downloads, cancel)
 
     # -- tuning ----------------------------------------------------------------------
     def start_tune(

@@ -7,18 +7,7 @@ import shutil
 from pathlib import Path
 
 from assistant import events
-
-
-def _meminfo() -> dict[str, int]:
-    info = {}
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                key, value = line.split(":", 1)
-                info[key] = int(value.split()[0]) * 1024
-    except (OSError, ValueError):
-        pass
-    return info
+from assistant.generation.catalog import meminfo
 
 
 def _rss() -> int | None:
@@ -37,7 +26,7 @@ def snapshot(app) -> dict:
 
     data_dir = Path(app.settings.data_dir)
     disk = shutil.disk_usage(data_dir)
-    memory = _meminfo()
+    memory = meminfo()
     jobs = app.jobs.list()
     rss = _rss()
     return {

@@ -21,6 +21,7 @@ def build_app(app: Tsumugi, public: bool = False) -> gr.Blocks:
         draft_tab,
         evaluate_tab,
         knowledge_tab,
+        models_tab,
         tune_tab,
     )
     from assistant.ui.guard import guard_functions
@@ -81,6 +82,7 @@ def build_app(app: Tsumugi, public: bool = False) -> gr.Blocks:
                     ("Knowledge", "knowledge", knowledge_tab),
                     ("Tune", "tune", tune_tab),
                     ("Evaluate", "evaluate", evaluate_tab),
+                    ("Models", "models", models_tab),
                     ("Admin", "admin", admin_tab),
                 )
             ):
