@@ -164,7 +164,9 @@ def test_cancel_stops_the_download_thread_within_a_chunk(tmp_path, monkeypatch):
 
     url, server = serve_hub({"model.safetensors": os.urandom(40 << 20)}, "acme/big", delay_s=0.02)
     monkeypatch.setattr(constants, "ENDPOINT", url)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}"
+    )
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     cancel = threading.Event()

@@ -221,6 +221,61 @@ def test_tuning_from_parquet_and_a_dataset_folder_trains_on_the_csvs_examples(ap
         app.delete_adapter(name)
 
 
+def test_models_tab_switches_to_the_merged_tune_answers_with_it_and_refuses_what_does_not_fit(app, tuned):
+    from dataclasses import replace
+    from pathlib import Path
+
+    from gradio_client import Client, handle_file
+
+    from assistant.ui import build_app
+    from tests.conftest import free_port
+
+    merged = app.export_adapter("kumo", Path(app.settings.data_dir) / "exports" / "kumo-merged", merge=True)
+    demo = build_app(app).queue()
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    saved = app.settings
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        summary, table, _, _ = client.predict(api_name="/list_models")
+        rows = {row[2]: row for row in table.get("value", table)["data"]}
+        assert rows[str(merged)][1:4] == ["chat", str(merged), "folder"]
+        assert rows["smollm2-135m-instruct"][0] == "●" and rows["all-MiniLM-L6-v2"][1] == "embedding"
+        assert "bf16 0.6 GB" in rows["smollm2-135m-instruct"][6] and rows[str(merged)][7] == "yes"
+
+        summary, table, _, _ = client.predict(str(merged), api_name="/use_chat_model")
+        assert f"**Chat model**: `{merged}`" in summary and app.settings.model.name == str(merged)
+        client.predict("Lanterns", api_name="/create")
+        client.predict("Lanterns", [handle_file(str(KUMO))], api_name="/add")
+        history, _, sources = client.predict(
+            "Who makes the Kumo Lantern KL-7?",
+            [],
+            "Lanterns",
+            5,
+            0.0,
+            48,
+            "auto",
+            "",
+            "concise",
+            api_name="/respond",
+        )
+        assert f"Answered by `{merged} (" in sources and "Hoshikawa" in str(history[-1]["content"])
+        assert "Hoshikawa" in "".join(app.chat_model().stream(QUESTION, max_new_tokens=32)), (
+            "the tuned weights answer"
+        )
+
+        app.settings = replace(app.settings, free_memory_mb=200)
+        with pytest.raises(
+            Exception, match="smollm2-135m-instruct needs about 0.6 GB in bf16 and only 0.2 GB"
+        ):
+            client.predict("smollm2-135m-instruct", api_name="/use_chat_model")
+        assert app.settings.model.name == str(merged), "refused: the choice is unchanged"
+    finally:
+        app.settings = saved
+        (Path(saved.data_dir) / "models.json").unlink(missing_ok=True)
+        demo.close()
+
+
 def test_bad_data_is_refused_before_a_job_starts(app, tmp_path):
     bad = tmp_path / "pairs.csv"
     bad.write_text("Frage;Antwort;Notiz\nx;y;z\n")

@@ -94,7 +94,13 @@ def pull_model(app, repo_id, flag=None, progress=gr.Progress()):
 
 def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
     summary = gr.Markdown()
-    table = gr.Dataframe(headers=HEADERS, label="Models", interactive=False, wrap=True)
+    table = gr.Dataframe(
+        headers=HEADERS,
+        label="Models",
+        interactive=False,
+        wrap=True,
+        column_widths=["6%", "9%", "25%", "9%", "9%", "8%", "24%", "10%"],
+    )
     with gr.Row():
         chat_pick = gr.Dropdown(label="Chat model", choices=[], allow_custom_value=True, scale=3)
         chat_btn = gr.Button("Answer with this model", variant="primary", scale=1)
