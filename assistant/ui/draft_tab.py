@@ -10,12 +10,10 @@ import gradio as gr
 from assistant.answering.styles import DEFAULT_STYLE, STYLE_CHOICES
 from assistant.drafting.compose import DraftConfig
 from assistant.ui.common import (
-    EXPORT_FORMATS,
     CancelFlag,
     StopSignal,
     answer_footer,
     arm_cancel,
-    export_file,
     handler,
     sources_markdown,
     stop_now,
@@ -28,15 +26,6 @@ TONE_CHOICES = [("Formal", "formal"), ("Friendly", "friendly"), ("Concise", "con
 
 def _adapter_choices(app) -> list[tuple[str, str]]:
     return [("none: the base model", "")] + [(n, n) for n in app.adapters.names()]
-
-
-def export_drafts(app, kb_name, suffix):
-    """The accepted drafts of the chosen base as a download (to version, or to train elsewhere)."""
-    try:
-        path = export_file(app, app.drafts.accepted_rows(kb_name or None), "accepted-drafts", suffix)
-    except TsumugiError as exc:
-        raise gr.Error(str(exc)) from exc
-    return gr.update(value=path, visible=True)
 
 
 def stats_markdown(app, kb_name: str | None) -> str:
@@ -200,14 +189,6 @@ def build(app, kb_selector: gr.Dropdown, public: bool = False) -> None:
             interactive=False,
             wrap=True,
         )
-        with gr.Row():
-            export_format = gr.Radio(
-                EXPORT_FORMATS, value=".parquet", label="Export accepted drafts as", scale=3
-            )
-            export_btn = gr.Button("Export accepted drafts", scale=1)
-        export_download = gr.File(label="Accepted drafts", visible=False)
-    if not public:
-        export_btn.click(handler(export_drafts, app), [kb_selector, export_format], [export_download])
 
     stop_flag = gr.State(CancelFlag())
     inputs = [message, kb_selector, tone, adapter, signature, template, style, stop_flag]

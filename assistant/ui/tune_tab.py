@@ -12,7 +12,7 @@ from assistant.records import RECORD_EXTENSIONS, read_table
 from assistant.tuning.data import TrainingData
 from assistant.tuning.job import data_source, load_training_data
 from assistant.tuning.train import PRESET_HELP, PRESETS, TuneConfig
-from assistant.ui.common import handler, job_progress_html, upload_path
+from assistant.ui.common import EXPORT_FORMATS, export_file, handler, job_progress_html, upload_path
 from knowledge.errors import TsumugiError
 from knowledge.progress import format_seconds
 
@@ -152,6 +152,16 @@ def new_file(app, uploaded, kb_name):
             gr.update(choices=cols, value=AUTO),
             gr.update(choices=cols, value=AUTO),
         )
+
+
+def export_drafts(app, kb_name, suffix):
+    """The accepted drafts of the chosen base as a download, to version or to train elsewhere
+    (admins only: the customers' messages of every agent)."""
+    try:
+        path = export_file(app, app.drafts.accepted_rows(kb_name or None), "accepted-drafts", suffix)
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+    return gr.update(value=path, visible=True)
 
 
 def apply_preset(choice):
@@ -306,6 +316,11 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
             check_btn = gr.Button("Check data")
             report = gr.Markdown()
             preview = gr.Dataframe(label="First rows", interactive=False, wrap=True, visible=False)
+            with gr.Accordion("Export the accepted drafts of this knowledge base", open=False):
+                with gr.Row():
+                    export_format = gr.Radio(EXPORT_FORMATS, value=".parquet", label="As", scale=3)
+                    export_btn = gr.Button("Export accepted drafts", scale=1)
+                export_download = gr.File(label="Accepted drafts", visible=False)
         with gr.Column():
             gr.Markdown("#### 2. Settings")
             name = gr.Textbox(label="Adapter name", placeholder="e.g. support-tone-v1")
@@ -402,6 +417,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
     refresh_btn.click(handler(refresh_adapters, app), [adapter_pick], [adapter_pick])
     rename_btn.click(handler(rename_adapter, app), [adapter_pick, new_name], [adapter_pick, new_name])
     delete_btn.click(handler(delete_adapter, app), [adapter_pick], [adapter_pick])
+    export_btn.click(handler(export_drafts, app), [kb_selector, export_format], [export_download])
     zip_btn.click(handler(download_adapter, app), [adapter_pick], [download, export_note])
     merge_btn.click(handler(save_merged_model, app), [adapter_pick], [download, export_note])
     # A reloaded page re-attaches to the running job (or shows the latest one).
