@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast bench lint format clean browser
+.PHONY: setup run test test-fast bench gpu-check lint format clean browser
 
 $(STAMP): requirements.txt requirements-models.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# On a machine with a CUDA GPU: QLoRA, 8-bit and bf16 static-cache checks and the bench's
+# generation and training rows on CUDA, written to bench/results/gpu.md; then the gpu tests.
+gpu-check: $(STAMP)
+	$(BIN)/python -m bench.gpu_check
+	$(BIN)/python -m pytest -m gpu
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -55,10 +55,9 @@ def table(rows: list[dict], bandwidth: float) -> str:
             lines.append(
                 f"| training, {r['variant']}, 1 epoch of {r['examples']} FAQ pairs | "
                 f"{r['ours_tokens_per_s']:.0f} tokens/s, peak {r['ours_peak_rss_mb']:.0f} MB, "
-                f"final loss {r['ours_final_loss']:.2f} | {r['baseline']}: {r['baseline_tokens_per_s']:.0f} "
-                f"real tokens/s ({r['baseline_padded_tokens'] / r['baseline_seconds']:.0f} with padding), "
-                f"peak {r['baseline_peak_rss_mb']:.0f} MB, final loss {r['baseline_final_loss']:.2f} | "
-                f"×{r['speedup']:.1f} tokens/s, memory ×{r['memory_ratio']:.2f} |"
+                f"validation loss {r['ours_val_loss']:.3f} | {r['baseline']}: {r['baseline_tokens_per_s']:.0f} "
+                f"tokens/s, peak {r['baseline_peak_rss_mb']:.0f} MB, validation loss {r['baseline_val_loss']:.3f} | "
+                f"×{r['speedup']:.2f} tokens/s, memory ×{r['memory_ratio']:.2f} |"
             )
     return "\n".join(lines)
 
@@ -127,7 +126,8 @@ def main() -> None:
         [
             f"# Benchmark {stamp}{' (quick)' if args.quick else ''}",
             "",
-            f"Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GB, GPU: {info['gpu'] or 'none'}, "
+            f"Machine: {info['cpu']} (flags: {info.get('cpu_flags', '?')}), {info['cores']} cores, "
+            f"{info['memory_gb']} GB, GPU: {info['gpu'] or 'none'}, "
             f"torch {info['torch']} ({info['torch_threads']} threads), measured copy bandwidth "
             f"{info['memory_bandwidth_gbs']} GB/s.",
             "",

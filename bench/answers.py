@@ -379,15 +379,6 @@ def markdown(table: dict, meta: dict) -> str:
     return "\n".join(lines)
 
 
-def cpu_flags() -> str:
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0].split())
-    except (OSError, IndexError):
-        return "unknown"
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    return " ".join(f for f in wanted if f in flags) or "none of avx2/avx512/amx"
-
-
 def run(
     questions: int = 25,
     fit: bool = False,
@@ -399,7 +390,7 @@ def run(
 
     from assistant.config import Settings
     from assistant.serving.service import Tsumugi
-    from bench.common import machine
+    from bench.common import cpu_flags, machine
 
     records: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -58,6 +58,18 @@ def memory_bandwidth_gbs(size_mb: int = 512, repeats: int = 5) -> float:
     return 2 * a.nbytes / best / 1e9
 
 
+NOTABLE_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8")
+"""The CPU features that change these figures (vector width, bf16 and int8 matrix units)."""
+
+
+def cpu_flags() -> str:
+    """The notable CPU flags, printed with every figure."""
+    from assistant.generation.config import cpu_flags as all_flags
+
+    flags = all_flags()
+    return " ".join(f for f in NOTABLE_FLAGS if f in flags) or "none of avx2/avx512/amx"
+
+
 def machine() -> dict:
     import torch
 
@@ -75,6 +87,7 @@ def machine() -> dict:
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1),
+        "cpu_flags": cpu_flags(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -40,13 +40,15 @@ def rag_messages(corpus: Path, question: str, doc: str) -> list[dict]:
     return build_messages(question, hits, [], "en")
 
 
-def run_tsumugi(precision: str, corpus: str, cache: str, new_tokens: int, repeats: int) -> dict:
+def run_tsumugi(
+    precision: str, corpus: str, cache: str, new_tokens: int, repeats: int, device: str = "cpu"
+) -> dict:
     from assistant.config import Settings, prepare_environment
     from assistant.generation.config import ModelConfig
     from assistant.generation.local import ChatModel
 
     prepare_environment(Settings())
-    model = ChatModel(ModelConfig(precision=precision, device="cpu"), Path(cache))
+    model = ChatModel(ModelConfig(precision=precision, device=device), Path(cache))
     prompts = [rag_messages(Path(corpus), q, d) for q, d in QUESTIONS]
     ttft, rates, outputs = [], [], []
     for i in range(repeats + 1):  # the first run warms up
@@ -73,7 +75,7 @@ def run_tsumugi(precision: str, corpus: str, cache: str, new_tokens: int, repeat
     }
 
 
-def run_baseline(corpus: str, cache: str, new_tokens: int, repeats: int) -> dict:
+def run_baseline(corpus: str, cache: str, new_tokens: int, repeats: int, device: str = "cpu") -> dict:
     import torch
     from transformers import TextIteratorStreamer, pipeline
 
@@ -82,7 +84,7 @@ def run_baseline(corpus: str, cache: str, new_tokens: int, repeats: int) -> dict
 
     prepare_environment(Settings())
     folder = prepare_embedded(Path(cache))
-    pipe = pipeline("text-generation", model=str(folder), dtype=torch.float32, device="cpu")
+    pipe = pipeline("text-generation", model=str(folder), dtype=torch.float32, device=device)
     messages = rag_messages(Path(corpus), *QUESTIONS[0])
     ttft, rates = [], []
     for i in range(repeats + 1):
@@ -126,14 +128,14 @@ def weight_bytes(model) -> int:
     return int(total)
 
 
-def run(corpus: Path, cache: Path, quick: bool, bandwidth_gbs: float) -> list[dict]:
+def run(corpus: Path, cache: Path, quick: bool, bandwidth_gbs: float, device: str = "cpu") -> list[dict]:
     new_tokens = 32 if quick else 64
     repeats = 2 if quick else 3
     rows = []
-    baseline = isolated(run_baseline, str(corpus), str(cache), new_tokens, repeats)
+    baseline = isolated(run_baseline, str(corpus), str(cache), new_tokens, repeats, device)
     precisions = ["fp32", "bf16"] + ([] if quick else ["8bit", "4bit"])
     for precision in precisions:
-        result = isolated(run_tsumugi, precision, str(corpus), str(cache), new_tokens, repeats)
+        result = isolated(run_tsumugi, precision, str(corpus), str(cache), new_tokens, repeats, device)
         row = {
             "stage": "generation",
             "variant": precision,

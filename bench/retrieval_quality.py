@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.answers import CORPORA, RESULTS, _sample, cpu_flags
+from bench.answers import CORPORA, RESULTS, _sample
+from bench.common import cpu_flags
 
 BASELINE_CHARS = 800
 RRF_K = 60

@@ -26,9 +26,15 @@ is slow, and ``make test-fast`` skips it as the README says."""
 
 
 def pytest_collection_modifyitems(config, items):
+    import torch
+
     for item in items:
         if MODEL_FIXTURES & set(item.fixturenames) and not item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("gpu") and not torch.cuda.is_available():
+            item.add_marker(
+                pytest.mark.skip(reason="needs a CUDA GPU: run `make gpu-check` on a machine with one")
+            )
 
 
 def drain(gen):
