@@ -276,6 +276,62 @@ def test_models_tab_switches_to_the_merged_tune_answers_with_it_and_refuses_what
         demo.close()
 
 
+def test_an_adapter_deployed_to_a_second_server_answers_there_as_it_does_here(app, tuned, tmp_path):
+    """The vLLM export, and `deploy` through vLLM's load_lora_adapter into a second Tsumugi on
+    loopback standing in for vLLM: the same greedy answer there as here."""
+    import subprocess
+    import sys
+
+    import openai
+    from transformers import AutoTokenizer
+
+    from assistant.generation.config import resolve_model_source
+    from assistant.serving.api import create_api
+    from assistant.serving.service import Tsumugi
+    from tests.conftest import ROOT, serve_in_thread
+
+    folder = app.export_adapter("kumo", tmp_path / "vllm", serve_with="vllm")
+    serve = (folder / "SERVE.md").read_text(encoding="utf-8")
+    assert (
+        "vllm serve " in serve
+        and f"--enable-lora --max-lora-rank 8 \\\n    --lora-modules kumo={folder}" in serve
+    )
+    trained = app.adapters.get("kumo").path
+    assert (folder / "adapter_model.safetensors").read_bytes() == (
+        trained / "adapter_model.safetensors"
+    ).read_bytes()
+    base = AutoTokenizer.from_pretrained(
+        resolve_model_source(app.settings.model.name, app.settings.model_cache)
+    )
+    assert (folder / "chat_template.jinja").read_text(encoding="utf-8") == base.chat_template
+
+    other = Tsumugi(
+        Settings(data_dir=tmp_path / "server", model_cache=app.settings.model_cache, api_keys=("ops-key",))
+    )
+    url, server = serve_in_thread(create_api(other))
+    env = {**os.environ, "TSUMUGI_DATA": str(app.settings.data_dir), "TSUMUGI_MODEL_CACHE": str(app.settings.model_cache), "PYTHONPATH": str(ROOT)}  # fmt: skip
+
+    def deploy(key):
+        command = [sys.executable, "-m", "assistant", "deploy", "--adapter", "kumo", "--to", url]
+        return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300, env={**env, "TSUMUGI_DEPLOY_KEY": key})  # fmt: skip
+
+    try:
+        refused = deploy("wrong-key")
+        assert refused.returncode == 2 and "refused the key; set TSUMUGI_DEPLOY_KEY" in refused.stderr
+        deployed = deploy("ops-key")
+        assert deployed.returncode == 0, deployed.stderr
+        assert "Success: LoRA adapter 'kumo' added successfully." in deployed.stdout
+        client = openai.OpenAI(base_url=url + "/v1", api_key="ops-key", max_retries=0)
+        assert "kumo" in [m.id for m in client.models.list()]
+        there = client.chat.completions.create(model="kumo", messages=QUESTION, max_tokens=32, temperature=0)
+        here = "".join(app.chat_model(app.model_config("kumo")).stream(QUESTION, max_new_tokens=32))
+        assert there.choices[0].message.content == here.strip() and "Hoshikawa" in here
+        again = deploy("ops-key")
+        assert again.returncode == 2 and "An adapter called 'kumo' already exists" in again.stderr
+    finally:
+        server.should_exit = True
+
+
 def test_bad_data_is_refused_before_a_job_starts(app, tmp_path):
     bad = tmp_path / "pairs.csv"
     bad.write_text("Frage;Antwort;Notiz\nx;y;z\n")

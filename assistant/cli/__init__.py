@@ -8,6 +8,7 @@ from pathlib import Path
 
 from assistant.cli.admin import (
     _cmd_adapters,
+    _cmd_deploy,
     _cmd_eval,
     _cmd_export,
     _cmd_export_data,
@@ -107,8 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export an adapter as a zip, or merged into a standalone model folder")
     p.add_argument("--adapter", required=True)
     p.add_argument("--merge", action="store_true", help="merge into the base model and save a folder")
+    p.add_argument("--for", dest="serve_with", choices=["vllm"], help="the folder vLLM loads, with SERVE.md")
     p.add_argument("--out", required=True, type=Path, help="folder to write to")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("deploy", help="load an adapter into a running vLLM (or Tsumugi) server")
+    p.add_argument("--adapter", required=True)
+    p.add_argument("--to", required=True, metavar="URL", help="the server, e.g. http://gpu-host:8000")
+    p.add_argument(
+        "--path", metavar="FOLDER", help="where the server sees this machine's exports folder, if elsewhere"
+    )
+    p.set_defaults(func=_cmd_deploy)
 
     p = sub.add_parser("eval", help="measure answer quality on a set of questions with expected answers")
     p.add_argument("--kb", required=True)

@@ -161,9 +161,19 @@ def _cmd_tune(app, args) -> int:
 
 
 def _cmd_export(app, args) -> int:
-    out = app.export_adapter(args.adapter, args.out, merge=args.merge)
+    out = app.export_adapter(args.adapter, args.out, merge=args.merge, serve_with=args.serve_with or "")
     what = "merged model folder" if args.merge else "adapter zip"
+    if args.serve_with:
+        what = f"{args.serve_with} folder (how to serve it: {out / 'SERVE.md'})"
     print(f"Wrote the {what} to {out}.")
+    return 0
+
+
+def _cmd_deploy(app, args) -> int:
+    import os
+
+    reply = app.deploy_adapter(args.adapter, args.to, os.environ.get("TSUMUGI_DEPLOY_KEY", ""), args.path)
+    print(f"{args.to}: {reply}")
     return 0
 
 

@@ -13,7 +13,8 @@ OpenAI protocol, sent with ``extra_body`` by the official client:
 
 Every request needs ``Authorization: Bearer <key>`` with a key from
 ``python -m assistant keys --create NAME`` or TSUMUGI_API_KEYS. An agent key answers, within
-its scope of knowledge bases and adapters; the ``/v1/admin/...`` endpoints need an admin key.
+its scope of knowledge bases and adapters; the ``/v1/admin/...`` endpoints and vLLM's
+``/v1/load_lora_adapter`` (an adapter folder on this machine becomes a model) need an admin key.
 Per-key rate limits and a bounded queue answer 429 with ``Retry-After``. Errors come back
 with the OpenAI error body, ``{"error": {"message", "type", "code"}}``, and the matching
 HTTP status. A client that disconnects stops its answer at once.
@@ -34,7 +35,7 @@ from typing import Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 
@@ -42,6 +43,7 @@ from assistant import events
 from assistant.answering.styles import DEFAULT_STYLE
 from assistant.serving.keys import ApiKeyStore, KeyGrant
 from assistant.serving.ratelimit import RateLimited, RateLimiter, Slot
+from assistant.tuning.deploy import load_adapter
 from knowledge.errors import ConfigError, TsumugiError
 from knowledge.library import check_name
 
@@ -77,6 +79,11 @@ class ChatRequest(BaseModel):
     escalate: bool = True
     style: Literal["quote", "concise", "detailed"] = DEFAULT_STYLE
     """How the answer is written (with ``kb``): see assistant.answering.answer.AnswerConfig.style."""
+
+
+class LoadAdapter(BaseModel):
+    lora_name: str
+    lora_path: str
 
 
 def _error_body(message: str, code: str, kind: str) -> dict:
@@ -213,6 +220,15 @@ def create_api(app) -> FastAPI:
     @api.get("/v1/admin/keys")
     def admin_keys(_: KeyGrant = Depends(admin_only)) -> dict:
         return {"object": "list", "data": keys.list()}
+
+    @api.post("/v1/load_lora_adapter", response_class=PlainTextResponse)
+    def load_lora_adapter(body: LoadAdapter, _: KeyGrant = Depends(admin_only)) -> str:
+        """vLLM's runtime endpoint: an adapter folder on this machine becomes a model here."""
+        try:
+            load_adapter(app.adapters, body.lora_name, body.lora_path, app.settings.model.name)
+        except TsumugiError as exc:
+            raise ApiError(400, str(exc), "invalid_adapter") from exc
+        return f"Success: LoRA adapter '{body.lora_name}' added successfully."
 
     @api.get("/v1/health")
     def health() -> dict:

@@ -197,10 +197,29 @@ class Tsumugi:
         forget_models(info.path)
         self.adapters.rename(old, new)
 
-    def export_adapter(self, name: str, out: str | Path, merge: bool = False) -> Path:
+    def export_adapter(self, name: str, out: str | Path, merge: bool = False, serve_with: str = "") -> Path:
+        """The adapter as a zip, merged into a standalone model, or (``serve_with="vllm"``) as
+        the folder an inference server loads."""
+        if serve_with == "vllm":
+            from assistant.tuning.deploy import export_for_vllm
+
+            return export_for_vllm(self.adapters, name, out, self.settings.model_cache)
+        if serve_with:
+            raise ConfigError(f"Adapters export for vllm, not {serve_with!r}.")
         if merge:
             return self.adapters.merge(name, out, self.settings.model_cache)
         return self.adapters.zip(name, out)
+
+    def deploy_adapter(self, name: str, url: str, key: str, server_path: str | None = None) -> str:
+        """Export the adapter for vLLM under the data directory and load it into the running
+        server at ``url`` (vLLM, or another Tsumugi); returns the server's reply."""
+        import time
+
+        from assistant.tuning.deploy import deploy
+
+        out = Path(self.settings.data_dir).resolve() / "exports" / f"deploy-{time.strftime('%Y%m%d-%H%M%S')}"
+        folder = self.export_adapter(name, out, serve_with="vllm")
+        return deploy(folder, name, url, key, server_path and f"{server_path.rstrip('/')}/{name}")
 
     def ingest(
         self,

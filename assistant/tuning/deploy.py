@@ -1,0 +1,132 @@
+"""Adapters where they are served.
+
+``export_for_vllm`` writes a folder vLLM loads with ``--enable-lora --lora-modules NAME=PATH``:
+the peft adapter, the tokenizer with the chat template it was trained with, and ``SERVE.md``
+with the exact commands. ``deploy`` loads such a folder into a running server through the
+runtime endpoint ``POST /v1/load_lora_adapter {"lora_name", "lora_path"}``, which vLLM and
+Tsumugi's own API (``load_adapter``) both implement.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from assistant.tuning.adapters import AdapterInfo, AdapterStore
+from knowledge.errors import ConfigError, StoreError
+
+PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
+CARD = "tsumugi-card.json"
+"""The adapter's card in an exported folder: its base model, data and measurements."""
+
+
+def export_for_vllm(store: AdapterStore, name: str, out_dir: str | Path, model_cache: str | Path) -> Path:
+    """``<out_dir>/<name>/``: the adapter as vLLM serves it, with SERVE.md."""
+    from transformers import AutoTokenizer
+
+    from assistant.generation.config import resolve_model_source
+
+    info = store.get(name)
+    folder = Path(out_dir).resolve() / info.name
+    if folder.exists() and any(folder.iterdir()):
+        raise StoreError(f"{folder} already exists and is not empty; choose another --out folder.")
+    base = resolve_model_source(info.base_model, Path(model_cache))
+    tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for file in PEFT_FILES:
+        shutil.copy2(info.path / file, tmp / file)
+    shutil.copy2(info.path / "card.json", tmp / CARD)
+    AutoTokenizer.from_pretrained(base).save_pretrained(tmp)  # writes chat_template.jinja
+    rank = json.loads((info.path / "adapter_config.json").read_text(encoding="utf-8")).get("r", 8)
+    (tmp / "SERVE.md").write_text(_serve_md(info, base, folder, rank), encoding="utf-8")
+    if folder.exists():
+        folder.rmdir()
+    os.replace(tmp, folder)
+    return folder
+
+
+def _serve_md(info: AdapterInfo, base: str, folder: Path, rank: int) -> str:
+    name = info.name
+    request = json.dumps(
+        {"model": name, "messages": [{"role": "user", "content": "Hello"}], "temperature": 0}
+    )
+    load = json.dumps({"lora_name": name, "lora_path": str(folder)})
+    return f"""# Serving the adapter `{name}` with vLLM
+
+Trained by Tsumugi on `{info.base_model}`; its base model's weights are in `{base}`
+(copy that folder to the GPU machine too if it is not there, and use its new path below).
+
+```bash
+vllm serve {base} --enable-lora --max-lora-rank {max(8, rank)} \\
+    --lora-modules {name}={folder} --chat-template {folder}/chat_template.jinja
+```
+
+Ask the adapter (the base model answers as `{base}`):
+
+```bash
+curl http://localhost:8000/v1/chat/completions -H 'Content-Type: application/json' \\
+    -d '{request}'
+```
+
+Load it into a server that is already running (start vLLM with
+`VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`):
+
+```bash
+curl -X POST http://localhost:8000/v1/load_lora_adapter -H 'Content-Type: application/json' \\
+    -d '{load}'
+# or, from Tsumugi: python -m assistant deploy --adapter {name} --to http://localhost:8000
+```
+
+`chat_template.jinja` is the chat template the adapter was trained with; answers follow it
+only when the server uses the same one (hence `--chat-template`).
+"""
+
+
+def load_adapter(store: AdapterStore, name: str, path: str, base_model: str) -> AdapterInfo:
+    """The server side of ``load_lora_adapter``: copy the adapter at ``path`` (on this machine)
+    into the store as ``name``, once it is known to be a peft adapter of ``base_model``."""
+    name = store.check_new_name(name)
+    folder = Path(path)
+    missing = [f for f in PEFT_FILES if not (folder / f).is_file()]
+    if missing:
+        raise ConfigError(f"{path} is not an adapter folder on this server (no {', '.join(missing)}).")
+    card = {}
+    if (folder / CARD).is_file():
+        card = json.loads((folder / CARD).read_text(encoding="utf-8"))
+    trained_on = card.get("base_model", base_model)
+    if trained_on != base_model:
+        raise ConfigError(f"The adapter was trained on {trained_on}; this server serves {base_model}.")
+    staging = store.staging(f"load-{name}")
+    for file in PEFT_FILES:
+        shutil.copy2(folder / file, staging / file)
+    return store.commit(staging, name, {**card, "base_model": base_model, "loaded_from": str(folder)})
+
+
+def deploy(folder: Path, name: str, url: str, key: str, server_path: str | None = None) -> str:
+    """Ask the server at ``url`` to load the adapter ``folder`` (seen there as ``server_path``,
+    by default the same path) as ``name``; returns the server's reply."""
+    import httpx
+
+    endpoint = url.rstrip("/").removesuffix("/v1") + "/v1/load_lora_adapter"
+    body = {"lora_name": name, "lora_path": server_path or str(folder)}
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        reply = httpx.post(endpoint, json=body, headers=headers, timeout=300)
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"Could not reach {url} ({exc.__class__.__name__}); check the address.") from exc
+    if reply.status_code in (401, 403):
+        raise ConfigError(f"{url} refused the key; set TSUMUGI_DEPLOY_KEY to an admin key of that server.")
+    if reply.status_code == 404:
+        raise ConfigError(
+            f"{url} does not load adapters at runtime; start vLLM with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True."
+        )
+    if reply.status_code >= 400:
+        try:
+            message = reply.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = reply.text.strip()[:300]
+        raise ConfigError(f"{url} did not load the adapter: {message}")
+    return reply.text.strip()
