@@ -115,9 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("deploy", help="load an adapter into a running vLLM (or Tsumugi) server")
     p.add_argument("--adapter", required=True)
     p.add_argument("--to", required=True, metavar="URL", help="the server, e.g. http://gpu-host:8000")
-    p.add_argument(
-        "--path", metavar="FOLDER", help="where the server sees this machine's exports folder, if elsewhere"
-    )
+    p.add_argument("--out", type=Path, help="export into this folder (default: under the data folder)")
+    p.add_argument("--path", metavar="FOLDER", help="where the server sees the --out folder, if elsewhere")
     p.set_defaults(func=_cmd_deploy)
 
     p = sub.add_parser("eval", help="measure answer quality on a set of questions with expected answers")

@@ -172,7 +172,8 @@ def _cmd_export(app, args) -> int:
 def _cmd_deploy(app, args) -> int:
     import os
 
-    reply = app.deploy_adapter(args.adapter, args.to, os.environ.get("TSUMUGI_DEPLOY_KEY", ""), args.path)
+    key = os.environ.get("TSUMUGI_DEPLOY_KEY", "")
+    reply = app.deploy_adapter(args.adapter, args.to, key, args.out, args.path)
     print(f"{args.to}: {reply}")
     return 0
 

@@ -210,14 +210,18 @@ class Tsumugi:
             return self.adapters.merge(name, out, self.settings.model_cache)
         return self.adapters.zip(name, out)
 
-    def deploy_adapter(self, name: str, url: str, key: str, server_path: str | None = None) -> str:
-        """Export the adapter for vLLM under the data directory and load it into the running
-        server at ``url`` (vLLM, or another Tsumugi); returns the server's reply."""
+    def deploy_adapter(
+        self, name: str, url: str, key: str, out: str | Path | None = None, server_path: str | None = None
+    ) -> str:
+        """Export the adapter for vLLM into ``out`` (default: under the data directory) and load
+        it into the running server at ``url`` (vLLM, or another Tsumugi), which sees ``out`` as
+        ``server_path`` when given; returns the server's reply."""
         import time
 
         from assistant.tuning.deploy import deploy
 
-        out = Path(self.settings.data_dir).resolve() / "exports" / f"deploy-{time.strftime('%Y%m%d-%H%M%S')}"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = out or Path(self.settings.data_dir).resolve() / "exports" / f"deploy-{stamp}"
         folder = self.export_adapter(name, out, serve_with="vllm")
         return deploy(folder, name, url, key, server_path and f"{server_path.rstrip('/')}/{name}")
 
