@@ -137,6 +137,17 @@ def tiny_embedder_dir(tmp_path_factory) -> Path:
     return out
 
 
+def second_tsumugi(data_dir: Path, model_cache: Path, key: str):
+    """Another Tsumugi's API on loopback, with the admin key ``key``: the larger model, a remote
+    chat model or a vLLM server stands in as it. Returns (app, base URL, server)."""
+    from assistant.serving.api import create_api
+    from assistant.serving.service import Tsumugi
+
+    other = Tsumugi(Settings(data_dir=data_dir, model_cache=model_cache, api_keys=(key,)))
+    url, server = serve_in_thread(create_api(other))
+    return other, url, server
+
+
 def free_port() -> int:
     import socket
 

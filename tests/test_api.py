@@ -13,7 +13,7 @@ import pytest
 from assistant.answering.answer import AnswerConfig
 from assistant.answering.escalate import EscalationConfig
 from assistant.serving.api import create_api
-from tests.conftest import serve_in_thread, untrained_adapter
+from tests.conftest import second_tsumugi, serve_in_thread, untrained_adapter
 
 QUESTION = "How many people can sleep in the TrailMaster X4 Tent?"
 
@@ -144,15 +144,7 @@ def test_created_keys_work_and_revoked_keys_do_not(api_url, service):
 @pytest.fixture(scope="module")
 def larger_model(tmp_path_factory, model_cache):
     """A second Tsumugi API server on loopback, standing in for the larger model."""
-    from assistant.config import Settings
-    from assistant.serving.service import Tsumugi
-
-    other = Tsumugi(
-        Settings(
-            data_dir=tmp_path_factory.mktemp("larger"), model_cache=model_cache, api_keys=("larger-key",)
-        )
-    )
-    url, server = serve_in_thread(create_api(other))
+    other, url, server = second_tsumugi(tmp_path_factory.mktemp("larger"), model_cache, "larger-key")
     yield url, other.settings.model.name
     server.should_exit = True
 

@@ -17,9 +17,8 @@ from assistant.config import Settings
 from assistant.drafting.compose import DraftConfig
 from assistant.generation.backend import ModelError
 from assistant.generation.remote import chat_endpoint
-from assistant.serving.api import create_api
 from knowledge.errors import ConfigError
-from tests.conftest import drain, serve_in_thread
+from tests.conftest import drain, second_tsumugi
 
 QUESTION = "How many people can sleep in the TrailMaster X4 Tent?"
 
@@ -27,14 +26,7 @@ QUESTION = "How many people can sleep in the TrailMaster X4 Tent?"
 @pytest.fixture(scope="module")
 def chat_server(tmp_path_factory, model_cache):
     """A second Tsumugi's API, serving the embedded model as an OpenAI-compatible server."""
-    from assistant.serving.service import Tsumugi
-
-    other = Tsumugi(
-        Settings(
-            data_dir=tmp_path_factory.mktemp("chat-server"), model_cache=model_cache, api_keys=("chat-key",)
-        )
-    )
-    url, server = serve_in_thread(create_api(other))
+    other, url, server = second_tsumugi(tmp_path_factory.mktemp("chat-server"), model_cache, "chat-key")
     yield url + "/v1", other.settings.model.name
     server.should_exit = True
 

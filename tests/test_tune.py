@@ -286,9 +286,7 @@ def test_an_adapter_deployed_to_a_second_server_answers_there_as_it_does_here(ap
     from transformers import AutoTokenizer
 
     from assistant.generation.config import resolve_model_source
-    from assistant.serving.api import create_api
-    from assistant.serving.service import Tsumugi
-    from tests.conftest import ROOT, serve_in_thread
+    from tests.conftest import ROOT, second_tsumugi
 
     folder = app.export_adapter("kumo", tmp_path / "vllm", serve_with="vllm")
     serve = (folder / "SERVE.md").read_text(encoding="utf-8")
@@ -305,10 +303,7 @@ def test_an_adapter_deployed_to_a_second_server_answers_there_as_it_does_here(ap
     )
     assert (folder / "chat_template.jinja").read_text(encoding="utf-8") == base.chat_template
 
-    other = Tsumugi(
-        Settings(data_dir=tmp_path / "server", model_cache=app.settings.model_cache, api_keys=("ops-key",))
-    )
-    url, server = serve_in_thread(create_api(other))
+    _, url, server = second_tsumugi(tmp_path / "server", app.settings.model_cache, "ops-key")
     env = {**os.environ, "TSUMUGI_DATA": str(app.settings.data_dir), "TSUMUGI_MODEL_CACHE": str(app.settings.model_cache), "PYTHONPATH": str(ROOT)}  # fmt: skip
 
     def deploy(key):

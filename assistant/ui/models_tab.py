@@ -61,20 +61,22 @@ def list_models(app):
 
 
 def use_chat_model(app, name):
-    try:
-        entry = app.set_chat_model(name or "")
-    except TsumugiError as exc:
-        raise gr.Error(str(exc)) from exc
-    gr.Info(f"Answering with {entry.name} from now on; it loads on the next question.")
-    return list_models(app)
+    return _use(
+        app, app.set_chat_model, name, "Answering with {} from now on; it loads on the next question."
+    )
 
 
 def use_embed_model(app, name):
+    message = "New knowledge bases will be embedded with {}; existing ones keep theirs."
+    return _use(app, app.set_embed_model, name, message)
+
+
+def _use(app, setter, name, message: str):
     try:
-        entry = app.set_embed_model(name or "")
+        entry = setter(name or "")
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    gr.Info(f"New knowledge bases will be embedded with {entry.name}; existing ones keep theirs.")
+    gr.Info(message.format(entry.name))
     return list_models(app)
 
 
