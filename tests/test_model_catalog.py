@@ -184,3 +184,12 @@ def test_cancel_stops_the_download_thread_within_a_chunk(tmp_path, monkeypatch):
         assert not list((tmp_path / "hub").rglob("snapshots/*/model.safetensors"))
     finally:
         server.shutdown()
+
+
+def test_a_damaged_choices_file_falls_back_to_the_configured_models(app, capsys):
+    from assistant.serving.service import MODEL_CHOICES, Tsumugi
+
+    (app.settings.data_dir / MODEL_CHOICES).write_text('{"chat": ', encoding="utf-8")
+    again = Tsumugi(Settings(data_dir=app.settings.data_dir, model_cache=app.settings.model_cache))
+    assert again.settings.model.name == "smollm2-135m-instruct"
+    assert "models.json is damaged" in capsys.readouterr().out

@@ -25,7 +25,7 @@ from assistant.tuning.adapters import AdapterStore
 from assistant.tuning.data import examples_jsonl
 from assistant.tuning.train import TuneConfig
 from knowledge.chunk import ChunkConfig
-from knowledge.errors import ConfigError
+from knowledge.errors import ConfigError, TsumugiError
 from knowledge.files import atomic_write_bytes
 from knowledge.ingest import FileResult, Source, collect_sources, ingest_files
 from knowledge.library import Library
@@ -138,13 +138,18 @@ class Tsumugi:
 
     def _load_model_choices(self) -> None:
         path = Path(self.settings.data_dir) / MODEL_CHOICES
-        if path.exists():
+        if not path.exists():
+            return
+        try:
             choices = json.loads(path.read_text(encoding="utf-8"))
-            self.settings = replace(
-                self.settings,
-                model=replace(self.settings.model, name=choices["chat"]),
-                embed_model=choices["embedding"],
+            model = replace(self.settings.model, name=str(choices["chat"]))
+            embed = str(choices["embedding"])
+        except (OSError, ValueError, KeyError, TypeError, TsumugiError):
+            print(
+                f"warning: {path} is damaged; using the configured models (choose them again in the Models tab)."
             )
+            return
+        self.settings = replace(self.settings, model=model, embed_model=embed)
 
     def pull_model(self, repo_id: str, cancel: threading.Event) -> Generator[Progress, None, str]:
         """Download a hub model into the local cache (when downloads are allowed)."""
