@@ -147,6 +147,9 @@ def _dataset(rows: Iterable[dict]):
     rows = [_flat(r) for r in rows]
     if not rows:
         raise ConfigError("There is nothing to export yet.")
+    # Every row gets every column (datasets takes the columns from the first row alone).
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    rows = [{key: row.get(key) for key in columns} for row in rows]
     kinds: dict[str, set] = {}
     for row in rows:
         for key, value in row.items():
@@ -160,11 +163,16 @@ def _dataset(rows: Iterable[dict]):
 
 def write_rows(rows: Iterable[dict], out: str | Path) -> Path:
     """``rows`` as a Parquet file (``out`` ending in .parquet), a zipped dataset folder (.zip)
-    or a dataset folder (anything else); the write is whole or not at all."""
-    out = Path(out)
+    or a dataset folder (anything else). An earlier export at ``out`` is replaced only once the
+    new one is complete; any other existing folder is refused, never emptied."""
+    out = Path(out).resolve()
+    if out.is_dir() and any(out.iterdir()) and not is_dataset_folder(out):
+        raise ConfigError(
+            f"{out} is a folder that holds other files; export into a new folder or a .parquet file."
+        )
     dataset = _dataset(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         staged = Path(tmp) / "dataset"
         if out.suffix.lower() == ".parquet":
             dataset.to_parquet(str(staged))
@@ -172,8 +180,8 @@ def write_rows(rows: Iterable[dict], out: str | Path) -> Path:
             dataset.save_to_disk(str(staged))
             if out.suffix.lower() == ".zip":
                 staged = Path(shutil.make_archive(str(staged), "zip", staged))
-        if out.is_dir():
-            shutil.rmtree(out)
+        if out.is_dir():  # an earlier export: set aside, removed with the temporary folder
+            os.replace(out, Path(tmp) / "previous")
         os.replace(staged, out)
     return out
 
@@ -188,7 +196,8 @@ def push_rows(rows: Iterable[dict], repo: str, allow_downloads: bool) -> str:
             "Cannot push to the Hugging Face Hub: Tsumugi is offline (set TSUMUGI_ALLOW_DOWNLOADS=1 "
             "to let it use the network); the export itself can still be written with --out."
         )
-    from huggingface_hub import constants, get_token
+    from huggingface_hub import HfApi, constants, get_token
+    from huggingface_hub.errors import RepositoryNotFoundError
 
     if not get_token():
         raise ConfigError(
@@ -196,7 +205,17 @@ def push_rows(rows: Iterable[dict], repo: str, allow_downloads: bool) -> str:
         )
     dataset = _dataset(rows)
     try:
+        try:  # push_to_hub keeps an existing repository's visibility: check it first
+            public = not HfApi().repo_info(repo, repo_type="dataset").private
+        except RepositoryNotFoundError:
+            public = False
+        if public:
+            raise ConfigError(
+                f"{repo} is a public dataset on the Hub; Tsumugi pushes only to private ones (choose another name)."
+            )
         dataset.push_to_hub(repo, private=True)
+    except ConfigError:
+        raise
     except Exception as exc:  # network, permission and naming errors all end the push
         raise ConfigError(
             f"Could not push to {repo!r} on {constants.ENDPOINT} ({exc.__class__.__name__}); "

@@ -258,3 +258,54 @@ def test_requests_answers_and_status_are_logged(client, api_url, service):
     snap = status.snapshot(service)
     assert snap["models_loaded"] and snap["process_rss_mb"] > 100 and snap["disk_free_gb"] > 0
     assert snap["knowledge_bases"] >= 2 and snap["drafts"]["answers"] >= 1
+
+
+def test_load_lora_adapter_needs_an_admin_key_and_a_real_adapter_of_this_base(api_url, service, tmp_path):
+    """vLLM's runtime endpoint on Tsumugi's API: an agent key is refused; a folder that is not a
+    readable adapter of this server's base model is refused in one sentence; nothing is stored."""
+    import json
+    import os
+
+    from assistant.serving.keys import ApiKeyStore
+
+    agent = ApiKeyStore(service.settings.data_dir).create("load-agent", role="agent")
+    source = service.adapters.get(untrained_adapter(service, "to-load")).path
+    before = service.adapters.names()
+
+    def load(folder, key="test-key", name="loaded"):
+        return httpx.post(
+            api_url + "/v1/load_lora_adapter",
+            json={"lora_name": name, "lora_path": str(folder)},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=60,
+        )
+
+    assert load(source, key=agent).status_code == 403
+    assert "not an adapter folder" in load(tmp_path).json()["error"]["message"]
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "adapter_config.json").write_bytes((source / "adapter_config.json").read_bytes())
+    os.symlink(source / "adapter_model.safetensors", linked / "adapter_model.safetensors")
+    assert "no adapter_model.safetensors" in load(linked).json()["error"]["message"]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "adapter_config.json").write_bytes((source / "adapter_config.json").read_bytes())
+    (broken / "adapter_model.safetensors").write_bytes(b"not weights")
+    assert "does not hold a readable peft adapter" in load(broken).json()["error"]["message"]
+    other_base = tmp_path / "other-base"
+    other_base.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (other_base / name).write_bytes((source / name).read_bytes())
+    (other_base / "tsumugi-card.json").write_text(json.dumps({"base_model": "Qwen/Qwen3-8B"}))
+    reply = load(other_base)
+    assert (
+        reply.status_code == 400
+        and "trained on Qwen/Qwen3-8B; this server serves" in reply.json()["error"]["message"]
+    )
+    assert service.adapters.names() == before, "nothing stored"
+    assert not list(service.adapters.root.glob(".tmp-*")), "no staging left behind"
+    ok = load(source)
+    assert ok.status_code == 200 and ok.text == "Success: LoRA adapter 'loaded' added successfully."
+    assert "loaded" in service.adapters.names()
+    service.delete_adapter("loaded")
+    service.delete_adapter("to-load")

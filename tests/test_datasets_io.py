@@ -195,3 +195,25 @@ def test_a_column_of_mixed_kinds_is_written_as_text_and_nothing_is_lost(tmp_path
     with pytest.raises(Exception, match="nothing to export"):
         write_rows([], tmp_path / "empty.parquet")
     assert not (tmp_path / "empty.parquet").exists()
+
+
+def test_rows_of_different_columns_keep_every_column_and_other_folders_are_never_emptied(tmp_path):
+    import datasets
+
+    closed_book = {"question": "a", "f1": 0.5}
+    with_retrieval = {"question": "b", "f1": 1.0, "confidence": 0.8, "escalated": False}
+    back = datasets.Dataset.from_parquet(
+        str(write_rows([closed_book, with_retrieval], tmp_path / "runs.parquet")), cache_dir=str(tmp_path)
+    )
+    assert back.column_names == ["question", "f1", "confidence", "escalated"]
+    assert list(back["confidence"]) == [None, 0.8]
+    precious = tmp_path / "documents"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(Exception, match="holds other files; export into a new folder"):
+        write_rows([closed_book], precious)
+    assert (precious / "notes.txt").read_text() == "keep me"
+    write_rows([closed_book], tmp_path / "export")
+    write_rows([with_retrieval], tmp_path / "export")  # an earlier export is replaced whole
+    assert datasets.load_from_disk(str(tmp_path / "export"))["question"] == ["b"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

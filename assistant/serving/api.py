@@ -222,12 +222,16 @@ def create_api(app) -> FastAPI:
         return {"object": "list", "data": keys.list()}
 
     @api.post("/v1/load_lora_adapter", response_class=PlainTextResponse)
-    def load_lora_adapter(body: LoadAdapter, _: KeyGrant = Depends(admin_only)) -> str:
+    def load_lora_adapter(body: LoadAdapter, grant: KeyGrant = Depends(admin_only)) -> str:
         """vLLM's runtime endpoint: an adapter folder on this machine becomes a model here."""
         try:
             load_adapter(app.adapters, body.lora_name, body.lora_path, app.settings.model.name)
         except TsumugiError as exc:
+            events.log("error", key=grant.name, action="load_lora_adapter", message=str(exc))
             raise ApiError(400, str(exc), "invalid_adapter") from exc
+        events.log(
+            "admin", key=grant.name, action="load_lora_adapter", name=body.lora_name, path=body.lora_path
+        )
         return f"Success: LoRA adapter '{body.lora_name}' added successfully."
 
     @api.get("/v1/health")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 from assistant.tuning.adapters import AdapterInfo, AdapterStore
@@ -36,16 +37,23 @@ def export_for_vllm(store: AdapterStore, name: str, out_dir: str | Path, model_c
     tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for file in PEFT_FILES:
-        shutil.copy2(info.path / file, tmp / file)
-    shutil.copy2(info.path / "card.json", tmp / CARD)
-    AutoTokenizer.from_pretrained(base).save_pretrained(tmp)  # writes chat_template.jinja
-    rank = json.loads((info.path / "adapter_config.json").read_text(encoding="utf-8")).get("r", 8)
-    (tmp / "SERVE.md").write_text(_serve_md(info, base, folder, rank), encoding="utf-8")
-    if folder.exists():
-        folder.rmdir()
-    os.replace(tmp, folder)
+    try:
+        for file in PEFT_FILES + (("confidence.json",) if (info.path / "confidence.json").is_file() else ()):
+            shutil.copy2(info.path / file, tmp / file)
+        shutil.copy2(info.path / "card.json", tmp / CARD)
+        AutoTokenizer.from_pretrained(base).save_pretrained(tmp)  # writes chat_template.jinja
+        rank = json.loads((info.path / "adapter_config.json").read_text(encoding="utf-8")).get("r", 8)
+        (tmp / "SERVE.md").write_text(_serve_md(info, base, folder, rank), encoding="utf-8")
+        if folder.exists():
+            folder.rmdir()
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+"""The values vLLM accepts for --max-lora-rank."""
 
 
 def _serve_md(info: AdapterInfo, base: str, folder: Path, rank: int) -> str:
@@ -60,7 +68,7 @@ Trained by Tsumugi on `{info.base_model}`; its base model's weights are in `{bas
 (copy that folder to the GPU machine too if it is not there, and use its new path below).
 
 ```bash
-vllm serve {base} --enable-lora --max-lora-rank {max(8, rank)} \\
+vllm serve {base} --enable-lora --max-lora-rank {min(r for r in VLLM_LORA_RANKS if r >= rank)} \\
     --lora-modules {name}={folder} --chat-template {folder}/chat_template.jinja
 ```
 
@@ -87,22 +95,38 @@ only when the server uses the same one (hence `--chat-template`).
 
 def load_adapter(store: AdapterStore, name: str, path: str, base_model: str) -> AdapterInfo:
     """The server side of ``load_lora_adapter``: copy the adapter at ``path`` (on this machine)
-    into the store as ``name``, once it is known to be a peft adapter of ``base_model``."""
+    into the store as ``name``, once it is known to be a peft adapter of ``base_model``: plain
+    files (no links), readable safetensors, and trained on this base (its card, or else the
+    base named in its peft config). Nothing is stored unless all of it holds."""
+    from safetensors import SafetensorError, safe_open
+
     name = store.check_new_name(name)
     folder = Path(path)
-    missing = [f for f in PEFT_FILES if not (folder / f).is_file()]
+    missing = [f for f in PEFT_FILES if not (folder / f).is_file() or (folder / f).is_symlink()]
     if missing:
         raise ConfigError(f"{path} is not an adapter folder on this server (no {', '.join(missing)}).")
-    card = {}
-    if (folder / CARD).is_file():
-        card = json.loads((folder / CARD).read_text(encoding="utf-8"))
-    trained_on = card.get("base_model", base_model)
-    if trained_on != base_model:
-        raise ConfigError(f"The adapter was trained on {trained_on}; this server serves {base_model}.")
-    staging = store.staging(f"load-{name}")
-    for file in PEFT_FILES:
-        shutil.copy2(folder / file, staging / file)
-    return store.commit(staging, name, {**card, "base_model": base_model, "loaded_from": str(folder)})
+    try:
+        config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+        card = json.loads((folder / CARD).read_text(encoding="utf-8")) if (folder / CARD).is_file() else {}
+        if not isinstance(config, dict) or not isinstance(card, dict):
+            raise ValueError("not a JSON object")
+        with safe_open(str(folder / "adapter_model.safetensors"), "pt") as weights:
+            if not list(weights.keys()):
+                raise ValueError("no tensors")
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise ConfigError(f"{path} does not hold a readable peft adapter ({exc}).") from exc
+    trained_on = card.get("base_model") or Path(str(config.get("base_model_name_or_path", ""))).name
+    if trained_on not in (base_model, Path(base_model).name):
+        raise ConfigError(
+            f"The adapter was trained on {trained_on or 'an unnamed model'}; this server serves {base_model}."
+        )
+    staging = store.staging(f"load-{name}-{os.getpid()}-{time.time_ns()}")
+    try:
+        for file in PEFT_FILES + (("confidence.json",) if (folder / "confidence.json").is_file() else ()):
+            shutil.copyfile(folder / file, staging / file)
+        return store.commit(staging, name, {**card, "base_model": base_model, "loaded_from": str(folder)})
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already when the commit renamed it
 
 
 def deploy(folder: Path, name: str, url: str, key: str, server_path: str | None = None) -> str:
