@@ -166,6 +166,8 @@ def test_low_confidence_is_escalated_to_the_larger_model(service, larger_model):
     finally:
         service.settings = saved
     assert answer.escalated and answer.model == f"{name} (escalated)"
+    # The record is the larger model's; the first one (quote style: the small model wrote nothing) kept.
+    assert answer.generation["backend"] == "remote" and answer.generation["escalated_from"] == {}
     assert answer.first_answer and answer.first_model
     assert answer.text.strip() and not answer.needs_review
     assert answer.passages and answer.confidence is not None

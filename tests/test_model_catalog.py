@@ -94,6 +94,27 @@ def test_choices_hold_without_a_restart_and_after_one(app, tiny_embedder_dir):
     assert app.knowledge_base("new", create=True).embed_model == str(tiny_embedder_dir)
     again = Tsumugi(Settings(data_dir=app.settings.data_dir, model_cache=app.settings.model_cache))
     assert (again.settings.model.name, again.settings.embed_model) == (str(folder), str(tiny_embedder_dir))
+    # A job's worker runs on the models recorded with the job, not on a later choice.
+    worker = Tsumugi(
+        Settings(data_dir=app.settings.data_dir, model_cache=app.settings.model_cache), model_choices=False
+    )
+    assert worker.settings.model.name == "smollm2-135m-instruct"
+
+
+def test_one_choice_does_not_pin_the_other(app, monkeypatch, tiny_embedder_dir):
+    from assistant.serving.service import Tsumugi
+
+    app.set_embed_model(str(tiny_embedder_dir))
+    configured = Settings(
+        data_dir=app.settings.data_dir, model_cache=app.settings.model_cache, embed_model="all-MiniLM-L6-v2"
+    )
+    from dataclasses import replace
+
+    later = Tsumugi(replace(configured, model=replace(configured.model, name="/models/configured-later")))
+    assert later.settings.model.name == "/models/configured-later", (
+        "no chat choice was made: the setting holds"
+    )
+    assert later.settings.embed_model == str(tiny_embedder_dir)
 
 
 def _cli(args, env, **kwargs):
@@ -193,3 +214,16 @@ def test_a_damaged_choices_file_falls_back_to_the_configured_models(app, capsys)
     again = Tsumugi(Settings(data_dir=app.settings.data_dir, model_cache=app.settings.model_cache))
     assert again.settings.model.name == "smollm2-135m-instruct"
     assert "models.json is damaged" in capsys.readouterr().out
+
+
+def test_folders_without_loadable_weights_are_not_listed(app):
+    folders = app.model_folders()[0]
+    _tiny_chat_model(folders / "complete")
+    (folders / "cancelled").mkdir()  # a pull cancelled before the weights came
+    (folders / "cancelled" / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    (folders / "lfs-pointer").mkdir()
+    (folders / "lfs-pointer" / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    (folders / "lfs-pointer" / "model.safetensors").write_text("version https://git-lfs.github.com/spec/v1\n")
+    names = {e.name for e in app.models()}
+    assert str(folders / "complete") in names
+    assert not {str(folders / "cancelled"), str(folders / "lfs-pointer")} & names

@@ -155,3 +155,66 @@ def test_chat_settings_come_from_the_environment(monkeypatch):
     for name in ("TSUMUGI_CHAT_URL", "TSUMUGI_CHAT_MODEL"):
         monkeypatch.delenv(name)
     assert Settings.from_env().chat is None
+
+
+class _NoLogprobs(socketserver.BaseRequestHandler):
+    """A server that refuses `logprobs` by name (as some do), and a too-long prompt; otherwise it
+    streams "Hello there." and ends the stream properly."""
+
+    def handle(self) -> None:
+        data = self.request.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(
+            next(
+                v
+                for k, v in (line.split(b":", 1) for line in head.split(b"\r\n")[1:])
+                if k.lower() == b"content-length"
+            )
+        )
+        while len(body) < length:
+            body += self.request.recv(65536)
+        request = json.loads(body)
+        if "logprobs" in request or "too long" in request["messages"][-1]["content"]:
+            reason = "logprobs is not supported" if "logprobs" in request else "the prompt is too long"
+            error = json.dumps({"error": {"message": reason, "type": "invalid_request_error"}}).encode()
+            self.request.sendall(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: "
+                + str(len(error)).encode()
+                + b"\r\nConnection: close\r\n\r\n"
+                + error
+            )
+            return
+        chunk = {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "m",
+            "choices": [{"index": 0, "delta": {"content": "Hello there."}, "finish_reason": None}],
+        }
+        body = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
+        self.request.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\nConnection: close\r\n\r\n"
+            + body
+        )
+
+
+def test_a_server_refusing_logprobs_by_name_is_asked_again_without_them():
+    from assistant.generation.remote import RemoteModel
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _NoLogprobs)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        model = RemoteModel(chat_endpoint(f"http://127.0.0.1:{server.server_address[1]}/v1", "m"))
+        info: dict = {}
+        assert "".join(model.stream([{"role": "user", "content": "Hi"}], info=info)) == "Hello there."
+        assert "logprobs" not in model.extras and "stream_options" in model.extras, (
+            "only the refused one goes"
+        )
+        assert info["logprobs"] is False and info["backend"] == "remote"
+        with pytest.raises(ModelError, match="did not answer \\(BadRequestError\\)"):
+            "".join(model.stream([{"role": "user", "content": "too long"}]))
+        assert "stream_options" in model.extras, "a refusal that names nothing asked for changes nothing"
+    finally:
+        server.shutdown()

@@ -113,7 +113,8 @@ class Answer:
     generation: dict = field(default_factory=dict)
     """How the model's text was generated (empty when the model wrote none): ``backend``
     (local or remote), token counts where known, and ``logprobs``: whether the backend
-    returned token log-probabilities (a remote server may not; the confidence does not need them)."""
+    returned token log-probabilities (a remote server may not; the confidence does not need them).
+    An escalated answer's record is the larger model's, with the first one in ``escalated_from``."""
 
     @property
     def cited(self) -> list[int]:
@@ -341,8 +342,9 @@ def _escalate(
     yield answer
     started = time.perf_counter()
     raw = ""
+    info: dict = {}
     try:
-        for piece in remote.stream(messages, config.max_new_tokens, config.temperature, stop=stop):
+        for piece in remote.stream(messages, config.max_new_tokens, config.temperature, stop=stop, info=info):
             raw += piece
             answer.text = raw
             yield answer
@@ -354,6 +356,7 @@ def _escalate(
         answer.needs_review = True
         answer.notice = f"{exc} The small model's answer is shown; check it before use."
         return
+    answer.generation = {**generation_record(info), "escalated_from": answer.generation}
     # The larger model's sentences go through the same check as the small model's.
     check = SupportCheck(hits, evidence, embedder)
     for sentence in sentences(marks_before_end(fix_citations(drop_repeats(raw.strip()), hits))):

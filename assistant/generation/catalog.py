@@ -61,7 +61,10 @@ def _safetensors_parameters(folder: Path) -> int:
     total = 0
     for path in folder.glob("*.safetensors"):
         with open(path, "rb") as fh:
-            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+            length = int.from_bytes(fh.read(8), "little")
+            if not 2 <= length <= min(path.stat().st_size - 8, 100 * 2**20):
+                raise ValueError(f"{path.name} is not a safetensors file")
+            header = json.loads(fh.read(length))
         for name, tensor in header.items():
             if name != "__metadata__":
                 total += math.prod(tensor["shape"])
@@ -98,12 +101,30 @@ def _entry(name: str, kind: str, source: str, size_mb: float, parameters: int) -
     return ModelEntry(name, kind, source, size_mb, parameters, precisions, memory)
 
 
+def _bin_parameters(folder: Path) -> int:
+    """Parameters of PyTorch ``.bin`` weights, from their size and the config's dtype."""
+    try:
+        dtype = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("torch_dtype")
+    except (OSError, ValueError):
+        dtype = None
+    size = sum(p.stat().st_size for p in folder.glob("*.bin"))
+    return int(size / (2 if dtype in ("bfloat16", "float16") else 4))
+
+
 def folder_entry(folder: Path, source: str = "folder", name: str | None = None) -> ModelEntry | None:
+    """The folder's entry; None when it holds no model or no readable weights (a download
+    that did not finish, a git-LFS pointer): such a folder cannot be loaded, so it is not listed."""
     kind = model_kind(folder)
     if kind is None:
         return None
     weights = folder / "0_Transformer" if (folder / "0_Transformer").is_dir() else folder
-    return _entry(name or str(folder), kind, source, _size_mb(folder), _safetensors_parameters(weights))
+    try:
+        parameters = _safetensors_parameters(weights) or _bin_parameters(weights)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not parameters:
+        return None
+    return _entry(name or str(folder), kind, source, _size_mb(folder), parameters)
 
 
 def embedded_entries() -> list[ModelEntry]:
@@ -216,6 +237,8 @@ def pull(repo_id: str, allow_downloads: bool, cancel: threading.Event) -> Genera
             "check the id and the network."
         ) from exc
     files = [(s.rfilename, s.size or 0) for s in info.siblings or []]
+    # The weights last: a snapshot without them is not listed, so a cancelled pull is not a model.
+    files.sort(key=lambda f: f[0].endswith((".safetensors", ".bin")))
     total = round(sum(size for _, size in files) / 2**20, 1) or 0.1
     events: queue.Queue = queue.Queue()
     done_bytes = [0]
@@ -238,6 +261,10 @@ def pull(repo_id: str, allow_downloads: bool, cancel: threading.Event) -> Genera
     def run() -> None:
         try:
             for filename, _ in files:
+                if cancel.is_set():
+                    raise Cancelled(
+                        f"Download of {repo_id} cancelled; the files fetched so far stay in the cache."
+                    )
                 path = Path(hf_hub_download(repo_id, filename, revision=info.sha, tqdm_class=Reporting))
                 result["path"] = path.parents[len(Path(filename).parts) - 1]
         except BaseException as exc:  # handed to the generator, which raises it

@@ -65,14 +65,16 @@ class RemoteModel:
             timeout=config.timeout_s,
             max_retries=1,
         )
-        self.logprobs = True
-        """Ask for token log-probabilities until the server refuses the question once."""
+        self.extras = {"logprobs": True, "stream_options": {"include_usage": True}}
+        """Asked for until the server refuses one by name (then never again)."""
 
     @property
     def label(self) -> str:
         return f"{self.config.model} ({self.config.label_note})"
 
     def _request(self, messages, max_new_tokens, temperature):
+        """Start a streamed completion, asking for log-probabilities and token counts; a
+        server that refuses one of them by name is asked again without it."""
         import openai
 
         kwargs = dict(
@@ -81,14 +83,16 @@ class RemoteModel:
             max_tokens=max_new_tokens,
             temperature=temperature,
             stream=True,
-            stream_options={"include_usage": True},
         )
-        if self.logprobs:
+        while True:
             try:
-                return self.client.chat.completions.create(**kwargs, logprobs=True)
-            except openai.BadRequestError:
-                self.logprobs = False  # a server that does not do log-probabilities
-        return self.client.chat.completions.create(**kwargs)
+                return self.client.chat.completions.create(**kwargs, **self.extras)
+            except openai.BadRequestError as exc:
+                refused = [name for name in self.extras if name in str(exc)]
+                if not refused:
+                    raise
+                for name in refused:
+                    del self.extras[name]
 
     def stream(
         self,

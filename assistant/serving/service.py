@@ -8,6 +8,8 @@ from collections.abc import Generator
 from dataclasses import replace
 from pathlib import Path
 
+import filelock
+
 from assistant import events
 from assistant.answering.answer import Answer, AnswerConfig, answer_question
 from assistant.config import Settings, prepare_environment
@@ -39,7 +41,9 @@ MODEL_CHOICES = "models.json"
 
 
 class Tsumugi:
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, model_choices: bool = True) -> None:
+        """``model_choices``: apply the models an admin chose in the Models tab (a job's worker
+        does not: it runs on the models recorded with the job)."""
         self.settings = settings or Settings.from_env()
         prepare_environment(self.settings)
         events.configure(self.settings.data_dir)
@@ -50,7 +54,8 @@ class Tsumugi:
         self.drafts = DraftStore(self.settings.data_dir)
         # Folders left by runs that were killed mid-way are never listed; clear them out.
         self.adapters.discard_staging(keep=self.jobs.active_ids())
-        self._load_model_choices()  # what an admin chose in the Models tab
+        if model_choices:
+            self._load_model_choices()
         self._access = None
 
     @property
@@ -121,7 +126,8 @@ class Tsumugi:
         config = replace(self.settings.model, name=entry.name, adapter="")
         check_fits(entry, config.resolved_precision(), config.resolved_device(), self.settings.free_memory_mb)
         self.settings = replace(self.settings, model=config)
-        self._save_model_choices()
+        self._save_model_choice("chat", entry.name)
+        forget_models()  # the previous model leaves memory once its last answer is done
         return entry
 
     def set_embed_model(self, name: str) -> ModelEntry:
@@ -129,12 +135,19 @@ class Tsumugi:
         entry = self._entry(name, "embedding")
         check_fits(entry, "fp32", "cpu", self.settings.free_memory_mb)
         self.settings = replace(self.settings, embed_model=entry.name)
-        self._save_model_choices()
+        self._save_model_choice("embedding", entry.name)
         return entry
 
-    def _save_model_choices(self) -> None:
-        choices = {"chat": self.settings.model.name, "embedding": self.settings.embed_model}
-        atomic_write_bytes(Path(self.settings.data_dir) / MODEL_CHOICES, json.dumps(choices).encode())
+    def _save_model_choice(self, kind: str, name: str) -> None:
+        """Record one choice, keeping the other (and the configured default where none was made)."""
+        path = Path(self.settings.data_dir) / MODEL_CHOICES
+        with filelock.FileLock(str(path) + ".lock"):
+            try:
+                choices = json.loads(path.read_text(encoding="utf-8"))
+                choices = choices if isinstance(choices, dict) else {}
+            except (OSError, ValueError):
+                choices = {}
+            atomic_write_bytes(path, json.dumps({**choices, kind: name}).encode())
 
     def _load_model_choices(self) -> None:
         path = Path(self.settings.data_dir) / MODEL_CHOICES
@@ -142,9 +155,9 @@ class Tsumugi:
             return
         try:
             choices = json.loads(path.read_text(encoding="utf-8"))
-            model = replace(self.settings.model, name=str(choices["chat"]))
-            embed = str(choices["embedding"])
-        except (OSError, ValueError, KeyError, TypeError, TsumugiError):
+            model = replace(self.settings.model, name=str(choices.get("chat", self.settings.model.name)))
+            embed = str(choices.get("embedding", self.settings.embed_model))
+        except (OSError, ValueError, AttributeError, TsumugiError):
             print(
                 f"warning: {path} is damaged; using the configured models (choose them again in the Models tab)."
             )

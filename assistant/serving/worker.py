@@ -43,7 +43,8 @@ def run_eval_job(
             chat=chat_endpoint(**s["chat"], api_key=os.environ.get("TSUMUGI_CHAT_KEY", ""))
             if s.get("chat")
             else None,
-        )
+        ),
+        model_choices=False,  # the models recorded with the job, whatever was chosen since
     )
     evalset = EvalSet.from_json(request["set"])
     configs = [EvalConfig(**c) for c in request["configs"]]
