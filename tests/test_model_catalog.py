@@ -227,3 +227,39 @@ def test_folders_without_loadable_weights_are_not_listed(app):
     names = {e.name for e in app.models()}
     assert str(folders / "complete") in names
     assert not {str(folders / "cancelled"), str(folders / "lfs-pointer")} & names
+
+
+def test_models_tab_downloads_a_hub_model_and_lists_it(app, tmp_path, monkeypatch):
+    """The Models tab's Download through gradio_client, against the loopback hub."""
+    from dataclasses import replace
+
+    from gradio_client import Client
+    from huggingface_hub import constants
+
+    from assistant.ui import build_app
+    from tests.conftest import free_port
+
+    folder = tmp_path / "tiny"
+    _tiny_chat_model(folder)
+    url, hub = serve_hub({p.name: p.read_bytes() for p in folder.iterdir()}, "acme/tiny-llama")
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}"
+    )
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    demo = build_app(app).queue()
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        with pytest.raises(Exception, match="Downloads are off: set TSUMUGI_ALLOW_DOWNLOADS=1"):
+            client.predict("acme/tiny-llama", api_name="/pull_model")
+        app.settings = replace(app.settings, allow_downloads=True)
+        done, summary, table, chat, _ = client.predict("acme/tiny-llama", api_name="/pull_model")
+        assert done.startswith("Downloaded `acme/tiny-llama` into") and "downloads allowed" in summary
+        rows = {row[2]: row for row in table.get("value", table)["data"]}
+        assert rows["acme/tiny-llama"][1:4] == ["chat", "acme/tiny-llama", "hub cache"]
+    finally:
+        demo.close()
+        hub.shutdown()
