@@ -74,6 +74,18 @@ def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choic
         stop.finish()
 
 
+def model_line(app) -> str:
+    """Which model answers, for the settings panel."""
+    remote = app.settings.chat
+    if remote is not None:
+        return (
+            f"Model: `{remote.model}` at {remote.base_url} (TSUMUGI_CHAT_URL); precision applies to "
+            "adapters only, which answer here."
+        )
+    model = app.settings.model
+    return f"Model: `{model.name}` on `{model.device}` (admins choose it in the Models tab)"
+
+
 def build(app, kb_selector: gr.Dropdown) -> None:
     with gr.Row():
         with gr.Column(scale=3):
@@ -126,10 +138,7 @@ def build(app, kb_selector: gr.Dropdown) -> None:
                 value=app.settings.model.precision,
                 info="Changing it loads the model again (seconds for the default model).",
             )
-            gr.Markdown(
-                f"Model: `{app.settings.model.name}` on `{app.settings.model.device}` "
-                "(set with TSUMUGI_MODEL, TSUMUGI_PRECISION, TSUMUGI_DEVICE)"
-            )
+            gr.Markdown(lambda: model_line(app))  # read at each page load: admins switch models
 
     stop_flag = gr.State(CancelFlag())
     inputs = [
