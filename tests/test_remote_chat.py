@@ -62,15 +62,29 @@ def test_answers_over_the_remote_server_are_the_local_ones(service, chat_server)
     assert remote.model == f"{name} (remote)" and local.model != remote.model
     assert remote.text == local.text and remote.text.strip()
     assert remote.cited == local.cited and remote.confidence == pytest.approx(local.confidence)
-    # The record says how each was generated: this server sends token counts, no log-probabilities.
+    # The record says how each was generated: this server sends token counts and log-probabilities.
     assert local.generation["backend"] == "local" and local.generation["logprobs"] is True
     assert remote.generation == {
         "backend": "remote",
         "prompt_tokens": local.generation["prompt_tokens"],
         "new_tokens": local.generation["new_tokens"],
-        "logprobs": False,
+        "logprobs": True,
     }
-    assert remote.to_json()["generation"]["logprobs"] is False
+    assert remote.to_json()["generation"]["logprobs"] is True
+
+
+def test_the_servers_token_log_probabilities_are_the_local_ones(service, chat_server):
+    from assistant.generation.remote import RemoteModel
+
+    url, name = chat_server
+    messages = [{"role": "user", "content": "Name three colours of the rainbow."}]
+    here: dict = {}
+    text = "".join(service.chat_model().stream(messages, max_new_tokens=16, info=here))
+    there: dict = {}
+    remote = RemoteModel(chat_endpoint(url, name, "chat-key"))
+    assert "".join(remote.stream(messages, max_new_tokens=16, info=there)).strip() == text.strip()
+    assert there["logprobs"] is True and len(there["token_logprobs"]) == len(here["token_logprobs"]) == 16
+    assert there["token_logprobs"] == pytest.approx(here["token_logprobs"], abs=1e-4)
 
 
 def test_drafts_and_evaluations_run_over_the_remote_server(service, chat_server):

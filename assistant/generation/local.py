@@ -68,6 +68,15 @@ class ChatModel:
         adapter = f" + {Path(self.config.adapter).name}" if self.config.adapter else ""
         return f"{self.config.name}{adapter} ({self.precision}, {self.device})"
 
+    def logprobs_content(self, info: dict) -> list[dict]:
+        """The tokens of the reply ``info`` describes, with their log-probabilities, as the
+        OpenAI protocol's ``choices[].logprobs.content``."""
+        tokens = [self.tokenizer.decode([t]) for t in info.get("token_ids", [])]
+        return [
+            {"token": t, "logprob": lp, "bytes": list(t.encode("utf-8")), "top_logprobs": []}
+            for t, lp in zip(tokens, info.get("token_logprobs", []))
+        ]
+
     def encode_chat(self, messages: list[dict]) -> dict:
         encoded = self.tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
@@ -105,7 +114,7 @@ class ChatModel:
         prompt_len = inputs["input_ids"].shape[1]
         tokenizer = self.tokenizer
         stats = info if info is not None else {}
-        stats.update(prompt_tokens=prompt_len, new_tokens=0, token_logprobs=[])
+        stats.update(prompt_tokens=prompt_len, new_tokens=0, token_logprobs=[], token_ids=[])
         self.last_stats = stats
         step: dict = {}
 
@@ -125,6 +134,7 @@ class ChatModel:
             def __call__(self, input_ids, scores, **kwargs) -> bool:
                 if "logprobs" in step:
                     stats["token_logprobs"].append(float(step.pop("logprobs")[input_ids[0, -1]]))
+                    stats["token_ids"].append(int(input_ids[0, -1]))
                 if closed.is_set() or (stop is not None and stop.is_set()):
                     return True
                 if suspended and time.monotonic() - suspended[0] > ABANDONED_AFTER_S:

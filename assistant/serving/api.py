@@ -282,12 +282,13 @@ def create_api(app) -> FastAPI:
         if final is None:  # the client went away; nobody reads this
             raise ApiError(499, "The client closed the request.", "client_closed")
         message = {"role": "assistant", "content": final["text"]}
+        choice = {"index": 0, "message": message, "finish_reason": "stop", "logprobs": final.get("logprobs")}
         return {
             "id": completion_id,
             "object": "chat.completion",
             "created": created,
             "model": body.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
+            "choices": [choice],
             "usage": final["usage"],
             **final["extra"],
         }
@@ -359,7 +360,10 @@ def _answers(app, body: ChatRequest, model_config, turns, max_tokens, temperatur
         for piece in model.stream(messages, max_tokens, temperature, stop=stop, info=info):
             text += piece
             yield {"text": text, "done": False, "usage": None, "extra": {}, "streamable": True}
-        yield {"text": text.strip(), "done": True, "usage": _usage(info), "extra": {}, "streamable": True}
+        done = {"text": text.strip(), "done": True, "usage": _usage(info), "extra": {}, "streamable": True}
+        if getattr(body, "logprobs", False) and hasattr(model, "logprobs_content"):  # an extra field
+            done["logprobs"] = {"content": model.logprobs_content(info)}
+        yield done
         return
     history, question = conversation_pairs(turns[:-1]), turns[-1][1]
     config = AnswerConfig(
@@ -407,13 +411,13 @@ def _usage(info: dict) -> dict | None:
 
 
 def _sse(events, first, body: ChatRequest, completion_id: str, created: int, stop: threading.Event):
-    def chunk(delta: dict, finish: str | None = None, extra: dict | None = None) -> str:
+    def chunk(delta: dict, finish: str | None = None, extra: dict | None = None, logprobs=None) -> str:
         data = {
             "id": completion_id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": body.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}],
             **(extra or {}),
         }
         return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
@@ -434,7 +438,7 @@ def _sse(events, first, body: ChatRequest, completion_id: str, created: int, sto
                     extra["answer"] = text
                 if event["usage"]:
                     extra["usage"] = event["usage"]
-                yield chunk({}, "stop", extra)
+                yield chunk({}, "stop", extra, event.get("logprobs"))  # the reply's, all at the end
                 break
             if event["streamable"] and text.startswith(sent) and len(text) > len(sent):
                 yield chunk({"content": text[len(sent) :]})
