@@ -138,11 +138,11 @@ def embedded_entries() -> list[ModelEntry]:
 
 def cached_entries() -> list[ModelEntry]:
     """Models in the local Hugging Face cache (their newest snapshot)."""
-    from huggingface_hub import scan_cache_dir
+    from huggingface_hub import constants, scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
 
     try:
-        cache = scan_cache_dir()
+        cache = scan_cache_dir(constants.HF_HUB_CACHE)  # the cache downloads go to
     except CacheNotFound:
         return []
     entries = []
