@@ -186,14 +186,14 @@ class DraftStore:
         return [_draft(r) for r in self._conn().execute(query, args).fetchall()]
 
     # -- outcomes ----------------------------------------------------------------------
-    def accepted_rows(self, kb: str | None = None) -> list[dict]:
-        """Accepted drafts (of ``kb``, or all), oldest first, as rows to export: the customer's
+    def accepted_rows(self, kb: str | None = None, limit: int = 1_000_000) -> list[dict]:
+        """The latest ``limit`` accepted drafts (of ``kb``, or all), oldest first: the customer's
         ``question`` and the ``answer`` as sent (without citation marks) first, so the rows
-        tune a model as they are, then the draft and who decided it when."""
+        tune a model as they are (tuning reads them so too), then the draft and who decided it when."""
         from knowledge.text import strip_citations
 
         rows = []
-        for d in reversed(self.list(kb=kb, status="accepted", limit=1_000_000)):
+        for d in reversed(self.list(kb=kb, status="accepted", limit=limit)):
             rows.append(
                 {
                     "question": d.message,

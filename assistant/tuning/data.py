@@ -16,7 +16,6 @@ from pathlib import Path
 from assistant.records import RecordTable, cell_text, clip, read_table
 from knowledge.errors import ParseError
 from knowledge.limits import IngestLimits
-from knowledge.text import strip_citations
 
 MIN_EXAMPLES = 6
 """Fewest usable examples that can be split into training and validation."""
@@ -248,12 +247,11 @@ def from_drafts(drafts, kb: str | None = None) -> TrainingData:
     and the reply as finally accepted, without citation marks; repeats counted once.
 
     ``drafts`` is an :class:`assistant.drafting.store.DraftStore`."""
-    accepted = drafts.list(kb=kb, status="accepted", limit=100_000)
     report = DataReport(source="accepted reply drafts" + (f" ({kb})" if kb else ""), kind="pairs")
     examples, seen = [], set()
-    for d in reversed(accepted):
+    for row in drafts.accepted_rows(kb, limit=100_000):
         report.rows += 1
-        pair = (d.message.strip(), strip_citations(d.final or ""))
+        pair = (row["question"].strip(), row["answer"])
         if pair in seen:
             report.duplicates += 1
             continue
