@@ -225,7 +225,7 @@ class Settings:
             model_cache=Path(_env("TSUMUGI_MODEL_CACHE", str(data_dir / "models"))),
             model=model,
             embed_model=_env("TSUMUGI_EMBED_MODEL", DEFAULT_EMBED_MODEL),
-            models_dir=Path(_env("TSUMUGI_MODELS_DIR", str(data_dir / "model-folders"))),
+            models_dir=Path(folder) if (folder := _env("TSUMUGI_MODELS_DIR", "")) else None,
             free_memory_mb=_env_int("TSUMUGI_FREE_MEMORY_MB", 0, problems) or None,
             rerank_model=_env("TSUMUGI_RERANK_MODEL", "").strip() or None,
             # A Hugging Face Space tells Gradio where to listen through GRADIO_SERVER_*.

@@ -12,6 +12,7 @@ folder, or a dataset pushed to the hub.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -19,7 +20,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from assistant.records import RECORD_EXTENSIONS, RecordTable, table_from_items
+from assistant.records import RECORD_EXTENSIONS, RecordTable, read_table, table_from_items
 from knowledge.errors import ConfigError, ParseError
 from knowledge.limits import IngestLimits, check_data_size
 
@@ -89,8 +90,10 @@ def _choose_split(name: str, splits: list[str], split: str | None) -> str:
         if split not in splits:
             raise ParseError(f"{name} has no split {split!r}; its splits are {', '.join(splits)}.")
         return split
-    if "train" in splits or len(splits) == 1:
-        return "train" if "train" in splits else splits[0]
+    if "train" in splits:
+        return "train"
+    if len(splits) == 1:
+        return splits[0]
     raise ParseError(f"{name} has the splits {', '.join(splits)}; choose one (--split).")
 
 
@@ -120,8 +123,6 @@ def load_table(
 ) -> RecordTable:
     """A table from a file (read within ``limits``, see :func:`assistant.records.read_table`),
     a saved dataset folder or a hub dataset."""
-    from assistant.records import read_table
-
     if is_dataset_source(source):
         return read_dataset(source, split, subset, limits, allow_downloads)
     if split or subset:
@@ -131,8 +132,6 @@ def load_table(
 
 def _flat(row: dict) -> dict:
     """Columns Parquet can hold in every row alike: lists and dicts become JSON text."""
-    import json
-
     out = {}
     for key, value in row.items():
         if isinstance(value, list | dict | tuple):

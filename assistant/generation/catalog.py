@@ -242,6 +242,7 @@ def pull(repo_id: str, allow_downloads: bool, cancel: threading.Event) -> Genera
     total = round(sum(size for _, size in files) / 2**20, 1) or 0.1
     events: queue.Queue = queue.Queue()
     done_bytes = [0]
+    stopped = f"Download of {repo_id} cancelled; the files fetched so far stay in the cache."
 
     class Reporting(tqdm):
         def __init__(self, *args, **kwargs) -> None:
@@ -249,9 +250,7 @@ def pull(repo_id: str, allow_downloads: bool, cancel: threading.Event) -> Genera
 
         def update(self, n=1):
             if cancel.is_set():
-                raise Cancelled(
-                    f"Download of {repo_id} cancelled; the files fetched so far stay in the cache."
-                )
+                raise Cancelled(stopped)
             done_bytes[0] += n or 0
             events.put(None)
             return super().update(n)
@@ -262,9 +261,7 @@ def pull(repo_id: str, allow_downloads: bool, cancel: threading.Event) -> Genera
         try:
             for filename, _ in files:
                 if cancel.is_set():
-                    raise Cancelled(
-                        f"Download of {repo_id} cancelled; the files fetched so far stay in the cache."
-                    )
+                    raise Cancelled(stopped)
                 path = Path(hf_hub_download(repo_id, filename, revision=info.sha, tqdm_class=Reporting))
                 result["path"] = path.parents[len(Path(filename).parts) - 1]
         except BaseException as exc:  # handed to the generator, which raises it

@@ -29,8 +29,8 @@ def export_file(app, rows: list[dict], stem: str, suffix: str) -> str:
 
     from assistant.datasets_io import write_rows
 
-    out = Path(app.settings.data_dir).resolve() / "exports" / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return str(write_rows(rows, out.with_name(out.name + suffix)))
+    name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}{suffix}"
+    return str(write_rows(rows, Path(app.settings.data_dir).resolve() / "exports" / name))
 
 
 def passage_location(hit: Hit) -> str:
