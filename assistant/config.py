@@ -110,7 +110,7 @@ class Settings:
     model_cache: Path = Path("data/models")
     """TSUMUGI_MODEL_CACHE: converted and cached base models."""
     model: ModelConfig = field(default_factory=ModelConfig)
-    """TSUMUGI_MODEL, TSUMUGI_PRECISION, TSUMUGI_DEVICE: the chat model."""
+    """TSUMUGI_MODEL, TSUMUGI_PRECISION, TSUMUGI_DEVICE, TSUMUGI_MAX_BATCH: the chat model."""
     embed_model: str = DEFAULT_EMBED_MODEL
     """TSUMUGI_EMBED_MODEL: embedding model for new knowledge bases."""
     models_dir: Path | None = None
@@ -165,6 +165,7 @@ class Settings:
                 name=_env("TSUMUGI_MODEL", EMBEDDED_MODEL),
                 precision=_env("TSUMUGI_PRECISION", "auto"),  # type: ignore[arg-type]
                 device=_env("TSUMUGI_DEVICE", "auto"),  # type: ignore[arg-type]
+                max_batch=_env_int("TSUMUGI_MAX_BATCH", 16, problems),
             )
         except ConfigError as exc:
             problems.append(str(exc))

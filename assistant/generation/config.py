@@ -40,6 +40,9 @@ class ModelConfig:
     """cpu, cuda, or auto (CUDA when present)."""
     adapter: str = ""
     """Folder of a LoRA adapter trained on this base model, or "" for the base model alone."""
+    max_batch: int = 16
+    """Replies generated together (TSUMUGI_MAX_BATCH): a request that comes while the model is
+    busy joins the running batch; 1 answers one request at a time, in the order they came."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -47,6 +50,8 @@ class ModelConfig:
             problems.append(f"`precision` should be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
         if self.device not in ("auto", "cpu", "cuda"):
             problems.append(f"`device` should be auto, cpu or cuda, got {self.device!r}.")
+        if not 1 <= self.max_batch <= 256:
+            problems.append(f"`max_batch` should be between 1 and 256, got {self.max_batch}.")
         if not self.name.strip():
             problems.append("`name` should name a model, got an empty string.")
         if problems:

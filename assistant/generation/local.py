@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from assistant.generation.backend import ModelError
 from assistant.generation.config import ModelConfig, resolve_model_source
-from assistant.generation.loops import is_looping, repeats_sentence
-
-ABANDONED_AFTER_S = 30.0
-"""A reply nobody has read for this long is stopped: the backstop for a caller that neither
-closes the stream nor sets its stop event."""
 
 
 class ChatModel:
@@ -22,6 +16,8 @@ class ChatModel:
     def __init__(self, config: ModelConfig, cache_dir: Path) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from assistant.generation.batch import Batcher
 
         self.config = config
         self.device = config.resolved_device()
@@ -57,9 +53,8 @@ class ChatModel:
             raise ModelError(
                 f"The model {config.name!r} has no chat template; choose an instruct/chat model."
             )
-        self.lock = FairLock()
-        """Generation is serialised per model: two at once only slow each other down on CPU.
-        First come, first served, so web and API users wait alike under load."""
+        self.batcher = Batcher(self.model, self.tokenizer, config.max_batch)
+        """Every reply of this model is generated here, in batches (first come, first served)."""
         self.last_stats: dict[str, int] = {}
         """Prompt and generated token counts of the latest ``stream`` call."""
 
@@ -96,128 +91,24 @@ class ChatModel:
     ) -> Iterator[str]:
         """Yield pieces of the reply as they are generated (greedy when temperature is 0).
 
+        The request joins the model's running batch (:mod:`assistant.generation.batch`).
         ``info``, when given, receives ``prompt_tokens``, ``new_tokens`` and ``token_logprobs``:
         the log-probability the model gave each token it generated, for confidence scores.
         """
-        import torch
-        from transformers import (
-            LogitsProcessor,
-            LogitsProcessorList,
-            StoppingCriteria,
-            StoppingCriteriaList,
-            TextIteratorStreamer,
-        )
+        from assistant.generation.batch import Request
 
-        inputs = self.encode_chat(messages)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-
-        prompt_len = inputs["input_ids"].shape[1]
-        tokenizer = self.tokenizer
+        prompt = self.encode_chat(messages)["input_ids"][0].tolist()
         stats = info if info is not None else {}
-        stats.update(prompt_tokens=prompt_len, new_tokens=0, token_logprobs=[], token_ids=[])
+        stats.update(prompt_tokens=len(prompt), new_tokens=0, token_logprobs=[], token_ids=[])
         self.last_stats = stats
-        step: dict = {}
-
-        class _Record(LogitsProcessor):
-            """Keeps this step's log-probabilities; the token chosen from them is known at the stop check."""
-
-            def __call__(self, input_ids, scores):
-                step["logprobs"] = torch.log_softmax(scores[0].float(), dim=-1)
-                return scores
-
-        closed = threading.Event()
-        """Set when the caller stops reading: the generator was closed (Stop, a client gone)."""
-        suspended: list[float] = []
-        """When the caller last took a piece and has not asked for the next one yet."""
-
-        class _Stop(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs) -> bool:
-                if "logprobs" in step:
-                    stats["token_logprobs"].append(float(step.pop("logprobs")[input_ids[0, -1]]))
-                    stats["token_ids"].append(int(input_ids[0, -1]))
-                if closed.is_set() or (stop is not None and stop.is_set()):
-                    return True
-                if suspended and time.monotonic() - suspended[0] > ABANDONED_AFTER_S:
-                    return True  # nobody is reading: a caller dropped the stream without closing it
-                generated = input_ids[0, prompt_len:].tolist()
-                stats["new_tokens"] = len(generated)
-                if is_looping(generated):
-                    return True
-                # Every few tokens, look for a whole sentence said twice.
-                return len(generated) % 8 == 0 and repeats_sentence(
-                    tokenizer.decode(generated, skip_special_tokens=True)
-                )
-
-        kwargs = dict(
-            **inputs,
-            max_new_tokens=max_new_tokens,
-            streamer=streamer,
-            stopping_criteria=StoppingCriteriaList([_Stop()]),
-            logits_processor=LogitsProcessorList([_Record()]),
-            pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
-        )
-        if self.device == "cpu" and self.precision in ("fp32", "bf16"):
-            # A preallocated KV cache saves re-concatenating the cache at every token:
-            # measured 26 -> 32 tokens/s in bf16 on a 1,200-token prompt (bench/).
-            kwargs["cache_implementation"] = "static"
-        if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature, top_p=0.95)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            # The lock is held by the generation itself, not by the reader: a reader that
-            # stops reading (and is never closed) cannot keep the model from the next request.
-            try:
-                with self.lock, torch.inference_mode():
-                    if not closed.is_set() and not (stop is not None and stop.is_set()):
-                        self.model.generate(**kwargs)
-                    else:
-                        streamer.end()
-            except BaseException as exc:  # surfaced to the caller below
-                errors.append(exc)
-                streamer.end()
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
+        request = Request(prompt, max_new_tokens, temperature, stop, stats)
+        self.batcher.submit(request)
         try:
-            for piece in streamer:
-                suspended[:] = [time.monotonic()]
-                yield piece
-                suspended.clear()
-        finally:
-            closed.set()  # a closed generator (Stop, a client gone) ends the generation
-        thread.join()
-        if errors:
-            raise ModelError(f"Generation failed: {errors[0]}") from errors[0]
-
-
-class FairLock:
-    """A lock granted in the order it was asked for.
-
-    ``threading.Lock`` lets whichever waiting thread the scheduler wakes take it; under load
-    (bench/load.py: 8 web and 8 API clients) the API's threads kept winning and web users
-    waited twice as long.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._next = 0
-        self._serving = 0
-
-    def __enter__(self) -> FairLock:
-        with self._cond:
-            ticket = self._next
-            self._next += 1
-            while ticket != self._serving:
-                self._cond.wait()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        with self._cond:
-            self._serving += 1
-            self._cond.notify_all()
+            yield from request.pieces()
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"Generation failed: {exc}") from exc
 
 
 def attach_adapter(model, adapter_dir: str | Path, merge: bool):
