@@ -108,7 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export an adapter as a zip, or merged into a standalone model folder")
     p.add_argument("--adapter", required=True)
     p.add_argument("--merge", action="store_true", help="merge into the base model and save a folder")
-    p.add_argument("--for", dest="serve_with", choices=["vllm"], help="the folder vLLM loads, with SERVE.md")
+    p.add_argument(
+        "--for",
+        dest="serve_with",
+        choices=["vllm", "ollama"],
+        help="the folder vLLM loads, or an Ollama Modelfile with the adapter; with SERVE.md",
+    )
     p.add_argument("--out", required=True, type=Path, help="folder to write to")
     p.set_defaults(func=_cmd_export)
 

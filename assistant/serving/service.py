@@ -216,14 +216,12 @@ class Tsumugi:
         self.adapters.rename(old, new)
 
     def export_adapter(self, name: str, out: str | Path, merge: bool = False, serve_with: str = "") -> Path:
-        """The adapter as a zip, merged into a standalone model, or (``serve_with="vllm"``) as
-        the folder an inference server loads."""
-        if serve_with == "vllm":
-            from assistant.tuning.deploy import export_for_vllm
-
-            return export_for_vllm(self.adapters, name, out, self.settings.model_cache)
+        """The adapter as a zip, merged into a standalone model, or (``serve_with`` vllm or
+        ollama) as the folder that inference server loads."""
         if serve_with:
-            raise ConfigError(f"Adapters export for vllm, not {serve_with!r}.")
+            from assistant.tuning.deploy import export_for
+
+            return export_for(self.adapters, name, out, self.settings.model_cache, serve_with)
         if merge:
             return self.adapters.merge(name, out, self.settings.model_cache)
         return self.adapters.zip(name, out)

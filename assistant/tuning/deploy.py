@@ -1,8 +1,17 @@
 """Adapters where they are served.
 
-``export_for_vllm`` writes a folder vLLM loads with ``--enable-lora --lora-modules NAME=PATH``:
-the peft adapter, the tokenizer with the chat template it was trained with, and ``SERVE.md``
-with the exact commands. ``deploy`` loads such a folder into a running server through the
+``export_for`` writes the folder an inference server loads, with ``SERVE.md`` holding the exact
+commands:
+
+- vLLM (``--enable-lora --lora-modules NAME=PATH``): the peft adapter and the tokenizer with the
+  chat template it was trained with;
+- Ollama (``ollama create NAME -f Modelfile``): the adapter under ``adapter/`` and a Modelfile
+  whose ``TEMPLATE`` is that chat template written as the Go template Ollama reads. A template
+  that differs from training is the most common failure of such exports, so the Go template is
+  built from what the chat template renders, and the export is refused when the two could
+  disagree.
+
+ ``deploy`` loads such a folder into a running server through the
 runtime endpoint ``POST /v1/load_lora_adapter {"lora_name", "lora_path"}``, which vLLM and
 Tsumugi's own API (``load_adapter``) both implement.
 """
@@ -16,6 +25,7 @@ import time
 from pathlib import Path
 
 from assistant.tuning.adapters import AdapterInfo, AdapterStore
+from assistant.tuning.ollama import chat_shape, modelfile
 from knowledge.errors import ConfigError, StoreError
 
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -23,27 +33,45 @@ CARD = "tsumugi-card.json"
 """The adapter's card in an exported folder: its base model, data and measurements."""
 
 
-def export_for_vllm(store: AdapterStore, name: str, out_dir: str | Path, model_cache: str | Path) -> Path:
-    """``<out_dir>/<name>/``: the adapter as vLLM serves it, with SERVE.md."""
+SERVERS = ("vllm", "ollama")
+
+
+def export_for(
+    store: AdapterStore, name: str, out_dir: str | Path, model_cache: str | Path, server: str
+) -> Path:
+    """``<out_dir>/<name>/``: the adapter as ``server`` (vllm or ollama) serves it, with SERVE.md."""
     from transformers import AutoTokenizer
 
     from assistant.generation.config import resolve_model_source
 
+    if server not in SERVERS:
+        raise ConfigError(f"Adapters export for {' or '.join(SERVERS)}, not {server!r}.")
     info = store.get(name)
     folder = Path(out_dir).resolve() / info.name
     if folder.exists() and any(folder.iterdir()):
         raise StoreError(f"{folder} already exists and is not empty; choose another --out folder.")
     base = resolve_model_source(info.base_model, Path(model_cache))
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    shape = chat_shape(tokenizer, info.base_model) if server == "ollama" else None
     tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        for file in PEFT_FILES + (("confidence.json",) if (info.path / "confidence.json").is_file() else ()):
-            shutil.copy2(info.path / file, tmp / file)
+        adapter = tmp / "adapter" if server == "ollama" else tmp
+        adapter.mkdir(exist_ok=True)
+        for file in PEFT_FILES:
+            shutil.copy2(info.path / file, adapter / file)
+        if (info.path / "confidence.json").is_file():
+            shutil.copy2(info.path / "confidence.json", tmp / "confidence.json")
         shutil.copy2(info.path / "card.json", tmp / CARD)
-        AutoTokenizer.from_pretrained(base).save_pretrained(tmp)  # writes chat_template.jinja
-        rank = json.loads((info.path / "adapter_config.json").read_text(encoding="utf-8")).get("r", 8)
-        (tmp / "SERVE.md").write_text(_serve_md(info, base, folder, rank), encoding="utf-8")
+        tokenizer.save_pretrained(tmp)  # writes chat_template.jinja
+        if shape is not None:
+            stops = sorted({t for t in (tokenizer.eos_token, shape.around["assistant"][1].strip()) if t})
+            (tmp / "Modelfile").write_text(modelfile(base, shape, stops), encoding="utf-8")
+            (tmp / "SERVE.md").write_text(_ollama_md(info, base, folder), encoding="utf-8")
+        else:
+            rank = json.loads((info.path / "adapter_config.json").read_text(encoding="utf-8")).get("r", 8)
+            (tmp / "SERVE.md").write_text(_serve_md(info, base, folder, rank), encoding="utf-8")
         if folder.exists():
             folder.rmdir()
         os.replace(tmp, folder)
@@ -90,6 +118,34 @@ curl -X POST http://localhost:8000/v1/load_lora_adapter -H 'Content-Type: applic
 
 `chat_template.jinja` is the chat template the adapter was trained with; answers follow it
 only when the server uses the same one (hence `--chat-template`).
+"""
+
+
+def _ollama_md(info: AdapterInfo, base: str, folder: Path) -> str:
+    name = info.name
+    request = json.dumps({"model": name, "messages": [{"role": "user", "content": "Hello"}], "stream": False})
+    return f"""# Serving the adapter `{name}` with Ollama
+
+Trained by Tsumugi on `{info.base_model}`. The Modelfile builds the model from the base model's
+weights in `{base}` (copy that folder to the Ollama machine too if it is not there, and change
+the `FROM` line) with this adapter (`adapter/`) applied:
+
+```bash
+cd {folder}
+ollama create {name} -f Modelfile
+ollama run {name} "Hello"
+```
+
+Ask it over HTTP (Ollama's API, or its OpenAI-compatible `/v1/chat/completions`):
+
+```bash
+curl http://localhost:11434/api/chat -d '{request}'
+```
+
+The Modelfile's `TEMPLATE` is the chat template the adapter was trained with
+(`chat_template.jinja`), written as the Go template Ollama reads; Tsumugi checked that both give
+the same prompt before writing it. Use Tsumugi as the front end with
+`TSUMUGI_CHAT_URL=http://localhost:11434/v1 TSUMUGI_CHAT_MODEL={name}`.
 """
 
 
