@@ -83,7 +83,7 @@ def run_sizes(contoso: str, sizes: list[int], queries: int) -> dict:
                 start = time.perf_counter()
                 retrieve(kb, q, config)
                 ours.append(time.perf_counter() - start)
-            _, stored = kb._vectors()
+            _, stored = kb.all_vectors()
             flat = faiss.IndexFlatIP(stored.shape[1])
             flat.add(stored)
             base = []

@@ -201,13 +201,15 @@ def retrieve(
     # Relevance tests on the candidates: similarity (also for those only BM25 found) and coverage.
     similarity: dict[int, float] = {}
     if dense_vectors:
-        index = kb.index()
         stacked = np.vstack(dense_vectors)
+        missing = [i for i in ordered if not ("dense" in best[i] and len(dense_vectors) == 1)]
+        ids, vectors = kb.vectors_of(missing)  # from SQLite: an approximate index cannot give them back
+        found = dict(zip(ids.tolist(), (vectors @ stacked.T).max(axis=1).tolist())) if len(ids) else {}
         for chunk_id in ordered:
             if "dense" in best[chunk_id] and len(dense_vectors) == 1:
                 similarity[chunk_id] = best[chunk_id]["dense"]
             else:
-                similarity[chunk_id] = float(np.max(stacked @ index.reconstruct(int(chunk_id))))
+                similarity[chunk_id] = float(found.get(chunk_id, 0.0))
     # A follow-up counts as covered when the question alone or with its context is.
     coverage = {i: 0.0 for i in ordered}
     for q in queries:

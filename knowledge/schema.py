@@ -34,6 +34,13 @@ CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
 CREATE INDEX IF NOT EXISTS documents_text ON documents(text_sha256);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(terms, tokenize="unicode61 remove_diacritics 0");
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_vocab USING fts5vocab(chunks_fts, row);
+CREATE TABLE IF NOT EXISTS index_log(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    generation INTEGER NOT NULL,
+    op TEXT NOT NULL CHECK (op IN ('add', 'remove')),
+    chunk_id INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS index_log_generation ON index_log(generation);
 """
 
 

@@ -2,12 +2,11 @@
 
 SQLite is the source of truth: it holds each chunk's text, position, BM25 terms (an FTS5
 table) and vector. Every change is one SQLite transaction that also bumps ``generation``.
-The FAISS index is a derived file named after the generation it reflects
-(``index-<generation>.faiss``), written to a temporary file and renamed; an index whose
-generation does not match is rebuilt from the stored vectors. So a process killed at any
-moment leaves either the old or the new state, never vectors of a deleted document or
-chunks without vectors, and never vectors of two embedding models (changing the model
-replaces every vector in one transaction).
+The FAISS index is derived: a snapshot file brought up to date from a log of added and removed
+chunks that each transaction writes with its chunks (see :mod:`knowledge.vectors`). So a
+process killed at any moment leaves either the old or the new state, never vectors of a
+deleted document or chunks without vectors, and never vectors of two embedding models
+(changing the model replaces every vector in one transaction).
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from knowledge.files import atomic_write_bytes
 from knowledge.lexical import TERMS_VERSION, index_terms, terms
 from knowledge.names import document_name, shown_document_name
 from knowledge.schema import SCHEMA, SCHEMA_VERSION, DocumentInfo, StoredChunk
+from knowledge.vectors import IndexConfig, VectorIndex
 
 
 def _now() -> str:
@@ -36,7 +36,7 @@ def _now() -> str:
 class KnowledgeBase:
     """A named knowledge base in its own folder. Safe to share between threads."""
 
-    def __init__(self, folder: Path, name: str | None = None) -> None:
+    def __init__(self, folder: Path, name: str | None = None, index: IndexConfig | None = None) -> None:
         import filelock
 
         self.folder = Path(folder)
@@ -54,8 +54,13 @@ class KnowledgeBase:
                 f"The knowledge base {self.name!r} could not be opened ({exc}); "
                 "restore its folder from a backup or delete it."
             ) from exc
-        self._index = None
-        self._index_generation = -1
+        self.vector_index = VectorIndex(self, index)
+        if self.get_meta("index_log_from") is None:
+            with self.transaction():  # the log starts now; older index files are not trusted
+                self._db.execute(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES('index_log_from', ?)",
+                    (str(self.generation),),
+                )
         self._refresh_terms()
 
     def _refresh_terms(self) -> None:
@@ -198,6 +203,7 @@ class KnowledgeBase:
         atomic_write_bytes(self.folder / "files" / file_name, data)
         with self.transaction() as db:
             self._check_vectors(vectors)
+            self._bump_generation()
             if replace is not None:
                 self._delete_rows(replace)
             cur = db.execute(
@@ -206,6 +212,7 @@ class KnowledgeBase:
                 (name, sha256, text_sha256, kind, len(data), pages, file_name, _now()),
             )
             doc_id = int(cur.lastrowid)
+            added = []
             for chunk, vector in zip(chunks, vectors):
                 cur = db.execute(
                     "INSERT INTO chunks(doc_id, ordinal, text, heading, page, tokens, vector) "
@@ -224,7 +231,8 @@ class KnowledgeBase:
                     "INSERT INTO chunks_fts(rowid, terms) VALUES(?, ?)",
                     (cur.lastrowid, " ".join(index_terms(chunk.indexed_text))),
                 )
-            self._bump_generation()
+                added.append(cur.lastrowid)
+            self._log("add", added)
         return doc_id
 
     def _check_vectors(self, vectors: np.ndarray) -> None:
@@ -240,6 +248,9 @@ class KnowledgeBase:
             self._set_meta("dim", str(vectors.shape[1]))
 
     def _delete_rows(self, doc_id: int) -> None:
+        """Delete a document's rows (in a transaction whose generation is already bumped)."""
+        ids = [r[0] for r in self._db.execute("SELECT id FROM chunks WHERE doc_id=?", (doc_id,))]
+        self._log("remove", ids)
         self._db.execute(
             "DELETE FROM chunks_fts WHERE rowid IN (SELECT id FROM chunks WHERE doc_id=?)", (doc_id,)
         )
@@ -252,8 +263,8 @@ class KnowledgeBase:
             row = self._db.execute("SELECT file FROM documents WHERE id=?", (doc_id,)).fetchone()
             if row is None:
                 raise StoreError(f"There is no document with id {doc_id} in {self.name!r}.")
-            self._delete_rows(doc_id)
             self._bump_generation()
+            self._delete_rows(doc_id)
         self.vacuum_files()
         self.save_index()
 
@@ -283,13 +294,28 @@ class KnowledgeBase:
     def iter_chunk_texts(self) -> Iterator[tuple[int, str, str]]:
         yield from self._db.execute("SELECT id, heading, text FROM chunks ORDER BY id")
 
-    def _vectors(self) -> tuple[np.ndarray, np.ndarray]:
+    def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every chunk's id and vector, in id order."""
         rows = self._db.execute("SELECT id, vector FROM chunks ORDER BY id").fetchall()
-        dim = int(self.get_meta("dim") or 0)
+        return self._stack(rows)
+
+    def vectors_of(self, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The ids among ``ids`` that exist, and their vectors."""
+        rows = []
+        for start in range(0, len(ids), 900):  # SQLite's limit on parameters
+            part = [int(i) for i in ids[start : start + 900]]
+            marks = ",".join("?" * len(part))
+            rows += self._db.execute(f"SELECT id, vector FROM chunks WHERE id IN ({marks})", part).fetchall()
+        return self._stack(rows)
+
+    def _stack(self, rows) -> tuple[np.ndarray, np.ndarray]:
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         if not rows:
-            return ids, np.zeros((0, dim), dtype=np.float32)
+            return ids, np.zeros((0, self.dim()), dtype=np.float32)
         return ids, np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+
+    def dim(self) -> int:
+        return int(self.get_meta("dim") or 1)
 
     def replace_vectors(self, embed_model: str, vectors: dict[int, np.ndarray]) -> None:
         """Swap every vector for one of a new model, in one transaction."""
@@ -310,56 +336,34 @@ class KnowledgeBase:
             if dim is not None:
                 self._set_meta("dim", str(dim))
             self._bump_generation()
+            self._set_meta("index_log_from", str(self.generation))  # every vector changed
         self.save_index()
 
     # ----- FAISS ------------------------------------------------------------------------
 
-    def _index_path(self, generation: int) -> Path:
-        return self.folder / f"index-{generation}.faiss"
+    def _log(self, op: str, ids: list[int]) -> None:
+        """Record chunks added or removed by this transaction, for the index to replay."""
+        self._db.executemany(
+            "INSERT INTO index_log(generation, op, chunk_id) VALUES(?, ?, ?)",
+            [(self.generation, op, int(i)) for i in ids],
+        )
 
-    def _build_index(self):
-        import faiss
-
-        ids, vectors = self._vectors()
-        dim = vectors.shape[1] if vectors.size else int(self.get_meta("dim") or 1)
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        if len(ids):
-            index.add_with_ids(vectors, ids)
-        return index
+    def forget_log(self, generation: int) -> None:
+        """Drop the log up to ``generation``, which an index file now holds."""
+        with self.transaction():
+            self._db.execute("DELETE FROM index_log WHERE generation <= ?", (generation,))
+            if int(self.get_meta("index_log_from", "-1") or -1) < generation:
+                self._set_meta("index_log_from", str(generation))
 
     def save_index(self) -> None:
-        """Write the index for the current generation, and remove those of older ones."""
-        import faiss
-
+        """Bring the index up to date with SQLite, writing its file when enough has changed."""
         with self._lock:
-            generation = self.generation
-            index = self._build_index()
-            atomic_write_bytes(self._index_path(generation), faiss.serialize_index(index).tobytes())
-            self._index, self._index_generation = index, generation
-            for path in self.folder.glob("index-*.faiss"):
-                if path.name != self._index_path(generation).name:
-                    path.unlink(missing_ok=True)
+            self.vector_index.save()
 
     def index(self):
-        """The FAISS index matching the stored chunks, loaded or rebuilt as needed."""
-        import faiss
-
+        """The FAISS index matching the stored chunks (flat, or IVF when large)."""
         with self._lock:
-            generation = self.generation
-            if self._index is not None and self._index_generation == generation:
-                return self._index
-            path = self._index_path(generation)
-            index = None
-            if path.exists():
-                try:
-                    index = faiss.deserialize_index(np.fromfile(path, dtype=np.uint8))
-                except RuntimeError:
-                    index = None  # a damaged file is rebuilt from SQLite below
-            if index is None or index.ntotal != self.count_chunks():
-                self.save_index()
-                return self._index
-            self._index, self._index_generation = index, generation
-            return index
+            return self.vector_index.current()
 
     def dense_search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         index = self.index()

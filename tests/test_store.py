@@ -152,7 +152,7 @@ def test_reembed_with_another_local_model(library, shared_data, tiny_embedder_di
     assert kb.embed_model == str(tiny_embedder_dir)
     index = kb.index()
     assert index.d == 32 != old_dim and index.ntotal == count
-    _, vectors = kb._vectors()
+    _, vectors = kb.all_vectors()
     assert vectors.shape == (count, 32)  # no vector of the old model is left
     assert retrieve(kb, "tent", RetrievalConfig(cutoff=False))
     # New documents are embedded with the new model.
@@ -209,7 +209,7 @@ def test_kill_during_ingestion_leaves_a_consistent_index(tmp_path, shared_data):
     assert sorted(r.status for r in results.values()).count("unchanged") == len(documents)
     assert len(kb.documents()) == 20
     _consistent(kb)
-    assert np.isfinite(kb._vectors()[1]).all()
+    assert np.isfinite(kb.all_vectors()[1]).all()
 
 
 def test_the_same_file_twice_in_one_upload(library, shared_data, tmp_path):
