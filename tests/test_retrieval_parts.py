@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import sqlite3
 
+import numpy as np
 import pytest
 
 from knowledge.chunk import CHARS_PER_TOKEN, ChunkConfig, chunk_document
@@ -192,3 +193,16 @@ def _files(root, files: dict[str, str]):
     for name, text in files.items():
         (folder / name).write_text(text, "utf-8")
     return folder
+
+
+def test_the_embedders_cache_gives_the_same_vectors_and_skips_texts_it_has_seen(embedder):
+    texts = ["The tent sleeps four.", "Wash the jacket cold.", "The tent sleeps four."]
+    plain = embedder.encode(texts)
+    before = embedder.encoded
+    first = embedder.encode_cached(texts)
+    assert embedder.encoded - before == 2  # the repeated text once
+    assert np.allclose(first, plain, atol=1e-5)
+    again = embedder.encode_cached(["Wash the jacket cold.", "A new sentence about boots."])
+    assert embedder.encoded - before == 3  # only the new one reached the model
+    assert np.allclose(again[0], plain[1], atol=1e-5)
+    assert embedder.encode_cached([]).shape == (0, embedder.dim)

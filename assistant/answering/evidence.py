@@ -194,7 +194,7 @@ def select(
     read = embedder is not None and embedder.reads(question.text)
     similarity = None
     if read:
-        vectors = embedder.encode([question.text] + [LIST_MARKER.sub("", line) for _, line in lines])
+        vectors = embedder.encode_cached([question.text] + [LIST_MARKER.sub("", line) for _, line in lines])
         similarity = vectors[1:] @ vectors[0]
     best_line: dict[int, tuple[float, float | None, float, str]] = {}
     for k, (i, line) in enumerate(lines):
@@ -294,7 +294,7 @@ def supported(sentence: str, passage: str, embedder=None) -> bool:
     if _negated(plain) != _negated(closest):
         return False
     if embedder is not None and embedder.reads(plain):
-        vectors = embedder.encode([plain] + candidates)
+        vectors = embedder.encode_cached([plain] + candidates)
         if float(np.max(vectors[1:] @ vectors[0])) < MIN_SIMILARITY_SUPPORT:
             return False
     return True
