@@ -100,7 +100,7 @@ class Embedder:
         self._seen: OrderedDict[str, np.ndarray] = OrderedDict()
         self._seen_lock = threading.Lock()
         self.encoded = 0
-        """Texts sent to the model so far (the cache's tests and the status page read it)."""
+        """Texts :meth:`encode_cached` sent to the model (those it had not seen): its tests read it."""
 
     def reads(self, text: str) -> bool:
         """Whether this model's similarities mean something for ``text``'s language."""
@@ -139,7 +139,7 @@ class Embedder:
             with self._seen_lock:
                 self.encoded += len(missing)
                 for t, v in zip(missing, vectors):
-                    known[t] = self._seen[t] = v
+                    known[t] = self._seen[t] = v.copy()  # a row alone, not a view of the batch
                 while len(self._seen) > REMEMBERED_TEXTS:
                     self._seen.popitem(last=False)
         if not texts:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1
-"""Bumped, with a migration, whenever the tables below change."""
+SCHEMA_VERSION = 2
+"""Bumped, with a migration, whenever the tables below change (2: ``index_log``, created where
+missing when a knowledge base is opened, its log starting then)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);

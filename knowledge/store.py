@@ -11,6 +11,7 @@ deleted document or chunks without vectors, and never vectors of two embedding m
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import sqlite3
@@ -61,6 +62,8 @@ class KnowledgeBase:
                     "INSERT OR IGNORE INTO meta(key, value) VALUES('index_log_from', ?)",
                     (str(self.generation),),
                 )
+                if self.get_meta("schema") is not None:
+                    self._set_meta("schema", str(SCHEMA_VERSION))
         self._refresh_terms()
 
     def _refresh_terms(self) -> None:
@@ -77,6 +80,11 @@ class KnowledgeBase:
                 [(" ".join(index_terms(indexed_text(h, t))), i) for i, h, t in rows],
             )
             self._set_meta("terms", str(TERMS_VERSION))
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection (for :mod:`knowledge.vectors`, which owns ``index_log``)."""
+        return self._db
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -148,6 +156,20 @@ class KnowledgeBase:
 
     def transaction(self) -> KnowledgeBase._Transaction:
         return KnowledgeBase._Transaction(self)
+
+    @contextlib.contextmanager
+    def reading(self):
+        """A read transaction: every query inside sees the same committed state (none is
+        opened inside a transaction already under way on this thread)."""
+        db = self._db
+        if db.in_transaction:
+            yield db
+            return
+        db.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            db.execute("COMMIT")
 
     def _bump_generation(self) -> None:
         self._set_meta("generation", str(self.generation + 1))
@@ -232,7 +254,7 @@ class KnowledgeBase:
                     (cur.lastrowid, " ".join(index_terms(chunk.indexed_text))),
                 )
                 added.append(cur.lastrowid)
-            self._log("add", added)
+            self.vector_index.log("add", added)
         return doc_id
 
     def _check_vectors(self, vectors: np.ndarray) -> None:
@@ -250,7 +272,7 @@ class KnowledgeBase:
     def _delete_rows(self, doc_id: int) -> None:
         """Delete a document's rows (in a transaction whose generation is already bumped)."""
         ids = [r[0] for r in self._db.execute("SELECT id FROM chunks WHERE doc_id=?", (doc_id,))]
-        self._log("remove", ids)
+        self.vector_index.log("remove", ids)
         self._db.execute(
             "DELETE FROM chunks_fts WHERE rowid IN (SELECT id FROM chunks WHERE doc_id=?)", (doc_id,)
         )
@@ -341,20 +363,6 @@ class KnowledgeBase:
 
     # ----- FAISS ------------------------------------------------------------------------
 
-    def _log(self, op: str, ids: list[int]) -> None:
-        """Record chunks added or removed by this transaction, for the index to replay."""
-        self._db.executemany(
-            "INSERT INTO index_log(generation, op, chunk_id) VALUES(?, ?, ?)",
-            [(self.generation, op, int(i)) for i in ids],
-        )
-
-    def forget_log(self, generation: int) -> None:
-        """Drop the log up to ``generation``, which an index file now holds."""
-        with self.transaction():
-            self._db.execute("DELETE FROM index_log WHERE generation <= ?", (generation,))
-            if int(self.get_meta("index_log_from", "-1") or -1) < generation:
-                self._set_meta("index_log_from", str(generation))
-
     def save_index(self) -> None:
         """Bring the index up to date with SQLite, writing its file when enough has changed."""
         with self._lock:
@@ -366,10 +374,11 @@ class KnowledgeBase:
             return self.vector_index.current()
 
     def dense_search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        index = self.index()
-        if index.ntotal == 0:
-            return []
-        scores, ids = index.search(vector.reshape(1, -1).astype(np.float32), min(k, index.ntotal))
+        with self._lock:  # another thread's replay changes the index in place
+            index = self.index()
+            if index.ntotal == 0:
+                return []
+            scores, ids = index.search(vector.reshape(1, -1).astype(np.float32), min(k, index.ntotal))
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
     # ----- BM25 -------------------------------------------------------------------------

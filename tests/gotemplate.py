@@ -7,6 +7,7 @@ exporter gets wrong renders differently here."""
 
 from __future__ import annotations
 
+import json
 import re
 
 _ACTION = re.compile(r"\{\{(-\s)?(.*?)(\s-)?\}\}", re.S)
@@ -164,7 +165,7 @@ def _arg(arg, dot, scope):
     if kind == "value":
         return tok
     if tok.startswith('"'):
-        return bytes(tok[1:-1], "utf-8").decode("unicode_escape")
+        return json.loads(tok)  # Go's escapes in a quoted string are JSON's, for what templates use
     if re.fullmatch(r"-?\d+", tok):
         return int(tok)
     if tok == ".":

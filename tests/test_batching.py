@@ -35,7 +35,11 @@ def together(model, jobs: list[dict]) -> list[dict]:
     def run(job, result):
         barrier.wait()
         stream = model.stream(
-            ask(job["prompt"]), job["max_new_tokens"], stop=job.get("stop"), info=result["info"]
+            ask(job["prompt"]),
+            job["max_new_tokens"],
+            job.get("temperature", 0.0),
+            stop=job.get("stop"),
+            info=result["info"],
         )
         for piece in stream:
             result["text"] += piece
@@ -48,6 +52,20 @@ def together(model, jobs: list[dict]) -> list[dict]:
     for t in threads:
         t.join(timeout=120)
     return results
+
+
+def test_a_reply_alone_is_what_generate_gives(model):
+    import torch
+
+    messages = ask(PROMPTS[2])
+    inputs = model.encode_chat(messages)
+    with torch.inference_mode():
+        out = model.model.generate(**inputs, max_new_tokens=24, do_sample=False)
+    expected = out[0, inputs["input_ids"].shape[1] :].tolist()
+    info: dict = {}
+    text = "".join(model.stream(messages, 24, info=info))
+    assert info["token_ids"] == expected
+    assert text == model.tokenizer.decode(expected, skip_special_tokens=True)
 
 
 def test_requests_asked_together_share_one_batch_and_answer_as_they_would_alone(model):
@@ -106,16 +124,35 @@ def test_one_at_a_time_when_the_batch_is_one(model_cache, model):
 
 def test_sampling_rows_and_greedy_rows_share_a_batch(model):
     greedy_alone = "".join(model.stream(ask(PROMPTS[1]), 16))
-    results: list[str] = ["", ""]
+    model.batcher.widest = 0
+    jobs = [
+        dict(prompt=PROMPTS[0], max_new_tokens=16, temperature=0.8),
+        dict(prompt=PROMPTS[1], max_new_tokens=16),
+    ]
+    sampled, greedy = together(model, jobs)
+    assert model.batcher.widest == 2
+    assert sampled["text"].strip() and greedy["text"] == greedy_alone
 
-    def sample():
-        results[0] = "".join(model.stream(ask(PROMPTS[0]), 16, temperature=0.8))
 
-    thread = threading.Thread(target=sample)
+def test_a_row_that_fails_fails_alone_and_the_model_goes_on(model):
+    from assistant.generation.backend import ModelError
+
+    alone = "".join(model.stream(ask(PROMPTS[1]), 12))
+    failed: list[str] = []
+
+    def broken():
+        # A temperature this small leaves no finite probability to sample from.
+        try:
+            "".join(model.stream(ask(PROMPTS[0]), 12, temperature=1e-40))
+        except ModelError as exc:
+            failed.append(str(exc))
+
+    thread = threading.Thread(target=broken)
     thread.start()
-    results[1] = "".join(model.stream(ask(PROMPTS[1]), 16))
-    thread.join()
-    assert results[0].strip() and results[1] == greedy_alone
+    assert "".join(model.stream(ask(PROMPTS[1]), 12)) == alone
+    thread.join(timeout=60)
+    assert failed and failed[0].startswith("Generation failed")
+    assert "".join(model.stream(ask(PROMPTS[1]), 12)) == alone  # the next request is answered
 
 
 def test_max_batch_is_validated():

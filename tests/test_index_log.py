@@ -8,7 +8,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from knowledge.chunk import Chunk
+from knowledge.chunk import Chunk, ChunkConfig
 from knowledge.store import KnowledgeBase
 from knowledge.vectors import IndexConfig, is_approximate
 
@@ -42,7 +42,7 @@ def exact(kb: KnowledgeBase, query: np.ndarray, k: int) -> list[int]:
 @pytest.fixture
 def kb(tmp_path):
     kb = KnowledgeBase(tmp_path / "kb")
-    kb.initialise("test-embedder", __import__("knowledge.chunk", fromlist=["ChunkConfig"]).ChunkConfig())
+    kb.initialise("test-embedder", ChunkConfig())
     rng = np.random.default_rng(1)
     for n in range(5):
         add(kb, f"doc{n}", unit(rng.normal(size=(40, DIM))))
@@ -101,7 +101,7 @@ def test_reused_chunk_ids_replay_in_order(kb):
 
 def test_the_file_is_rewritten_once_enough_has_changed_and_the_log_is_dropped(tmp_path):
     kb = KnowledgeBase(tmp_path / "kb", index=IndexConfig(snapshot_min=50, snapshot_share=0.1))
-    kb.initialise("test-embedder", __import__("knowledge.chunk", fromlist=["ChunkConfig"]).ChunkConfig())
+    kb.initialise("test-embedder", ChunkConfig())
     rng = np.random.default_rng(5)
     add(kb, "first", unit(rng.normal(size=(100, DIM))))
     kb.save_index()
@@ -119,7 +119,7 @@ def test_the_file_is_rewritten_once_enough_has_changed_and_the_log_is_dropped(tm
 def test_above_the_configured_size_the_index_is_approximate_with_high_recall(tmp_path):
     config = IndexConfig(approximate_above=2_000, probes=16)
     kb = KnowledgeBase(tmp_path / "kb", index=config)
-    kb.initialise("test-embedder", __import__("knowledge.chunk", fromlist=["ChunkConfig"]).ChunkConfig())
+    kb.initialise("test-embedder", ChunkConfig())
     rng = np.random.default_rng(6)
     centres = unit(rng.normal(size=(60, DIM)))
     for n in range(6):  # 3,000 vectors around 60 topics
@@ -145,3 +145,35 @@ def test_re_embedding_rebuilds_from_sqlite(kb):
     assert index.d == 8 and index.ntotal == len(ids)
     _, found = index.search(fresh[:1], 1)
     assert found[0, 0] == ids[0]
+
+
+def test_an_index_made_while_empty_takes_the_first_documents(tmp_path):
+    kb = KnowledgeBase(tmp_path / "kb")
+    kb.initialise("test-embedder", ChunkConfig())
+    kb.save_index()  # a question asked before any upload, or a batch where every file failed
+    assert kb.index().ntotal == 0
+    vectors = unit(np.random.default_rng(8).normal(size=(12, DIM)))
+    add(kb, "first", vectors)
+    for opened in (kb, KnowledgeBase(kb.folder)):
+        index = opened.index()
+        assert index.d == DIM and index.ntotal == 12
+        _, found = index.search(vectors[:1], 1)
+        assert found[0].tolist() == exact(opened, vectors[0], 1)
+
+
+def test_two_processes_on_one_folder_see_each_others_changes(kb):
+    other = KnowledgeBase(kb.folder, index=IndexConfig(snapshot_min=1, snapshot_share=0.01))
+    assert other.index().ntotal == kb.index().ntotal
+    rng = np.random.default_rng(9)
+    # The other replaces a document by one of the same size and writes a new file, dropping
+    # the log this one would have replayed.
+    doc = kb.documents()[0]
+    fresh = unit(rng.normal(size=(doc.chunks, DIM)))
+    add(other, doc.name, fresh, replace=doc.id)
+    other.save_index()
+    assert other.connection.execute("SELECT COUNT(*) FROM index_log").fetchone()[0] == 0
+    index = kb.index()
+    assert index.ntotal == kb.count_chunks()
+    for query in fresh[:5]:
+        _, found = index.search(query.reshape(1, -1), 3)
+        assert found[0].tolist() == exact(kb, query, 3)

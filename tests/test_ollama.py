@@ -65,10 +65,10 @@ def test_the_modelfile_template_gives_the_prompt_the_adapter_was_trained_with(ex
     from_line = re.search(r"^FROM (.+)$", modelfile, re.M).group(1)
     assert (Path(from_line) / "config.json").is_file()
     assert "\nADAPTER ./adapter\n" in modelfile
-    assert {p.name for p in (folder / "adapter").iterdir()} == {
-        "adapter_config.json",
-        "adapter_model.safetensors",
-    }
+    adapter = folder / "adapter"
+    assert {p.name for p in adapter.iterdir()} == {"adapter_config.json", "model.safetensors"}
+    trained = app.adapters.get("helpdesk").path / "adapter_model.safetensors"
+    assert (adapter / "model.safetensors").read_bytes() == trained.read_bytes()
     assert 'PARAMETER stop "<|im_end|>"' in modelfile
     serve = (folder / "SERVE.md").read_text(encoding="utf-8")
     assert "ollama create helpdesk -f Modelfile" in serve and str(folder) in serve
@@ -106,7 +106,12 @@ def test_a_template_that_looks_at_content_or_position_is_refused(model_cache):
         assert ollama_render(llama.go_template(), conversation) == expected
 
 
-def test_the_cli_writes_the_ollama_folder_and_refuses_an_unknown_server(exported, tmp_path):
+def test_an_unknown_server_or_a_base_ollama_cannot_adapt_is_refused(exported, tmp_path):
+    from assistant.tuning.ollama import check_ollama_base
+
     app, _ = exported
     with pytest.raises(ConfigError, match="vllm or ollama"):
         app.export_adapter("helpdesk", tmp_path, serve_with="tgi")
+    (tmp_path / "config.json").write_text('{"model_type": "qwen2"}', encoding="utf-8")
+    with pytest.raises(ConfigError, match="is qwen2; serve this adapter with vLLM"):
+        check_ollama_base(str(tmp_path), "Qwen/Qwen2-0.5B-Instruct")

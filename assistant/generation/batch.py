@@ -33,8 +33,12 @@ ABANDONED_AFTER_S = 30.0
 closes the stream nor sets its stop event."""
 TOP_P = 0.95
 """Nucleus sampling's share when a request samples (temperature above 0)."""
+TOP_K = 50
+"""Tokens a sampled step chooses among (``generate``'s default)."""
 _END = object()
 """Put on a request's queue after its last piece."""
+FAILED = -1
+"""The token of a row whose step failed (it leaves the batch)."""
 
 
 @dataclass
@@ -150,7 +154,8 @@ class Batcher:
         eos = model.generation_config.eos_token_id
         eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         self.eos = eos | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
-        self._cond = threading.Lock()
+        self._lock = threading.Lock()
+        """Guards ``_pending`` and ``_worker``."""
         self._pending: deque[Request] = deque()
         self._worker: threading.Thread | None = None
         # Owned by the worker thread:
@@ -161,27 +166,42 @@ class Batcher:
         """The most rows decoded together so far (for the status page and tests)."""
 
     def submit(self, request: Request) -> None:
-        with self._cond:
+        with self._lock:
             self._pending.append(request)
             if self._worker is None:
                 self._worker = threading.Thread(target=self._run, daemon=True, name="tsumugi-batch")
                 self._worker.start()
 
     def _run(self) -> None:
+        """Admit what waits, decode a step, until nothing is left. Whatever goes wrong fails the
+        requests it reached with the error, never leaves one waiting, and the next request
+        starts a new worker."""
         import torch
 
-        with torch.inference_mode():
-            while True:
-                with self._cond:
-                    if not self._pending and not self._rows:
-                        self._worker = None  # a later submit starts a new worker
-                        return
-                    room = self.max_batch - len(self._rows)
-                    admitted = [self._pending.popleft() for _ in range(min(room, len(self._pending)))]
-                for request in admitted:
-                    self._admit(request)
-                if self._rows:
-                    self._step()
+        admitted: list[Request] = []
+        try:
+            with torch.inference_mode():
+                while True:
+                    with self._lock:
+                        for request in [r for r in self._pending if r.cancelled()]:
+                            self._pending.remove(request)  # stopped while waiting for room
+                            self._finish(request)
+                        if not self._pending and not self._rows:
+                            self._worker = None  # a later submit starts a new worker
+                            return
+                        room = self.max_batch - len(self._rows)
+                        admitted = [self._pending.popleft() for _ in range(min(room, len(self._pending)))]
+                    while admitted:
+                        self._admit(admitted.pop(0))
+                    if self._rows:
+                        self._step()
+        except BaseException as exc:
+            self._fail(self._rows + admitted, exc)
+            self._rows, self._cache, self._mask = [], None, None
+            with self._lock:
+                self._fail(list(self._pending), exc)
+                self._pending.clear()
+                self._worker = None
 
     def _admit(self, request: Request) -> None:
         import torch
@@ -202,6 +222,7 @@ class Batcher:
         if not self._rows:
             self._rows, self._cache = [request], cache
             self._mask = torch.ones((1, request.position), dtype=torch.long, device=self.model.device)
+            self.widest = max(self.widest, 1)
             return
         width = max(self._mask.shape[1], request.position)
         mask = torch.zeros((len(self._rows) + 1, width), dtype=torch.long, device=self.model.device)
@@ -254,8 +275,9 @@ class Batcher:
         self._rows = [self._rows[i] for i in keep]
 
     def _choose(self, rows: list[Request], logits) -> list[int]:
-        """Each row's next token (greedy, or sampled at its temperature), with its log-probability
-        recorded for confidence scores."""
+        """Each row's next token (greedy, or sampled at its temperature among the ``TOP_K`` most
+        likely within ``TOP_P``, as ``generate`` samples), with its log-probability recorded for
+        confidence scores (before temperature: the model's own belief)."""
         import torch
 
         logits = logits.float()
@@ -263,17 +285,24 @@ class Batcher:
         tokens = logits.argmax(dim=-1).tolist()
         for i, request in enumerate(rows):
             if request.temperature > 0:
-                probs = torch.softmax(logits[i] / request.temperature, dim=-1)
-                ordered, order = probs.sort(descending=True)
-                outside = ordered.cumsum(0) - ordered > TOP_P  # the smallest set covering TOP_P
-                ordered[outside] = 0
-                tokens[i] = int(order[torch.multinomial(ordered, 1)])
+                top, where = torch.topk(logits[i] / request.temperature, min(TOP_K, logits.shape[-1]))
+                probs = torch.softmax(top, dim=-1)
+                outside = probs.cumsum(0) - probs > TOP_P  # the smallest set covering TOP_P
+                probs[outside] = 0
+                try:
+                    tokens[i] = int(where[torch.multinomial(probs, 1)])
+                except RuntimeError as exc:  # no finite probabilities: this row alone fails
+                    self._fail([request], exc)
+                    tokens[i] = FAILED
+                    continue
             request.stats["token_logprobs"].append(float(logprobs[i, tokens[i]]))
             request.stats["token_ids"].append(tokens[i])
         return tokens
 
     def _advance(self, request: Request, token: int) -> bool:
         """Add ``token`` to the reply and pass on any new text; True when the reply is over."""
+        if token == FAILED:
+            return True  # the reader has its error already
         request.generated.append(token)
         request.stats["new_tokens"] = len(request.generated)
         text = self.tokenizer.decode(request.generated, skip_special_tokens=True)

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from assistant.tuning.adapters import AdapterInfo, AdapterStore
-from assistant.tuning.ollama import chat_shape, modelfile
+from assistant.tuning.ollama import chat_shape, check_ollama_base, modelfile
 from knowledge.errors import ConfigError, StoreError
 
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -52,15 +52,23 @@ def export_for(
         raise StoreError(f"{folder} already exists and is not empty; choose another --out folder.")
     base = resolve_model_source(info.base_model, Path(model_cache))
     tokenizer = AutoTokenizer.from_pretrained(base)
-    shape = chat_shape(tokenizer, info.base_model) if server == "ollama" else None
+    shape = None
+    if server == "ollama":
+        check_ollama_base(base, info.base_model)
+        shape = chat_shape(tokenizer, info.base_model)
     tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        adapter = tmp / "adapter" if server == "ollama" else tmp
-        adapter.mkdir(exist_ok=True)
-        for file in PEFT_FILES:
-            shutil.copy2(info.path / file, adapter / file)
+        if shape is None:
+            for file in PEFT_FILES:
+                shutil.copy2(info.path / file, tmp / file)
+        else:
+            # `ollama create` collects a folder's weights as model*.safetensors (parser.go,
+            # filesForModel) and converts every .safetensors beside adapter_config.json.
+            (tmp / "adapter").mkdir()
+            shutil.copy2(info.path / "adapter_config.json", tmp / "adapter" / "adapter_config.json")
+            shutil.copy2(info.path / "adapter_model.safetensors", tmp / "adapter" / "model.safetensors")
         if (info.path / "confidence.json").is_file():
             shutil.copy2(info.path / "confidence.json", tmp / "confidence.json")
         shutil.copy2(info.path / "card.json", tmp / CARD)

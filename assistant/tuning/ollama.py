@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from jinja2 import TemplateError
 
@@ -101,10 +102,39 @@ def chat_shape(tokenizer, model: str) -> ChatShape:
                 raise ValueError("probe")
     except (ValueError, TypeError, TemplateError) as exc:  # also a template that raises on some conversation
         raise refused from exc
-    literal = "".join([shape.opening, shape.generation] + [t for pair in around.values() for t in pair])
-    if "{{" in literal or '"""' in literal:
+    pieces = [shape.opening, shape.generation] + [t for pair in around.values() for t in pair]
+    if any(not _writable(p) for p in pieces):
         raise refused
     return shape
+
+
+def _writable(literal: str) -> bool:
+    """Whether ``literal`` survives as text in a Modelfile's TEMPLATE: no template delimiters
+    (a trailing ``{`` would make one with the next action), no closing triple quote, and
+    nothing Ollama's parser drops (characters that are not printable, save tab and newline)."""
+    return (
+        "{{" not in literal
+        and not literal.endswith("{")
+        and '"""' not in literal
+        and all(c.isprintable() or c in "\t\n" for c in literal)
+    )
+
+
+OLLAMA_ADAPTER_MODELS = ("llama", "mistral", "gemma", "gemma2")
+"""Model types whose safetensors LoRA adapters Ollama applies (its Modelfile documentation)."""
+
+
+def check_ollama_base(folder: str, model: str) -> None:
+    """ConfigError unless Ollama can apply a LoRA adapter to the base model in ``folder``."""
+    try:
+        kind = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get("model_type", "")
+    except (OSError, ValueError):
+        kind = ""
+    if kind not in OLLAMA_ADAPTER_MODELS:
+        raise ConfigError(
+            f"Ollama applies adapters to {', '.join(OLLAMA_ADAPTER_MODELS)} models, and {model} is "
+            f"{kind or 'of an unknown type'}; serve this adapter with vLLM instead (--for vllm)."
+        )
 
 
 def _after(text: str, prefix: str) -> str:
@@ -122,6 +152,12 @@ def modelfile(base: str, shape: ChatShape, stops: list[str]) -> str:
         "ADAPTER ./adapter",
         f'TEMPLATE """{shape.go_template()}"""',
     ]
-    lines += [f"PARAMETER stop {json.dumps(s, ensure_ascii=False)}" for s in stops]
+    for stop in stops:
+        if '"' in stop or not stop.isprintable():
+            raise ConfigError(
+                f"The end-of-reply marker {stop!r} cannot be written in an Ollama Modelfile; "
+                "serve this adapter with vLLM instead (--for vllm)."
+            )
+        lines.append(f'PARAMETER stop "{stop}"')
     lines.append("PARAMETER temperature 0")
     return "\n".join(lines) + "\n"
