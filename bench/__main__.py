@@ -1,8 +1,8 @@
 """``python -m bench``: every stage against its named baseline, in one run.
 
 Prints a Markdown table, writes ``bench/results/<time>.json`` and ``bench/results/latest.md``.
-``--quick`` runs smaller sizes (for a smoke test); ``--only`` picks stages (``answers`` and
-``retrieval_quality`` run on their own and write their own reports).
+``--quick`` runs smaller sizes (for a smoke test); ``--only`` picks stages (``answers``,
+``retrieval_quality`` and ``load`` run on their own and write their own reports).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from bench import answers, generation, ingestion, retrieval, retrieval_quality, training
+from bench import answers, generation, ingestion, load, retrieval, retrieval_quality, training
 from bench.answers import CORPORA
 from bench.common import machine, memory_bandwidth_gbs
 
@@ -30,7 +30,19 @@ def table(rows: list[dict], bandwidth: float) -> str:
         if "error" in r:
             lines.append(f"| {r['stage']} ({r.get('variant', '')}) | error: {r['error']} | | |")
             continue
-        if r["stage"] == "ingestion":
+        if r["stage"] == "ingestion" and r.get("variant") == "growth":
+            small, large, approx = r["small"], r["large"], r["approximate"]
+            lines.append(
+                f"| adding a 20-page document to {large['chunks']:,} chunks | {large['add_s']:.2f} s "
+                f"(rebuilding the whole index instead: +{large['rebuild_s']:.2f} s) | "
+                f"to {small['chunks']:,} chunks: {small['add_s']:.2f} s | ×{r['ratio']:.2f} (target ≤ ×1.5) |"
+            )
+            lines.append(
+                f"| approximate index (IVF, {approx['cells']} cells, {approx['probes']} probes), "
+                f"{approx['chunks']:,} chunks | recall@10 {approx['recall_at_10']:.3f}, {approx['ivf_ms']:.2f} ms/query | "
+                f"exact flat search: {approx['flat_ms']:.2f} ms/query | ×{approx['flat_ms'] / approx['ivf_ms']:.1f} faster |"
+            )
+        elif r["stage"] == "ingestion":
             lines.append(
                 f"| ingestion, {r['ours_chunks']:,} chunks | {r['ours_chunks_per_s']:.1f} chunks/s, "
                 f"peak {r['ours_peak_rss_mb']:.0f} MB | {r['baseline']}: {r['baseline_chunks_per_s']:.1f} chunks/s, "
@@ -82,7 +94,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="*",
-        choices=["ingestion", "retrieval", "generation", "training", "answers", "retrieval_quality"],
+        choices=["ingestion", "retrieval", "generation", "training", "answers", "retrieval_quality", "load"],
     )
     parser.add_argument("--questions", type=int, default=25, help="answers: questions per corpus")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -101,8 +113,12 @@ def main() -> None:
         # Its own report too: bench/results/retrieval_quality.md, every corpus and ranker.
         print(retrieval_quality.report(list(CORPORA), 500, retrieval_quality.DATA, args.model_cache, [112]))
         return
-    if "answers" in stages or "retrieval_quality" in stages:
-        alone = "answers" if "answers" in stages else "retrieval_quality"
+    if stages == ["load"]:
+        # Its own report: bench/results/load.md, the batched path against one at a time.
+        print(load.report(model_cache=args.model_cache))
+        return
+    if {"answers", "retrieval_quality", "load"} & set(stages):
+        alone = next(s for s in ("answers", "retrieval_quality", "load") if s in stages)
         parser.error(f"run {alone} on its own: python -m bench --only {alone}")
     contoso = SHARED / "data" / "contoso-manuals"
     info = machine()

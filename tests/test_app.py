@@ -255,3 +255,22 @@ def test_web_app_and_api_share_one_server_and_the_draft_tab_works(service):
         assert rows["answer"][rows["id"].index(draft_id)] == stored.final
     finally:
         server.should_exit = True
+
+
+def test_a_streamed_answer_updates_the_page_at_most_ten_times_a_second():
+    from types import SimpleNamespace
+
+    from assistant.ui.common import paced
+
+    def states(n: int, finish: bool = True):
+        answer = SimpleNamespace(text="", done=False)
+        for i in range(n):
+            answer.text += f"w{i} "
+            answer.done = finish and i == n - 1
+            yield answer
+
+    shown = [a.text for a in paced(states(200))]  # 200 tokens in far less than 0.1 s
+    assert len(shown) == 2 and shown[-1].endswith("w199 ")  # the first, then the finished answer
+    assert len(list(paced(states(200), interval=0))) == 200
+    stopped = list(paced(states(50, finish=False)))  # a stream that ends without finishing
+    assert len(stopped) == 2 and stopped[-1].text.endswith("w49 ")

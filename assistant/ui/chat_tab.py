@@ -13,6 +13,7 @@ from assistant.ui.common import (
     answer_footer,
     arm_cancel,
     handler,
+    paced,
     shown_answer,
     sources_markdown,
     stop_now,
@@ -62,7 +63,7 @@ def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choic
     stop = StopSignal(flag)
     try:
         yield history, "", "_Searching the documents…_"
-        for answer in app.ask(kb_name, message, pairs, config, model=model, stop=stop):
+        for answer in paced(app.ask(kb_name, message, pairs, config, model=model, stop=stop)):
             history[-1] = {"role": "assistant", "content": shown_answer(answer) or "…"}
             panel = sources_markdown(answer.passages, answer.cited)
             if answer.done:

@@ -5,10 +5,32 @@ from __future__ import annotations
 import html
 import inspect
 import threading
+import time
 from pathlib import Path
 
 from knowledge.progress import format_seconds
 from knowledge.retrieve import Hit
+
+UI_UPDATE_S = 0.1
+"""The longest a streamed answer waits between page updates. Ten a second reads as smooth, and
+each update sends the whole chat and its sources again: at every token, 8 web clients spent a
+sixth of the server's time on updates (bench/load.py)."""
+
+
+def paced(answers, interval: float = UI_UPDATE_S):
+    """The states of a streamed answer, at most one per ``interval`` besides the finished one
+    (an answer is one object that grows, so a skipped state is never lost)."""
+    last = 0.0
+    held = None
+    for answer in answers:
+        now = time.monotonic()
+        if answer.done or now - last >= interval:
+            last, held = now, None
+            yield answer
+        else:
+            held = answer
+    if held is not None:
+        yield held
 
 
 def upload_path(upload) -> Path | None:

@@ -15,6 +15,7 @@ from assistant.ui.common import (
     answer_footer,
     arm_cancel,
     handler,
+    paced,
     sources_markdown,
     stop_now,
 )
@@ -76,7 +77,7 @@ def run_draft(app, text, kb_name, tone_value, adapter_name, signature_text, temp
         model = app.model_config(adapter_name or None)
         yield "", "_Searching the documents…_", "", "", ""
         author = caller.name if caller is not None and caller.name else ""
-        for answer in app.draft(kb_name, text or "", config, model=model, stop=stop, author=author):
+        for answer in paced(app.draft(kb_name, text or "", config, model=model, stop=stop, author=author)):
             panel = sources_markdown(answer.passages, answer.cited)
             head = answer_footer(answer) if answer.done else "_Drafting…_"
             if answer.escalated and not answer.done:
