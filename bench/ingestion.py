@@ -160,10 +160,10 @@ def run_growth(contoso: str, quick: bool) -> dict:
     import numpy as np
 
     from assistant.config import Settings, prepare_environment
+    from knowledge.embed import get_embedder
     from knowledge.ingest import collect_sources, ingest_files
     from knowledge.library import Library
     from knowledge.progress import drive_events
-    from knowledge.embed import get_embedder
     from knowledge.vectors import IndexConfig, build
 
     prepare_environment(Settings())
