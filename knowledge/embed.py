@@ -129,6 +129,8 @@ class Embedder:
         """As :meth:`encode`, reusing the vectors of texts seen before: answers keep coming back
         to the same passages, whose sentences evidence selection and the support check embed
         (a third of the server's time under load before; bench/load.py)."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
         with self._seen_lock:
             known = {t: self._seen[t] for t in texts if t in self._seen}
             for t in known:
@@ -142,8 +144,6 @@ class Embedder:
                     known[t] = self._seen[t] = v.copy()  # a row alone, not a view of the batch
                 while len(self._seen) > REMEMBERED_TEXTS:
                     self._seen.popitem(last=False)
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
         return np.vstack([known[t] for t in texts])
 
     def encode_batches(

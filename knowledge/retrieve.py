@@ -202,14 +202,13 @@ def retrieve(
     similarity: dict[int, float] = {}
     if dense_vectors:
         stacked = np.vstack(dense_vectors)
-        missing = [i for i in ordered if not ("dense" in best[i] and len(dense_vectors) == 1)]
-        ids, vectors = kb.vectors_of(missing)  # from SQLite: an approximate index cannot give them back
-        found = dict(zip(ids.tolist(), (vectors @ stacked.T).max(axis=1).tolist())) if len(ids) else {}
-        for chunk_id in ordered:
-            if "dense" in best[chunk_id] and len(dense_vectors) == 1:
-                similarity[chunk_id] = best[chunk_id]["dense"]
-            else:
-                similarity[chunk_id] = float(found.get(chunk_id, 0.0))
+        if len(dense_vectors) == 1:  # one query: the dense search's own score
+            similarity = {i: best[i]["dense"] for i in ordered if "dense" in best[i]}
+        # The rest from their vectors in SQLite (an approximate index cannot give them back).
+        ids, vectors = kb.vectors_of([i for i in ordered if i not in similarity])
+        if len(ids):
+            similarity.update(zip(ids.tolist(), (vectors @ stacked.T).max(axis=1).tolist()))
+        similarity = {i: float(similarity.get(i, 0.0)) for i in ordered}
     # A follow-up counts as covered when the question alone or with its context is.
     coverage = {i: 0.0 for i in ordered}
     for q in queries:

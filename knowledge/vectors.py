@@ -60,7 +60,7 @@ def build(ids: np.ndarray, vectors: np.ndarray, dim: int, config: IndexConfig):
     """An index of ``vectors`` under ``ids``: flat, or IVF above ``config.approximate_above``."""
     import faiss
 
-    if len(ids) <= config.approximate_above or len(ids) < 1_000:
+    if not wants_approximate(len(ids), config):
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
     else:
         cells = max(16, int(4 * math.sqrt(len(ids))))
@@ -73,6 +73,11 @@ def build(ids: np.ndarray, vectors: np.ndarray, dim: int, config: IndexConfig):
     if len(ids):
         index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
     return index
+
+
+def wants_approximate(chunks: int, config: IndexConfig) -> bool:
+    """Whether an index of ``chunks`` vectors should be IVF (never below 1,000: too few to cluster)."""
+    return chunks > config.approximate_above and chunks >= 1_000
 
 
 def is_approximate(index) -> bool:
@@ -112,11 +117,15 @@ class VectorIndex:
         query = "SELECT COUNT(*) FROM index_log WHERE generation > ?"
         return int(self.kb.connection.execute(query, (after,)).fetchone()[0])
 
+    def _log_from(self) -> int:
+        """The generation after which the log holds every change."""
+        return int(self.kb.get_meta("index_log_from", "-1") or -1)
+
     def _forget(self, generation: int) -> None:
         """Drop the log up to ``generation``, which a snapshot now holds."""
         with self.kb.transaction() as db:
             db.execute("DELETE FROM index_log WHERE generation <= ?", (generation,))
-            if int(self.kb.get_meta("index_log_from", "-1") or -1) < generation:
+            if self._log_from() < generation:
                 db.execute(
                     "INSERT OR REPLACE INTO meta(key, value) VALUES('index_log_from', ?)", (str(generation),)
                 )
@@ -132,7 +141,7 @@ class VectorIndex:
             generation = self.kb.generation
             if self.index is not None and self.generation == generation:
                 return self.index
-            log_from = int(self.kb.get_meta("index_log_from", "-1") or -1)
+            log_from = self._log_from()
             dim = self.kb.dim()
             if self.index is None or self.generation < log_from or self.index.d != dim:
                 self._load_snapshot(log_from, generation, dim)
@@ -217,8 +226,7 @@ class VectorIndex:
         if self.snapshot_generation == self.generation:
             self._prune()  # a snapshot written while reading left its log behind
             return
-        wants_ivf = index.ntotal > self.config.approximate_above and index.ntotal >= 1_000
-        if wants_ivf != is_approximate(index):
+        if wants_approximate(index.ntotal, self.config) != is_approximate(index):
             self.rebuild()
         elif self._count_changes(self.snapshot_generation) >= max(
             self.config.snapshot_min, self.config.snapshot_share * index.ntotal
@@ -251,9 +259,7 @@ class VectorIndex:
         covered = self.kb.connection.execute(
             "SELECT 1 FROM index_log WHERE generation <= ? LIMIT 1", (generation,)
         ).fetchone()
-        if generation < 0 or (
-            covered is None and int(self.kb.get_meta("index_log_from", "-1")) >= generation
-        ):
+        if generation < 0 or (covered is None and self._log_from() >= generation):
             return
         try:
             self._forget(generation)

@@ -21,6 +21,7 @@ from assistant.cli.admin import (
 )
 from assistant.cli.answers import _cmd_ask, _cmd_draft, _cmd_ingest, _cmd_list, _cmd_reembed, _cmd_search
 from assistant.cli.common import dataset_arguments, drive, style_argument
+from assistant.tuning.deploy import SERVERS
 from knowledge.errors import TsumugiError
 
 __all__ = ["build_parser", "drive", "main"]
@@ -111,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--for",
         dest="serve_with",
-        choices=["vllm", "ollama"],
+        choices=SERVERS,
         help="the folder vLLM loads, or an Ollama Modelfile with the adapter; with SERVE.md",
     )
     p.add_argument("--out", required=True, type=Path, help="folder to write to")

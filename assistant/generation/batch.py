@@ -197,7 +197,7 @@ class Batcher:
                         self._step()
         except BaseException as exc:
             self._fail(self._rows + admitted, exc)
-            self._rows, self._cache, self._mask = [], None, None
+            self._clear()
             with self._lock:
                 self._fail(list(self._pending), exc)
                 self._pending.clear()
@@ -252,7 +252,7 @@ class Batcher:
             ).logits
         except Exception as exc:
             self._fail(rows, exc)
-            self._rows, self._cache, self._mask = [], None, None
+            self._clear()
             return
         done = []
         for i, (request, token) in enumerate(zip(rows, self._choose(rows, logits[:, -1]))):
@@ -262,10 +262,14 @@ class Batcher:
         if done:
             self._leave(done)
 
+    def _clear(self) -> None:
+        """No rows, no cache: the next request starts a batch of its own."""
+        self._rows, self._cache, self._mask = [], None, None
+
     def _leave(self, done: list[int]) -> None:
         keep = [i for i in range(len(self._rows)) if i not in done]
         if not keep:
-            self._rows, self._cache, self._mask = [], None, None
+            self._clear()
             return
         mask = self._mask[keep]
         start = int(mask.any(dim=0).nonzero()[0])  # columns only the finished rows used

@@ -11,7 +11,7 @@ commands:
   built from what the chat template renders, and the export is refused when the two could
   disagree.
 
- ``deploy`` loads such a folder into a running server through the
+``deploy`` loads such a folder into a running server through the
 runtime endpoint ``POST /v1/load_lora_adapter {"lora_name", "lora_path"}``, which vLLM and
 Tsumugi's own API (``load_adapter``) both implement.
 """
