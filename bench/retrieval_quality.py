@@ -14,8 +14,9 @@ Rankers, all scored on recall@1, recall@5 and MRR@10:
   order);
 - the choices behind the default, on the same chunks: other fusions of Tsumugi's own dense
   and lexical candidates (the per-query weights used before, min-max score fusion at one
-  weight), BM25 on bigrams alone against bigrams with dictionary words (Okapi, so only the
-  terms differ), and passage sizes and overlap (``--chunk-sizes``).
+  weight), BM25 on plain terms against what Tsumugi indexes (dictionary words; Okapi, so only
+  the terms differ), English words stemmed (Snowball; alone and fused with Tsumugi's dense
+  side by plain RRF: measured, not adopted), and passage sizes and overlap (``--chunk-sizes``).
 
 A hit: a passage of the gold document that holds the answer (Japanese: the answer string;
 English: at least half of the answer's words). ``--data DIR`` keeps the ingested corpora.
@@ -45,7 +46,14 @@ TSUMUGI_RANKERS = {
     "Tsumugi hybrid (default)": dict(mode="hybrid"),
 }
 BASELINES = ("dense", "BM25", "plain RRF")
-CHOICES = ("per-query weights", "score fusion 0.5", "BM25 bigrams", "BM25 bigrams + words")
+CHOICES = (
+    "per-query weights",
+    "score fusion 0.5",
+    "BM25 plain terms",
+    "BM25 as indexed",
+    "BM25 + English stems",
+    "RRF with English stems",
+)
 DEFAULT = "Tsumugi hybrid (default)"
 DATA = Path("/tmp/tsumugi-retrieval-bench")
 """Where the corpora are written and ingested (kept between runs)."""
@@ -144,6 +152,21 @@ def score_fusion(dense: list[tuple[int, float]], lexical: list[tuple[int, float]
     return sorted(fused, key=lambda i: -fused[i])
 
 
+def stemmed(text: str) -> list[str]:
+    """What Tsumugi indexes, with English words replaced by their Snowball stems."""
+    import snowballstemmer
+
+    from knowledge.lexical import index_terms
+
+    stem = snowballstemmer.stemmer("english").stemWord
+    return [stem(t) if re.fullmatch(r"[a-z]+(?:'[a-z]+)?", t) else t for t in index_terms(text)]
+
+
+def plain_rrf(dense: list[tuple[int, float]], lexical: list[tuple[int, float]]) -> list[int]:
+    """Tsumugi's fusion (reciprocal rank, k=60) of two candidate lists."""
+    return rrf([i for i, _ in dense], [i for i, _ in lexical])
+
+
 def scores_of(ranked: list[list[bool]]) -> dict:
     """recall@1, recall@5 and MRR@10 of per-question hit lists (best first)."""
     n = max(1, len(ranked))
@@ -205,8 +228,9 @@ def run_tsumugi(app, kb: str, items: list[dict], choices: bool = False) -> dict:
         ]
     ids = list(chunks)
     texts = [f"{chunks[i][1]}\n{chunks[i][2]}" if chunks[i][1] else chunks[i][2] for i in ids]
-    okapi = {"BM25 bigrams": (Okapi([terms(t) for t in texts]), terms)}
-    okapi["BM25 bigrams + words"] = (Okapi([index_terms(t) for t in texts]), index_terms)
+    okapi = {"BM25 plain terms": (Okapi([terms(t) for t in texts]), terms)}
+    okapi["BM25 as indexed"] = (Okapi([index_terms(t) for t in texts]), index_terms)
+    okapi["BM25 + English stems"] = (Okapi([stemmed(t) for t in texts]), stemmed)
     reads = get_embedder(store.embed_model).reads
     for n, item in enumerate(items):
         # As in Tsumugi's fusion, an embedder that cannot read the question has no say.
@@ -216,7 +240,11 @@ def run_tsumugi(app, kb: str, items: list[dict], choices: bool = False) -> dict:
             "score fusion 0.5": score_fusion(dense, lexical),
         }
         for name, (bm25, analyse) in okapi.items():
-            orders[name] = [ids[i] for i in np.argsort(-bm25.scores(analyse(item["q"])))[:DEPTH]]
+            scores = bm25.scores(analyse(item["q"]))
+            # As FTS5 does, only passages holding a term of the question are ranked.
+            orders[name] = [ids[i] for i in np.argsort(-scores)[:50] if scores[i] > 0]
+        found = [(i, 1.0) for i in orders["BM25 + English stems"]]
+        orders["RRF with English stems"] = plain_rrf(dense, found)
         for name, order in orders.items():
             ranked[name].append([is_hit(chunks[i][0], chunks[i][2], item) for i in order[:DEPTH]])
     out.update({name: scores_of(hits) for name, hits in ranked.items()})
@@ -305,9 +333,10 @@ def markdown(results: dict, meta: dict) -> str:
     lines += [
         "",
         "The choices behind the default, on Tsumugi's passages: fusing its own dense and lexical "
-        "candidates by the per-query weights used before and by min-max score fusion (0.5 each), "
-        "and BM25 (Okapi) on bigrams alone against bigrams with cross-script bigrams and SudachiPy "
-        "words (what Tsumugi indexes).",
+        "candidates by the per-query weights used before and by min-max score fusion (0.5 each); "
+        "BM25 (Okapi) on plain terms (words; Japanese bigrams) against what Tsumugi indexes "
+        "(Japanese also cross-script bigrams and SudachiPy words), and English words stemmed "
+        "(Snowball), alone and fused with Tsumugi's dense side by plain RRF (measured, not adopted).",
         "",
         "| corpus | " + " | ".join([DEFAULT, *CHOICES]) + " |",
         "|---|" + "---|" * (len(CHOICES) + 1),
