@@ -152,19 +152,19 @@ def score_fusion(dense: list[tuple[int, float]], lexical: list[tuple[int, float]
     return sorted(fused, key=lambda i: -fused[i])
 
 
-def stemmed(text: str) -> list[str]:
-    """What Tsumugi indexes, with English words replaced by their Snowball stems."""
-    import snowballstemmer
+_ENGLISH_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
+
+def stemmed(text: str, _stemmer: list = []) -> list[str]:  # noqa: B006 - one stemmer, made once
+    """What Tsumugi indexes, with English words replaced by their Snowball stems."""
     from knowledge.lexical import index_terms
 
-    stem = snowballstemmer.stemmer("english").stemWord
-    return [stem(t) if re.fullmatch(r"[a-z]+(?:'[a-z]+)?", t) else t for t in index_terms(text)]
+    if not _stemmer:
+        import snowballstemmer
 
-
-def plain_rrf(dense: list[tuple[int, float]], lexical: list[tuple[int, float]]) -> list[int]:
-    """Tsumugi's fusion (reciprocal rank, k=60) of two candidate lists."""
-    return rrf([i for i, _ in dense], [i for i, _ in lexical])
+        _stemmer.append(snowballstemmer.stemmer("english"))
+    stem = _stemmer[0].stemWord
+    return [stem(t) if _ENGLISH_WORD.fullmatch(t) else t for t in index_terms(text)]
 
 
 def scores_of(ranked: list[list[bool]]) -> dict:
@@ -243,8 +243,7 @@ def run_tsumugi(app, kb: str, items: list[dict], choices: bool = False) -> dict:
             scores = bm25.scores(analyse(item["q"]))
             # As FTS5 does, only passages holding a term of the question are ranked.
             orders[name] = [ids[i] for i in np.argsort(-scores)[:50] if scores[i] > 0]
-        found = [(i, 1.0) for i in orders["BM25 + English stems"]]
-        orders["RRF with English stems"] = plain_rrf(dense, found)
+        orders["RRF with English stems"] = rrf([i for i, _ in dense], orders["BM25 + English stems"])
         for name, order in orders.items():
             ranked[name].append([is_hit(chunks[i][0], chunks[i][2], item) for i in order[:DEPTH]])
     out.update({name: scores_of(hits) for name, hits in ranked.items()})
