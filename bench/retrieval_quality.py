@@ -25,6 +25,7 @@ English: at least half of the answer's words). ``--data DIR`` keeps the ingested
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
@@ -40,6 +41,8 @@ from bench.common import cpu_flags
 BASELINE_CHARS = 800
 RRF_K = 60
 DEPTH = 10
+CANDIDATES = 50
+"""Passages each side contributes to the fusions compared (as Tsumugi's ``candidates``)."""
 TSUMUGI_RANKERS = {
     "Tsumugi dense": dict(mode="dense"),
     "Tsumugi lexical": dict(mode="lexical"),
@@ -155,15 +158,18 @@ def score_fusion(dense: list[tuple[int, float]], lexical: list[tuple[int, float]
 _ENGLISH_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
 
-def stemmed(text: str, _stemmer: list = []) -> list[str]:  # noqa: B006 - one stemmer, made once
+@functools.cache
+def _english_stemmer():
+    import snowballstemmer
+
+    return snowballstemmer.stemmer("english")
+
+
+def stemmed(text: str) -> list[str]:
     """What Tsumugi indexes, with English words replaced by their Snowball stems."""
     from knowledge.lexical import index_terms
 
-    if not _stemmer:
-        import snowballstemmer
-
-        _stemmer.append(snowballstemmer.stemmer("english"))
-    stem = _stemmer[0].stemWord
+    stem = _english_stemmer().stemWord
     return [stem(t) if _ENGLISH_WORD.fullmatch(t) else t for t in index_terms(text)]
 
 
@@ -218,7 +224,7 @@ def run_tsumugi(app, kb: str, items: list[dict], choices: bool = False) -> dict:
     ranked: dict[str, list[list[bool]]] = {name: [] for name in CHOICES}
     sides = {}
     for mode in ("dense", "lexical"):
-        config = RetrievalConfig(top_k=50, candidates=50, cutoff=False, mode=mode)
+        config = RetrievalConfig(top_k=CANDIDATES, candidates=CANDIDATES, cutoff=False, mode=mode)
         sides[mode] = [
             [
                 (h.chunk_id, h.similarity if mode == "dense" else h.bm25)
@@ -242,7 +248,7 @@ def run_tsumugi(app, kb: str, items: list[dict], choices: bool = False) -> dict:
         for name, (bm25, analyse) in okapi.items():
             scores = bm25.scores(analyse(item["q"]))
             # As FTS5 does, only passages holding a term of the question are ranked.
-            orders[name] = [ids[i] for i in np.argsort(-scores)[:50] if scores[i] > 0]
+            orders[name] = [ids[i] for i in np.argsort(-scores)[:CANDIDATES] if scores[i] > 0]
         orders["RRF with English stems"] = rrf([i for i, _ in dense], orders["BM25 + English stems"])
         for name, order in orders.items():
             ranked[name].append([is_hit(chunks[i][0], chunks[i][2], item) for i in order[:DEPTH]])
