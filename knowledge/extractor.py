@@ -168,12 +168,14 @@ def limit_memory(megabytes: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (megabytes * 2**20, megabytes * 2**20))
 
 
-def _reply(header: bytes, data: bytes) -> bytes:
+def _reply(header: bytes, data: bytes, broken: str | None = None) -> bytes:
     from knowledge.errors import TsumugiError
 
     request = decode(header)
     name = str(request.get("name", "the file")) if isinstance(request, dict) else "the file"
     try:
+        if broken:
+            return encode({"status": "error", "message": broken})
         if not isinstance(request, dict):
             raise ValueError("a request is a JSON object")
         return encode({"status": "ok", "value": answer(request, data)})
@@ -189,14 +191,23 @@ def _reply(header: bytes, data: bytes) -> bytes:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     limit_memory(int(args[args.index("--memory-mb") + 1]) if "--memory-mb" in args else 0)
-    _preload()
+    broken = None
+    try:
+        _preload()
+    except ImportError as exc:
+        # A parser missing from the install: every file fails with the cause, not with a
+        # crash the server would put down to the file's size.
+        broken = (
+            f"The text extractor cannot start ({exc}), so no file can be read; "
+            "reinstall Tsumugi's requirements (`make setup`)."
+        )
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while True:
         try:
             header, data = _read_frame(stdin), _read_frame(stdin)
             if header is None or data is None:
                 return
-            out = _reply(header, data)
+            out = _reply(header, data, broken)
         except MemoryError:
             # The parent names the limit and starts a fresh process: this one may be half-way
             # through a request, with its heap in pieces.

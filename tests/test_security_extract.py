@@ -155,6 +155,26 @@ def test_a_hostile_reply_is_a_clean_error_and_the_process_is_replaced(tmp_path, 
     assert parse_limited(b"A note about tents.", "note.txt", IngestLimits()).text == "A note about tents."
 
 
+def test_a_parser_missing_from_the_install_is_named_not_blamed_on_the_file(tmp_path, monkeypatch):
+    shadow = tmp_path / "site" / "openpyxl"
+    shadow.mkdir(parents=True)
+    shadow.joinpath("__init__.py").write_text("raise ImportError('No module named openpyxl')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "site"))  # ahead of site-packages in the child
+    broken = Extractor()
+    monkeypatch.setattr(limits_module, "_extractor", broken)
+    try:
+        with pytest.raises(ParseError) as caught:
+            parse_limited(b"A note.", "note.txt", IngestLimits())
+        assert str(caught.value) == (
+            "The text extractor cannot start (No module named openpyxl), so no file can be read; "
+            "reinstall Tsumugi's requirements (`make setup`)."
+        )
+        with pytest.raises(ParseError, match="cannot start"):  # the next file is told the same
+            parse_limited(b"Another note.", "other.txt", IngestLimits())
+    finally:
+        broken.stop()
+
+
 def test_documents_cross_as_exactly_their_fields():
     doc = ParsedDocument(
         "a.pdf",
