@@ -42,6 +42,8 @@ import time
 from collections import deque
 from pathlib import Path
 
+from bench.common import without_faq
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results"
@@ -57,7 +59,7 @@ STYLED = {"previous generator": "unchecked", "quote": "quote", "concise": "conci
 def _contoso(folder: Path) -> list[dict]:
     for path in sorted((SHARED / "contoso-manuals").glob("*.md")):
         text = path.read_text(encoding="utf-8")
-        folder.joinpath(path.name).write_text(re.split(r"^## FAQ\b", text, flags=re.M)[0], "utf-8")
+        folder.joinpath(path.name).write_text(without_faq(text), "utf-8")
     with open(ROOT / "tests" / "data" / "eval" / "contoso-faq.csv", encoding="utf-8") as fh:
         answerable = [{"q": r["question"], "a": r["answer"], "doc": r["source"]} for r in csv.DictReader(fh)]
     with open(ROOT / "tests" / "data" / "eval" / "contoso-unanswerable.csv", encoding="utf-8") as fh:

@@ -36,6 +36,14 @@ def isolated(fn: Callable[..., dict], *args: Any) -> dict:
     return value
 
 
+def without_faq(manual: str) -> str:
+    """A contoso manual without its ``## FAQ`` section, whose answers would sit verbatim in
+    the passages the FAQ questions retrieve."""
+    import re
+
+    return re.split(r"^## FAQ\b", manual, flags=re.M)[0]
+
+
 def median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
