@@ -3,8 +3,12 @@ escalation to a second Tsumugi API server acting as the larger model."""
 
 from __future__ import annotations
 
+import json
+import os
+import threading
 from collections import deque
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import openai
@@ -12,7 +16,10 @@ import pytest
 
 from assistant.answering.answer import AnswerConfig
 from assistant.answering.escalate import EscalationConfig
+from assistant.config import ApiLimits, Settings
+from assistant.generation.remote import chat_endpoint
 from assistant.serving.api import create_api
+from assistant.serving.service import Tsumugi
 from tests.conftest import second_tsumugi, serve_in_thread, untrained_adapter
 
 QUESTION = "How many people can sleep in the TrailMaster X4 Tent?"
@@ -311,3 +318,63 @@ def test_load_lora_adapter_needs_an_admin_key_and_a_real_adapter_of_this_base(ap
     assert "loaded" in service.adapters.names()
     service.delete_adapter("loaded")
     service.delete_adapter("to-load")
+
+
+class _AllAtOnce(BaseHTTPRequestHandler):
+    """An OpenAI-compatible chat server that answers only once ``parties`` requests are open at
+    the same time (503 if they never are): the model of a server with room for all of them."""
+
+    barrier: threading.Barrier
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        try:
+            self.barrier.wait()
+        except threading.BrokenBarrierError:
+            self.send_error(503, "fewer requests came at once than the server waited for")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for delta, finish in (({"role": "assistant", "content": "ok"}, None), ({}, "stop")):
+            chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        self.wfile.write(b"data: [DONE]\n\n")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_every_answer_the_api_admits_runs_at_once(tmp_path, model_cache):
+    # More answers than asyncio's default pool has threads (cpu_count + 4), all admitted.
+    parties = min(32, (os.cpu_count() or 1) + 4) + 2
+    handler = type("Handler", (_AllAtOnce,), {"barrier": threading.Barrier(parties, timeout=20)})
+    chat = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=chat.serve_forever, daemon=True).start()
+    limits = ApiLimits(requests_per_minute=10_000, per_key=parties, queue=parties)
+    settings = Settings(
+        data_dir=tmp_path, model_cache=model_cache, api_keys=("k",), api_limits=limits,
+        chat=chat_endpoint(f"http://127.0.0.1:{chat.server_address[1]}/v1", "m"),
+    )  # fmt: skip
+    url, server = serve_in_thread(create_api(Tsumugi(settings)))
+    body = {"model": "default", "messages": [{"role": "user", "content": "Hello?"}], "max_tokens": 4}
+    replies: list = [None] * parties
+
+    def ask(n: int) -> None:
+        reply = httpx.post(
+            f"{url}/v1/chat/completions", json=body, headers={"Authorization": "Bearer k"}, timeout=60
+        )
+        replies[n] = (reply.status_code, reply.json())
+
+    try:
+        threads = [threading.Thread(target=ask, args=(n,)) for n in range(parties)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        server.should_exit = True
+        chat.shutdown()
+    assert [status for status, _ in replies] == [200] * parties, replies[0]
+    assert {r["choices"][0]["message"]["content"] for _, r in replies} == {"ok"}

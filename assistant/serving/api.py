@@ -42,7 +42,8 @@ from starlette.background import BackgroundTask
 from assistant import events
 from assistant.answering.styles import DEFAULT_STYLE
 from assistant.serving.keys import ApiKeyStore, KeyGrant
-from assistant.serving.ratelimit import RateLimited, RateLimiter, Slot
+from assistant.serving.ratelimit import RateLimited, RateLimiter
+from assistant.serving.relay import Threads, disconnected, finish
 from assistant.tuning.deploy import load_adapter
 from knowledge.errors import ConfigError, TsumugiError
 from knowledge.library import check_name
@@ -95,6 +96,7 @@ def create_api(app) -> FastAPI:
     api = FastAPI(title="Tsumugi API", docs_url="/v1/docs", openapi_url="/v1/openapi.json")
     keys = ApiKeyStore(app.settings.data_dir, app.settings.api_keys)
     limiter = RateLimiter(app.settings.api_limits)
+    threads = Threads(app.settings.api_limits.queue)
 
     @api.middleware("http")
     async def _log_requests(request: Request, call_next):
@@ -257,28 +259,28 @@ def create_api(app) -> FastAPI:
             created = int(time.time())
             events = _answers(app, body, model_config, turns, max_tokens, temperature, stop)
             try:
-                first = await asyncio.to_thread(next, events)  # load errors surface here, as HTTP errors
+                first = await threads.run(next, events)  # load errors surface here, as HTTP errors
             except TsumugiError as exc:
                 raise ApiError(_status(exc), str(exc), "model_error", "server_error") from exc
         except BaseException:
-            _finish(stop, slot)
+            finish(stop, slot)
             raise
         if body.stream:
             chunks = _sse(events, first, body, completion_id, created, stop)
             return StreamingResponse(
-                _relay(request, chunks, stop, slot),
+                threads.relay(request, chunks, stop, slot),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-                background=BackgroundTask(_finish, stop, slot),
+                background=BackgroundTask(finish, stop, slot),
             )
-        gone = asyncio.ensure_future(_disconnected(request))
+        gone = asyncio.ensure_future(disconnected(request))
         try:
-            final = await _until_done(lambda: deque(events, maxlen=1)[0], gone, stop)
+            final = await threads.until_done(lambda: deque(events, maxlen=1)[0], gone, stop)
         except TsumugiError as exc:
             raise ApiError(500, str(exc), "model_error", "server_error") from exc
         finally:
             gone.cancel()
-            _finish(stop, slot)
+            finish(stop, slot)
         if final is None:  # the client went away; nobody reads this
             raise ApiError(499, "The client closed the request.", "client_closed")
         message = {"role": "assistant", "content": final["text"]}
@@ -294,49 +296,6 @@ def create_api(app) -> FastAPI:
         }
 
     return api
-
-
-def _finish(stop: threading.Event, slot: Slot) -> None:
-    stop.set()
-    slot.release()
-
-
-_END = object()
-
-
-async def _disconnected(request: Request) -> None:
-    """Return when the client goes away. ``Request.is_disconnected`` cannot tell behind a
-    middleware (its zero-timeout peek is always cancelled), so this waits on the ASGI
-    ``receive`` itself: once the body is read, the next message is the disconnect."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _until_done(work, gone: asyncio.Future, stop: threading.Event):
-    """Run ``work`` in a thread; when the client disconnects first (``gone``), stop it and
-    return None. A model never runs on for a client that is gone: the stop event ends
-    generation within a token, and the model is free for the next request."""
-    task = asyncio.ensure_future(asyncio.to_thread(work))
-    await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        return task.result()
-    stop.set()
-    return None
-
-
-async def _relay(request: Request, chunks, stop: threading.Event, slot: Slot):
-    """Stream the sync ``chunks`` generator, watching for the client going away meanwhile
-    (even while nothing is sent, as when a reply is held back for escalation)."""
-    gone = asyncio.ensure_future(_disconnected(request))
-    try:
-        while True:
-            chunk = await _until_done(lambda: next(chunks, _END), gone, stop)
-            if chunk is None or chunk is _END:
-                return
-            yield chunk
-    finally:
-        gone.cancel()
-        _finish(stop, slot)
 
 
 def _status(exc: TsumugiError) -> int:
