@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -154,6 +157,47 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class _AllAtOnce(BaseHTTPRequestHandler):
+    """An OpenAI-compatible chat server that answers only once ``parties`` requests are open at
+    the same time (503 if they never are, within 20 s)."""
+
+    barrier: threading.Barrier
+    statuses: list[int]
+    """What each request was answered: 200, or 503 when the barrier broke."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        try:
+            self.barrier.wait()
+        except threading.BrokenBarrierError:
+            self.statuses.append(503)
+            self.send_error(503, "fewer requests came at once than the server waited for")
+            return
+        self.statuses.append(200)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for delta, finish in (({"role": "assistant", "content": "ok"}, None), ({}, "stop")):
+            chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        self.wfile.write(b"data: [DONE]\n\n")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def all_at_once_server(parties: int):
+    """Start :class:`_AllAtOnce` on loopback: the chat model of a server that has room for
+    ``parties`` requests, which only a caller running that many at once gets answers from.
+    Returns (base URL, server); ``server.RequestHandlerClass.statuses`` lists the answers."""
+    barrier = threading.Barrier(parties, timeout=20)
+    handler = type("Handler", (_AllAtOnce,), {"barrier": barrier, "statuses": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/v1", server
 
 
 def serve_in_thread(app, host: str = "127.0.0.1"):

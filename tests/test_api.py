@@ -8,7 +8,6 @@ import os
 import threading
 from collections import deque
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import openai
@@ -20,7 +19,7 @@ from assistant.config import ApiLimits, Settings
 from assistant.generation.remote import chat_endpoint
 from assistant.serving.api import create_api
 from assistant.serving.service import Tsumugi
-from tests.conftest import second_tsumugi, serve_in_thread, untrained_adapter
+from tests.conftest import all_at_once_server, second_tsumugi, serve_in_thread, untrained_adapter
 
 QUESTION = "How many people can sleep in the TrailMaster X4 Tent?"
 
@@ -272,7 +271,6 @@ def test_requests_answers_and_status_are_logged(client, api_url, service):
 def test_load_lora_adapter_needs_an_admin_key_and_a_real_adapter_of_this_base(api_url, service, tmp_path):
     """vLLM's runtime endpoint on Tsumugi's API: an agent key is refused; a folder that is not a
     readable adapter of this server's base model is refused in one sentence; nothing is stored."""
-    import json
     import os
 
     from assistant.serving.keys import ApiKeyStore
@@ -320,42 +318,14 @@ def test_load_lora_adapter_needs_an_admin_key_and_a_real_adapter_of_this_base(ap
     service.delete_adapter("to-load")
 
 
-class _AllAtOnce(BaseHTTPRequestHandler):
-    """An OpenAI-compatible chat server that answers only once ``parties`` requests are open at
-    the same time (503 if they never are): the model of a server with room for all of them."""
-
-    barrier: threading.Barrier
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
-        try:
-            self.barrier.wait()
-        except threading.BrokenBarrierError:
-            self.send_error(503, "fewer requests came at once than the server waited for")
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.end_headers()
-        for delta, finish in (({"role": "assistant", "content": "ok"}, None), ({}, "stop")):
-            chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
-                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
-            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-        self.wfile.write(b"data: [DONE]\n\n")
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 def test_every_answer_the_api_admits_runs_at_once(tmp_path, model_cache):
     # More answers than asyncio's default pool has threads (cpu_count + 4), all admitted.
     parties = min(32, (os.cpu_count() or 1) + 4) + 2
-    handler = type("Handler", (_AllAtOnce,), {"barrier": threading.Barrier(parties, timeout=20)})
-    chat = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=chat.serve_forever, daemon=True).start()
+    chat_url, chat = all_at_once_server(parties)
     limits = ApiLimits(requests_per_minute=10_000, per_key=parties, queue=parties)
     settings = Settings(
         data_dir=tmp_path, model_cache=model_cache, api_keys=("k",), api_limits=limits,
-        chat=chat_endpoint(f"http://127.0.0.1:{chat.server_address[1]}/v1", "m"),
+        chat=chat_endpoint(chat_url, "m"),
     )  # fmt: skip
     url, server = serve_in_thread(create_api(Tsumugi(settings)))
     body = {"model": "default", "messages": [{"role": "user", "content": "Hello?"}], "max_tokens": 4}
@@ -376,5 +346,6 @@ def test_every_answer_the_api_admits_runs_at_once(tmp_path, model_cache):
     finally:
         server.should_exit = True
         chat.shutdown()
+    assert chat.RequestHandlerClass.statuses == [200] * parties
     assert [status for status, _ in replies] == [200] * parties, replies[0]
     assert {r["choices"][0]["message"]["content"] for _, r in replies} == {"ok"}

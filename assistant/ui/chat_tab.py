@@ -11,6 +11,7 @@ from assistant.ui.common import (
     CancelFlag,
     StopSignal,
     answer_footer,
+    answering,
     arm_cancel,
     handler,
     paced,
@@ -157,7 +158,7 @@ def build(app, kb_selector: gr.Dropdown) -> None:
     outputs = [chatbot, question, sources]
     events = [
         trigger(handler(arm_cancel, app), [stop_flag], None, queue=False).then(
-            handler(respond, app), inputs, outputs
+            handler(respond, app), inputs, outputs, **answering(app)
         )
         for trigger in (send.click, question.submit)
     ]

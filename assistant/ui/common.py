@@ -17,6 +17,13 @@ each update sends the whole chat and its sources again: at every token, 8 web cl
 sixth of the server's time on updates (bench/load.py)."""
 
 
+def answering(app) -> dict:
+    """The limit of the events that write answers (Chat's two triggers, Draft): one group, as
+    many at once as the model's running batch takes (TSUMUGI_MAX_BATCH). Gradio's default
+    limit, per event, kept the ninth agent waiting while the batch had room."""
+    return {"concurrency_limit": app.settings.model.max_batch, "concurrency_id": "answering"}
+
+
 def paced(answers, interval: float = UI_UPDATE_S):
     """The states of a streamed answer, at most one per ``interval`` besides the finished one
     (an answer is one object that grows, so a skipped state is never lost)."""

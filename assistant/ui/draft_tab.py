@@ -13,6 +13,7 @@ from assistant.ui.common import (
     CancelFlag,
     StopSignal,
     answer_footer,
+    answering,
     arm_cancel,
     handler,
     paced,
@@ -194,7 +195,11 @@ def build(app, kb_selector: gr.Dropdown, public: bool = False) -> None:
     stop_flag = gr.State(CancelFlag())
     inputs = [message, kb_selector, tone, adapter, signature, template, style, stop_flag]
     event = draft_btn.click(handler(arm_cancel, app), [stop_flag], None, queue=False).then(
-        handler(run_draft, app), inputs, [reply, status, sources, draft_id, decision], api_name="draft"
+        handler(run_draft, app),
+        inputs,
+        [reply, status, sources, draft_id, decision],
+        api_name="draft",
+        **answering(app),
     )
     event.then(handler(recent_drafts, app), [kb_selector], [stats, recent])
     stop_btn.click(handler(stop_now, app), [stop_flag], None, queue=False, cancels=[event])
