@@ -43,9 +43,10 @@ def _mount(server, app, path: str, logins, public: bool) -> None:
 
     from assistant.serving.logins import SessionTokens
     from assistant.ui import build_app
+    from assistant.ui.common import EVENTS_AT_ONCE
 
     demo = build_app(app, public=public).queue(
-        default_concurrency_limit=8, max_size=app.access.limits.queue_size
+        default_concurrency_limit=EVENTS_AT_ONCE, max_size=app.access.limits.queue_size
     )
     message = (
         "Tsumugi administration: log in as the admin (created with `python -m assistant users "

@@ -17,11 +17,17 @@ each update sends the whole chat and its sources again: at every token, 8 web cl
 sixth of the server's time on updates (bench/load.py)."""
 
 
+EVENTS_AT_ONCE = 8
+"""How many runs of one web-app event go on at once (Gradio's queue), unless raised below."""
+
+
 def answering(app) -> dict:
     """The limit of the events that write answers (Chat's two triggers, Draft): one group, as
-    many at once as the model's running batch takes (TSUMUGI_MAX_BATCH). Gradio's default
-    limit, per event, kept the ninth agent waiting while the batch had room."""
-    return {"concurrency_limit": app.settings.model.max_batch, "concurrency_id": "answering"}
+    many at once as the model's running batch takes (TSUMUGI_MAX_BATCH), and never fewer than
+    any other event. The limit per event used to keep the ninth agent waiting while the batch
+    had room; a batch of one still lets eight retrieve at once."""
+    limit = max(EVENTS_AT_ONCE, app.settings.model.max_batch)
+    return {"concurrency_limit": limit, "concurrency_id": "answering"}
 
 
 def paced(answers, interval: float = UI_UPDATE_S):
