@@ -36,8 +36,8 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-# On a machine with a CUDA GPU: QLoRA, 8-bit and bf16 static-cache checks and the bench's
-# generation and training rows on CUDA, written to bench/results/gpu.md; then the gpu tests.
+# On a machine with a CUDA GPU: QLoRA, 8-bit, static-cache and batched-generation checks and the
+# bench's generation and training rows on CUDA, written to bench/results/gpu.md; then the gpu tests.
 gpu-check: $(STAMP)
 	$(BIN)/python -m bench.gpu_check
 	$(BIN)/python -m pytest -m gpu
