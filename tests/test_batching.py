@@ -87,21 +87,31 @@ def test_a_stopped_request_leaves_the_batch_and_the_others_complete(model):
     alone = ["".join(model.stream(ask(p), 48)) for p in PROMPTS[1:]]
     stop = threading.Event()
     seen: dict[str, int] = {}
+    # The two let go wait until the two that go on are decoding too, so all four are in the
+    # batch then, however slowly the machine admits them one after another.
+    going: set[int] = set()
+    both_going = threading.Event()
 
-    def stop_after_first_piece(stream, result):
-        if not stop.is_set():
+    def going_on(stream, result):
+        going.add(id(result))
+        if len(going) == 2:
+            both_going.set()
+
+    def stop_once_all_decode(stream, result):
+        if both_going.is_set() and not stop.is_set():
             seen["tokens_at_stop"] = result["info"]["new_tokens"]
             stop.set()
 
-    def close_after_first_piece(stream, result):
-        seen["closed_at"] = result["info"]["new_tokens"]
-        stream.close()  # a client that goes away
+    def close_once_all_decode(stream, result):
+        if both_going.is_set():
+            seen["closed_at"] = result["info"]["new_tokens"]
+            stream.close()  # a client that goes away
 
     jobs = [
-        dict(prompt=PROMPTS[0], max_new_tokens=48, stop=stop, on_piece=stop_after_first_piece),
-        dict(prompt=PROMPTS[1], max_new_tokens=48),
-        dict(prompt=PROMPTS[2], max_new_tokens=48),
-        dict(prompt=PROMPTS[0], max_new_tokens=48, on_piece=close_after_first_piece),
+        dict(prompt=PROMPTS[0], max_new_tokens=200, stop=stop, on_piece=stop_once_all_decode),
+        dict(prompt=PROMPTS[1], max_new_tokens=48, on_piece=going_on),
+        dict(prompt=PROMPTS[2], max_new_tokens=48, on_piece=going_on),
+        dict(prompt=PROMPTS[0], max_new_tokens=200, on_piece=close_once_all_decode),
     ]
     model.batcher.widest = 0
     stopped, first, second, closed = together(model, jobs)
