@@ -11,6 +11,7 @@ answer within a token either way.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -48,8 +49,10 @@ class Threads:
         self._pool = ThreadPoolExecutor(max_workers=2 * admitted, thread_name_prefix="tsumugi-api")
 
     async def run(self, work, *args):
-        """``work(*args)`` in one of the pool's threads."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(work, *args))
+        """``work(*args)`` in one of the pool's threads, in a copy of this context (as
+        ``asyncio.to_thread`` runs it)."""
+        call = functools.partial(contextvars.copy_context().run, work, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     async def until_done(self, work, gone: asyncio.Future, stop: threading.Event):
         """Run ``work`` in a thread; when the client disconnects first (``gone``), stop it and
