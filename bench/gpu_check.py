@@ -121,43 +121,42 @@ CLIENTS = 16
 """Concurrent requests in the batched check: the 8 web and 8 API clients of bench/load.py."""
 
 
-def contoso_prompts(corpus: Path, chars: int = 4500) -> list[list[dict]]:
-    """One chat per contoso FAQ question: its manual (FAQ removed, cut to about 1,100 tokens)
-    as the passage, then the question. The model's work is the app's; retrieval is not timed."""
+def contoso_prompts(corpus: Path, chars: int = 4500) -> dict[str, list[dict]]:
+    """A chat for each contoso FAQ question (the questions of bench/load.py): its manual (FAQ
+    removed, cut to about 1,100 tokens) as the passage, then the question. The model's work is
+    the app's; retrieval is not timed."""
     import csv
 
     with open(ROOT / "tests" / "data" / "eval" / "contoso-faq.csv", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    chats = []
+    chats = {}
     for row in rows:
         manual = without_faq((corpus / row["source"]).read_text("utf-8"))
         content = f"Passages:\n[1] {manual[:chars]}\n\nQuestion: {row['question']}"
-        chats.append([{"role": "system", "content": "Answer from the passages and cite them as [1]."},
-                      {"role": "user", "content": content}])  # fmt: skip
+        chats[row["question"]] = [{"role": "system", "content": "Answer from the passages and cite them as [1]."},
+                                  {"role": "user", "content": content}]  # fmt: skip
     return chats
 
 
-def _clients(model, chats: list[list[dict]], clients: int, seconds: float, new_tokens: int) -> dict:
-    """``clients`` threads asking in turn for ``seconds``: answers a minute, p50/p95, errors."""
+def _clients(model, chats: dict[str, list[dict]], clients: int, seconds: float, new_tokens: int) -> dict:
+    """``clients`` threads asking in turn for ``seconds`` (bench/load.py's clients, on the
+    model itself): answers a minute, p50/p95, errors."""
     import threading
+
+    from bench.load import ask_until
 
     latencies: list[float] = []
     errors: list[str] = []
-    deadline = time.monotonic() + seconds
+    stop_at = time.time() + seconds
 
-    def client(k: int) -> None:
-        i = k
-        while time.monotonic() < deadline:
-            start = time.perf_counter()
-            try:
-                "".join(model.stream(chats[i % len(chats)], max_new_tokens=new_tokens))
-                latencies.append(time.perf_counter() - start)
-            except Exception as exc:  # counted and shown, not hidden
-                errors.append(f"{type(exc).__name__}: {exc}")
-            i += clients
+    def ask(question: str) -> str:
+        return "".join(model.stream(chats[question], max_new_tokens=new_tokens))
 
     began = time.monotonic()
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    threads = [
+        threading.Thread(target=ask_until, args=("model", ask, stop_at, latencies, errors, k))
+        for k in range(clients)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -182,9 +181,9 @@ def batched_generation(cache: str, corpus: str, seconds: float = 20.0, device: s
     chats = contoso_prompts(Path(corpus))
     batched = ChatModel(ModelConfig(device=device), Path(cache))
     alone = ChatModel(ModelConfig(device=device, max_batch=1), Path(cache))
-    prompt_tokens = [len(batched.encode_chat(c)["input_ids"][0]) for c in chats]
+    prompt_tokens = [len(batched.encode_chat(c)["input_ids"][0]) for c in chats.values()]
     for model in (batched, alone):  # kernels and allocator warmed before anything is timed
-        "".join(model.stream(chats[0], max_new_tokens=8))
+        "".join(model.stream(next(iter(chats.values())), max_new_tokens=8))
     out = {"label": batched.label, "prompt_tokens": percentile(prompt_tokens, 50), "lengths": {}}
     for new_tokens in (48, 256):
         single = _clients(batched, chats, 1, seconds, new_tokens)

@@ -94,9 +94,9 @@ def prepare(data: Path, model_cache: Path) -> str:
     return ApiKeyStore(data).create("load")
 
 
-def _client(kind: str, ask, stop_at: float, out: list, errors: list, n: int) -> None:
+def ask_until(kind: str, ask, stop_at: float, out: list, errors: list, n: int) -> None:
     """One client: questions one after another until ``stop_at`` (at least one); ``ask``
-    returns the answer's text."""
+    returns the answer's text. Latencies go to ``out``, failures to ``errors``."""
     i = start = n * 11  # clients start far apart in the list
     while i == start or time.time() < stop_at:
         question = QUESTIONS[i % len(QUESTIONS)]
@@ -121,7 +121,7 @@ def _gradio_client(
         *_, last = client.submit(question, [], kb, 5, 0.0, max_tokens, "auto", "", STYLE, api_name="/respond")
         return last[0][-1]["content"]
 
-    _client("gradio", ask, stop_at, out, errors, n)
+    ask_until("gradio", ask, stop_at, out, errors, n)
 
 
 def _api_client(
@@ -140,7 +140,7 @@ def _api_client(
         )
         return reply.choices[0].message.content
 
-    _client("api", ask, stop_at, out, errors, n)
+    ask_until("api", ask, stop_at, out, errors, n)
 
 
 def run_load(
