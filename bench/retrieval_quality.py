@@ -73,14 +73,25 @@ def _tokens(text: str, japanese: bool) -> list[str]:
     return re.findall(r"\w+", text.lower())
 
 
-def is_hit(doc: str, text: str, item: dict) -> bool:
-    if doc != item["doc"]:
-        return False
+def holds_answer(text: str, item: dict) -> bool:
+    """Japanese: the answer string; English: at least half of the answer's words."""
     answer = item["a"]
     if _is_japanese(answer):
         return re.sub(r"\s+", "", answer) in re.sub(r"\s+", "", text)
     words = set(re.findall(r"\w+", answer.lower()))
     return bool(words) and len(words & set(re.findall(r"\w+", text.lower()))) >= len(words) / 2
+
+
+def is_hit(doc: str, text: str, item: dict) -> bool:
+    return doc == item["doc"] and holds_answer(text, item)
+
+
+def _first_holds(texts: list[str], item: dict) -> bool | None:
+    """For a span answer (Japanese), whether the first passage holds it, from any document:
+    the looser hit. None for English, whose half-the-words test is too loose for it."""
+    if not _is_japanese(item["a"]):
+        return None
+    return bool(texts) and holds_answer(texts[0], item)
 
 
 def baseline_chunks(folder: Path) -> list[tuple[str, str]]:
@@ -173,16 +184,21 @@ def stemmed(text: str) -> list[str]:
     return [stem(t) if _ENGLISH_WORD.fullmatch(t) else t for t in index_terms(text)]
 
 
-def scores_of(ranked: list[list[bool]]) -> dict:
-    """recall@1, recall@5 and MRR@10 of per-question hit lists (best first)."""
+def scores_of(ranked: list[list[bool]], anywhere: list[bool | None] = ()) -> dict:
+    """recall@1, recall@5 and MRR@10 of per-question hit lists (best first); with
+    ``anywhere`` (:func:`_first_holds` per question), also the looser recall@1."""
     n = max(1, len(ranked))
     first = [next((r for r, h in enumerate(hits[:DEPTH]) if h), None) for hits in ranked]
-    return {
+    out = {
         "recall@1": sum(f == 0 for f in first) / n,
         "recall@5": sum(f is not None and f < 5 for f in first) / n,
         "mrr@10": sum(1 / (f + 1) for f in first if f is not None) / n,
         "questions": len(ranked),
     }
+    loose = [a for a in anywhere if a is not None]
+    if loose:
+        out["recall@1 any document"] = sum(loose) / len(loose)
+    return out
 
 
 def run_baselines(folder: Path, items: list[dict], embedder) -> dict:
@@ -192,13 +208,15 @@ def run_baselines(folder: Path, items: list[dict], embedder) -> dict:
     vectors = embedder.encode(texts)
     bm25 = Okapi([_tokens(t, japanese) for t in texts])
     ranked: dict[str, list[list[bool]]] = {name: [] for name in BASELINES}
+    anywhere: dict[str, list[bool | None]] = {name: [] for name in BASELINES}
     for item in items:
         query = embedder.encode([item["q"]])[0]
         dense = list(np.argsort(-(vectors @ query))[:100])
         lexical = list(np.argsort(-bm25.scores(_tokens(item["q"], japanese)))[:100])
         for name, order in (("dense", dense), ("BM25", lexical), ("plain RRF", rrf(dense, lexical))):
             ranked[name].append([is_hit(chunks[i][0], chunks[i][1], item) for i in order[:DEPTH]])
-    return {name: scores_of(hits) for name, hits in ranked.items()}
+            anywhere[name].append(_first_holds([chunks[i][1] for i in order[:1]], item))
+    return {name: scores_of(hits, anywhere[name]) for name, hits in ranked.items()}
 
 
 def run_tsumugi(app, kb: str, items: list[dict], choices: bool = False) -> dict:
@@ -209,8 +227,11 @@ def run_tsumugi(app, kb: str, items: list[dict], choices: bool = False) -> dict:
     out = {}
     for name, options in TSUMUGI_RANKERS.items():
         config = RetrievalConfig(top_k=DEPTH, cutoff=False, **options)
-        hits = [[is_hit(h.doc, h.text, item) for h in app.search(kb, item["q"], config)] for item in items]
-        out[name] = scores_of(hits)
+        found = [app.search(kb, item["q"], config) for item in items]
+        hits = [[is_hit(h.doc, h.text, item) for h in f] for f, item in zip(found, items)]
+        out[name] = scores_of(
+            hits, [_first_holds([h.text for h in f], item) for f, item in zip(found, items)]
+        )
     store = app.library.get(kb)
     rows = store._db.execute(
         "SELECT c.id, d.name, c.heading, c.text FROM chunks c JOIN documents d ON d.id=c.doc_id"
@@ -256,6 +277,13 @@ def run_tsumugi(app, kb: str, items: list[dict], choices: bool = False) -> dict:
     return out
 
 
+def _fresh(app, kb: str, chunking) -> None:
+    """Forget a knowledge base kept from an earlier run whose passages are not cut as asked
+    (the default changed since): measuring it would report the old passages as the new."""
+    if kb in app.library.names() and app.library.get(kb).chunking != chunking:
+        app.library.delete(kb)
+
+
 def run(
     corpora: list[str], questions: int, data: Path, model_cache: Path | None, chunk_sizes: list[int] = ()
 ) -> dict:
@@ -282,6 +310,7 @@ def run(
         answerable, _ = CORPORA[corpus](folder)
         items = _sample(answerable, questions)
         started = time.perf_counter()
+        _fresh(app, corpus, ChunkConfig())
         if corpus not in app.library.names():
             deque(app.ingest(corpus, [folder]), maxlen=0)
         ingest_s = time.perf_counter() - started
@@ -295,6 +324,7 @@ def run(
             variants["no overlap"] = ChunkConfig(overlap=0)
         for label, chunking in variants.items():  # passage size and overlap, measured
             kb = f"{corpus}-{label.replace(' ', '-')}"
+            _fresh(app, kb, chunking)
             if kb not in app.library.names():
                 app.library.create(kb, chunking=chunking)
                 deque(app.ingest(kb, [folder]), maxlen=0)
@@ -335,6 +365,14 @@ def markdown(results: dict, meta: dict) -> str:
         lines.append(
             f"| {corpus} ({n}) | " + " | ".join(_cell(s[k]) for k in rankers) + f" | {margin:+.2f} |"
         )
+    loose = {c: r["scores"] for c, r in results.items() if "recall@1 any document" in r["scores"][DEFAULT]}
+    for corpus, s in loose.items():
+        cells = ", ".join(f"{k} {s[k]['recall@1 any document']:.2f}" for k in rankers)
+        lines += [
+            "",
+            f"{corpus}, counting a first passage from any document that holds the answer string (the "
+            f"strict hit wants the question's own paragraph; another may hold the same fact): {cells}.",
+        ]
     lines += [
         "",
         "The choices behind the default, on Tsumugi's passages: fusing its own dense and lexical "

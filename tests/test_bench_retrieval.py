@@ -49,3 +49,33 @@ def test_the_alternative_fusions_behave_as_their_textbooks_say():
     assert score_fusion(dense, lexical, alpha=1.0)[0] == 1
     assert score_fusion(dense, lexical, alpha=0.0)[0] == 3
     assert score_fusion([], lexical) == [3, 2, 4]
+
+
+def test_the_looser_hit_takes_the_answer_from_any_document_for_span_answers_only():
+    from bench.retrieval_quality import _first_holds
+
+    japanese = {"doc": "0001.txt", "a": "顕彰馬"}
+    # Another paragraph stating the same fact: a miss for the strict hit, a hit for the looser.
+    assert not is_hit("0002.txt", "1990年に顕彰馬に選定された。", japanese)
+    assert _first_holds(["1990年に顕彰馬に選定された。", "x"], japanese) is True
+    assert _first_holds(["別の段落。", "顕彰馬"], japanese) is False, "only the first passage counts"
+    assert _first_holds([], japanese) is False
+    assert _first_holds(["The tent sleeps four."], {"doc": "t.md", "a": "four"}) is None
+    s = scores_of([[False], [False], [True]], [True, False, True])
+    assert s["recall@1 any document"] == pytest.approx(2 / 3)
+    assert "recall@1 any document" not in scores_of([[True]], [None])
+
+
+def test_a_kept_knowledge_base_cut_into_other_passages_is_ingested_again(tmp_path):
+    from bench.retrieval_quality import _fresh
+    from knowledge.chunk import ChunkConfig
+    from knowledge.library import Library
+
+    class App:
+        library = Library(tmp_path)
+
+    App.library.create("old", chunking=ChunkConfig(size=200, overlap=40))
+    App.library.create("same", chunking=ChunkConfig())
+    _fresh(App, "old", ChunkConfig())
+    _fresh(App, "same", ChunkConfig())
+    assert App.library.names() == ["same"]
