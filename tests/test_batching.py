@@ -4,6 +4,7 @@ settings, and a stopped request leaves the batch while the others go on."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -34,7 +35,7 @@ def together(model, jobs: list[dict]) -> list[dict]:
 
     def run(job, result):
         barrier.wait()
-        stream = model.stream(
+        stream = job.get("model", model).stream(
             ask(job["prompt"]),
             job["max_new_tokens"],
             job.get("temperature", 0.0),
@@ -170,3 +171,77 @@ def test_max_batch_is_validated():
 
     with pytest.raises(ConfigError, match="max_batch"):
         ModelConfig(max_batch=0)
+
+
+def random_adapter(folder, model_cache, seed: int) -> str:
+    """A LoRA adapter for the embedded model whose weights are random (not zero), so that it
+    changes the replies; saved as training saves one."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from assistant.generation.config import resolve_model_source
+
+    base = AutoModelForCausalLM.from_pretrained(resolve_model_source("default", model_cache))
+    lora = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, weight in lora.named_parameters():
+            if "lora_" in name:  # A and B both drawn from the seed: the same adapter every run
+                weight.copy_(torch.randn(weight.shape, generator=generator) * 0.1)
+    lora.save_pretrained(folder)
+    return str(folder)
+
+
+def test_adapters_of_one_base_share_its_weights_and_its_batch(model_cache, tmp_path):
+    """A base model and two adapters, asked at once, decode in one batch over one copy of the
+    base weights, and each reply is the one peft's own generate gives for that adapter."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from assistant.generation.config import resolve_model_source
+
+    base = ChatModel(ModelConfig(precision="fp32", device="cpu", max_batch=4), model_cache)
+    folders = [random_adapter(tmp_path / f"a{n}", model_cache, seed=n) for n in (1, 2)]
+    first, second = (base.adapted(f) for f in folders)
+    assert first.batcher is second.batcher is base.batcher and first.model is second.model
+    assert base.adapted(folders[0]).adapter == first.adapter, "an adapter is loaded once"
+
+    prompt = ask(PROMPTS[1])
+    expected = []
+    for folder in [None, *folders]:  # peft's generate, one model per adapter, as reference
+        plain = AutoModelForCausalLM.from_pretrained(resolve_model_source("default", model_cache))
+        reference = PeftModel.from_pretrained(plain, folder) if folder else plain
+        inputs = base.encode_chat(prompt)
+        with torch.inference_mode():
+            out = reference.generate(**inputs, max_new_tokens=24, do_sample=False)
+        expected.append(
+            base.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        )
+    assert len(set(expected)) == 3, "each adapter changes the reply"
+
+    # Alone (the adapter made the active one), one after the other, and then together.
+    alone = ["".join(m.stream(prompt, 24)) for m in (second, first, base)]
+    assert alone == [expected[2], expected[1], expected[0]]
+    base.batcher.widest = 0
+    jobs = [dict(prompt=PROMPTS[1], max_new_tokens=24, model=m) for m in (base, first, second)]
+    assert [r["text"] for r in together(base, jobs)] == expected
+    assert base.batcher.widest == 3, "the base and both adapters decoded side by side"
+
+    from assistant.generation.backend import ModelError
+    from assistant.generation.cache import forget_models, load_chat_model, loaded_models
+
+    # The process-wide cache: an adapter's model is its base model's, not a second copy.
+    config = ModelConfig(precision="fp32", device="cpu", max_batch=4)
+    shared = load_chat_model(config, model_cache)
+    adapted = load_chat_model(replace(config, adapter=folders[0]), model_cache)
+    assert adapted.batcher is shared.batcher and adapted.label.endswith("+ a1 (fp32, cpu)")
+    assert "".join(adapted.stream(prompt, 24)) == expected[1]
+    forget_models(folders[0])  # the adapter deleted: its base leaves with it
+    assert shared not in loaded_models()
+    # One that does not fit is one sentence, and the base it may have half-changed is dropped.
+    shared = load_chat_model(config, model_cache)
+    with pytest.raises(ModelError, match="does not fit this base model"):
+        load_chat_model(replace(config, adapter=str(tmp_path)), model_cache)
+    assert shared not in loaded_models()

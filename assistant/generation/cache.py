@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from assistant.generation.config import ModelConfig
 from assistant.generation.local import ChatModel
 
 MAX_LOADED_MODELS = 3
-"""Models held at once (a base model and two adapters, or one model at two precisions); the
-least recently used goes when a fourth is loaded."""
+"""Base models held at once (one model at three precisions, say), each with every adapter
+asked of it; the least recently used goes when a fourth is loaded."""
 
 _models: dict[tuple[ModelConfig, str], ChatModel] = {}
 _models_lock = threading.Lock()
@@ -20,12 +21,20 @@ _loading: dict[tuple[ModelConfig, str], threading.Lock] = {}
 
 
 def load_chat_model(config: ModelConfig, cache_dir: Path) -> ChatModel:
-    """A process-wide cached model per configuration (name, precision, device, adapter).
+    """A process-wide cached model per configuration (name, precision, device); an adapter
+    is loaded into its base model's copy, so the base and its adapters share one batch.
 
     One user's choice never changes what another gets: choosing another precision loads that
     variant beside the one others use; only the least recently used model beyond
     :data:`MAX_LOADED_MODELS` is dropped (anyone still answering with it keeps it until done).
     """
+    if config.adapter:
+        base = load_chat_model(replace(config, adapter=""), cache_dir)
+        try:
+            return base.adapted(config.adapter)
+        except Exception:
+            _drop(base)  # a failed load may have left layers behind: the next use loads afresh
+            raise
     key = (config, str(cache_dir))
     with _models_lock:
         if key in _models:
@@ -52,8 +61,16 @@ def loaded_models() -> list[ChatModel]:
 
 
 def forget_models(adapter_dir: str | Path | None = None) -> None:
-    """Drop cached models (those with ``adapter_dir``, or all), e.g. after an adapter is deleted."""
+    """Drop cached models (those holding ``adapter_dir``, or all), e.g. after an adapter is
+    deleted; whoever still answers with one keeps it until done."""
     with _models_lock:
-        for key in list(_models):
-            if adapter_dir is None or key[0].adapter == str(adapter_dir):
+        for key, model in list(_models.items()):
+            if adapter_dir is None or str(adapter_dir) in model.batcher.adapters:
+                del _models[key]
+
+
+def _drop(model: ChatModel) -> None:
+    with _models_lock:
+        for key, held in list(_models.items()):
+            if held is model:
                 del _models[key]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from assistant.generation.backend import ModelError
@@ -11,13 +13,17 @@ from assistant.generation.config import ModelConfig, resolve_model_source
 
 
 class ChatModel:
-    """A causal LM with its tokenizer and chat template, ready to stream replies."""
+    """A causal LM with its tokenizer and chat template, ready to stream replies; with
+    ``config.adapter``, replies come from that LoRA adapter on the base weights.
+
+    :meth:`adapted` gives the same model with another adapter: one copy of the base weights
+    and one batch serve the base model and all its adapters."""
 
     def __init__(self, config: ModelConfig, cache_dir: Path) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from assistant.generation.batch import Batcher
+        from assistant.generation.batch import BASE, Batcher
 
         self.config = config
         self.device = config.resolved_device()
@@ -33,7 +39,7 @@ class ChatModel:
             kwargs["dtype"] = torch.bfloat16 if self.precision == "bf16" else torch.float32
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
-            self.model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         except OSError as exc:
             raise ModelError(
                 f"The model {config.name!r} could not be loaded: it is not a local folder with a "
@@ -45,18 +51,41 @@ class ChatModel:
                 "choose 4bit or 8bit precision, or a smaller model."
             ) from exc
         if "device_map" not in kwargs:
-            self.model.to(self.device)
-        if config.adapter:
-            self.model = attach_adapter(self.model, config.adapter, merge=self.precision in ("fp32", "bf16"))
-        self.model.eval()
+            model.to(self.device)
+        model.eval()
         if self.tokenizer.chat_template is None:
             raise ModelError(
                 f"The model {config.name!r} has no chat template; choose an instruct/chat model."
             )
-        self.batcher = Batcher(self.model, self.tokenizer, config.max_batch)
-        """Every reply of this model is generated here, in batches (first come, first served)."""
+        self.batcher = Batcher(model, self.tokenizer, config.max_batch)
+        """Every reply of this model and its adapters is generated here, in batches (first
+        come, first served)."""
+        self.adapter = BASE
+        """The adapter's peft name in the batch's model."""
+        if config.adapter:
+            self.adapter = self._load_adapter(config.adapter)
         self.last_stats: dict[str, int] = {}
         """Prompt and generated token counts of the latest ``stream`` call."""
+
+    @property
+    def model(self):
+        """The batch's model: the base, or a peft model holding every adapter loaded so far."""
+        return self.batcher.model
+
+    def adapted(self, adapter_dir: str | Path) -> ChatModel:
+        """This model answering with the LoRA adapter in ``adapter_dir`` (loaded once, beside
+        the base weights; its replies share this model's batch)."""
+        view = copy.copy(self)
+        view.adapter = self._load_adapter(str(adapter_dir))
+        view.config = replace(self.config, adapter=str(adapter_dir))
+        view.last_stats = {}
+        return view
+
+    def _load_adapter(self, adapter_dir: str) -> str:
+        try:
+            return self.batcher.load_adapter(str(adapter_dir))
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise misfit(adapter_dir, exc) from exc
 
     @property
     def label(self) -> str:
@@ -101,7 +130,7 @@ class ChatModel:
         stats = info if info is not None else {}
         stats.update(prompt_tokens=len(prompt), new_tokens=0, token_logprobs=[], token_ids=[])
         self.last_stats = stats
-        request = Request(prompt, max_new_tokens, temperature, stop, stats)
+        request = Request(prompt, max_new_tokens, temperature, stop, stats, self.adapter)
         self.batcher.submit(request)
         try:
             yield from request.pieces()
@@ -111,30 +140,24 @@ class ChatModel:
             raise ModelError(f"Generation failed: {exc}") from exc
 
 
-def attach_adapter(model, adapter_dir: str | Path, merge: bool):
-    """Put a peft LoRA adapter on ``model``; merged into the weights when not quantized.
-
-    Merging costs nothing at inference time and gives exactly the weights of the merged
-    export, so the app and the exported folder answer alike.
-    """
-    from peft import PeftModel
-
-    try:
-        peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise ModelError(
-            f"The adapter in {adapter_dir} does not fit this base model ({exc.__class__.__name__}); "
-            "choose the base model it was trained on."
-        ) from exc
-    return peft_model.merge_and_unload() if merge else peft_model
+def misfit(adapter_dir: str | Path, exc: Exception) -> ModelError:
+    return ModelError(
+        f"The adapter in {adapter_dir} does not fit this base model ({exc.__class__.__name__}); "
+        "choose the base model it was trained on."
+    )
 
 
 def load_merged(base: str, adapter_dir: str | Path, cache_dir: Path):
-    """The base model in fp32 with the adapter merged in, and its tokenizer (for export)."""
+    """The base model in fp32 with the adapter merged into its weights, and its tokenizer
+    (for export)."""
     import torch
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = resolve_model_source(base, cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-    return attach_adapter(model, adapter_dir, merge=True), tokenizer
+    try:
+        return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload(), tokenizer
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise misfit(adapter_dir, exc) from exc
