@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -245,3 +246,46 @@ def test_adapters_of_one_base_share_its_weights_and_its_batch(model_cache, tmp_p
     with pytest.raises(ModelError, match="does not fit this base model"):
         load_chat_model(replace(config, adapter=str(tmp_path)), model_cache)
     assert shared not in loaded_models()
+
+
+def test_an_adapter_that_half_fits_leaves_the_model_as_it_was(model_cache, tmp_path):
+    """peft copies the weights that fit before it raises for the rest: a failed load takes the
+    half-loaded adapter out again, whether it was the model's first adapter or one beside
+    others, and its name is never given to the next adapter."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForCausalLM
+
+    from assistant.generation.backend import ModelError
+    from assistant.generation.config import resolve_model_source
+
+    bad = Path(random_adapter(tmp_path / "bad", model_cache, seed=3))
+    weights = load_file(bad / "adapter_model.safetensors")
+    for key, value in weights.items():  # q_proj fits; v_proj has twice the rank
+        if "v_proj" in key:
+            weights[key] = torch.cat([value, value], dim=0 if "lora_A" in key else 1)
+    save_file(weights, bad / "adapter_model.safetensors")
+    good = [random_adapter(tmp_path / f"good{n}", model_cache, seed=n) for n in (1, 2)]
+    plain = AutoModelForCausalLM.from_pretrained(resolve_model_source("default", model_cache))
+    reference = PeftModel.from_pretrained(plain, good[1])  # peft's own generate for the second
+
+    model = ChatModel(ModelConfig(precision="fp32", device="cpu", max_batch=4), model_cache)
+    prompt = ask(PROMPTS[1])
+    inputs = model.encode_chat(prompt)
+    with torch.inference_mode():
+        out = reference.generate(**inputs, max_new_tokens=24, do_sample=False)
+    second_expected = model.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+    before = "".join(model.stream(prompt, 24))
+    with pytest.raises(ModelError, match="does not fit this base model"):
+        model.adapted(str(bad))  # the first adapter: peft wraps the model's layers
+    assert "".join(model.stream(prompt, 24)) == before
+    first = model.adapted(good[0])
+    tuned = "".join(first.stream(prompt, 24))
+    assert tuned != before
+    with pytest.raises(ModelError, match="does not fit this base model"):
+        model.adapted(str(bad))  # beside another adapter
+    second = model.adapted(good[1])
+    replies = ["".join(m.stream(prompt, 24)) for m in (model, first, second)]
+    assert replies == [before, tuned, second_expected]

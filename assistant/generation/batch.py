@@ -154,6 +154,16 @@ def new_cache() -> Cache:
     return Cache(layer_class_to_replicate=_Layer)
 
 
+def _strip_adapter_layers(model) -> None:
+    """Put back the plain layers peft wrapped in ``model`` (one that held no adapter before)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, BaseTunerLayer):
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, module.get_base_layer())
+
+
 class Batcher:
     """Generates every request given to :meth:`submit` for one model, in batches of up to
     ``max_batch`` rows (1: one request at a time, in the order they came)."""
@@ -208,10 +218,22 @@ class Batcher:
             if folder in self.adapters:
                 return self.adapters[folder]
             name = f"adapter{len(self.adapters) + 1}"
-            if isinstance(self.model, PeftModel):
-                self.model.load_adapter(folder, adapter_name=name)
-            else:
-                self.model = PeftModel.from_pretrained(self.model, folder, adapter_name=name)
+            shared = isinstance(self.model, PeftModel)
+            try:
+                if shared:
+                    self.model.load_adapter(folder, adapter_name=name)
+                else:
+                    self.model = PeftModel.from_pretrained(self.model, folder, adapter_name=name)
+            except BaseException:
+                # peft copies the weights that fit before it raises for the rest: take the
+                # half-loaded adapter out again. A first one would apply to every row decoding
+                # now; one beside others would keep its name, and the next adapter would be
+                # loaded into its layers.
+                if not shared:
+                    _strip_adapter_layers(self.model)
+                elif name in self.model.peft_config:
+                    self.model.delete_adapter(name)
+                raise
             self.model.eval()
             self.adapters[folder] = name
             return name
@@ -227,7 +249,7 @@ class Batcher:
         names = {r.adapter for r in rows}
         if len(names) == 1 and BASE not in names:
             if self.model.active_adapter != (name := names.pop()):
-                self.model.set_adapter(name)
+                self.model.set_adapter(name, inference_mode=True)  # active, not trainable
             return {}
         return {"adapter_names": [r.adapter for r in rows]}
 
