@@ -72,7 +72,7 @@ NOTABLE_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "a
 
 def cpu_flags() -> str:
     """The notable CPU flags, printed with every figure."""
-    from assistant.generation.config import cpu_flags as all_flags
+    from knowledge.hardware import cpu_flags as all_flags
 
     flags = all_flags()
     return " ".join(f for f in NOTABLE_FLAGS if f in flags) or "none of avx2/avx512/amx"

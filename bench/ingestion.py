@@ -2,7 +2,8 @@
 
 Corpus: the contoso manuals copied until there are at least 2,000 chunks; each copy gets its
 own first line so that deduplication does not skip it. Baseline: ``SentenceTransformer.encode``
-(default settings) alone on the same chunk texts.
+(default settings: fp32) alone on the same chunk texts. Tsumugi's embedder computes in bf16
+where the CPU does so natively (AVX512-BF16 or AMX), so there it can beat the baseline.
 """
 
 from __future__ import annotations

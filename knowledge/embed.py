@@ -83,13 +83,32 @@ REMEMBERED_TEXTS = 50_000
 dimensions), the least recently used going first."""
 
 
-class Embedder:
-    """A loaded sentence-transformers model with its tokenizer."""
+PRECISIONS = ("auto", "bf16", "fp32")
 
-    def __init__(self, name: str, device: str = "cpu") -> None:
+
+class Embedder:
+    """A loaded sentence-transformers model with its tokenizer.
+
+    ``precision``: ``auto`` computes in bf16 on a CPU that does so natively (AVX512-BF16 or
+    AMX), as the chat model does, and in fp32 elsewhere. The weights stay fp32 and only the
+    matrix products run in bf16 (autocast): about twice as fast there, and a vector's cosine
+    with its fp32 twin stays above 0.999 (bench/ingestion.py measures both).
+    """
+
+    def __init__(self, name: str, device: str = "cpu", precision: str = "auto") -> None:
         from sentence_transformers import SentenceTransformer
 
+        from knowledge.hardware import cpu_has_native_bf16
+
+        if precision not in PRECISIONS:
+            raise ConfigError(
+                f"The embedding precision should be one of {', '.join(PRECISIONS)}, got {precision!r}."
+            )
         self.name = name
+        self.bf16 = device == "cpu" and (
+            precision == "bf16" or (precision == "auto" and cpu_has_native_bf16())
+        )
+        """True when the matrix products run in bf16 (autocast over fp32 weights)."""
         source = resolve_embed_model(name)
         self.model = load_model("embedding", name, lambda: SentenceTransformer(source, device=device))
         self.dim = int(self.model.get_embedding_dimension())
@@ -116,13 +135,16 @@ class Embedder:
         """Unit-length float32 vectors, one row per text."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(
-            texts,
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        import torch
+
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            vectors = self.model.encode(
+                texts,
+                batch_size=batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def encode_cached(self, texts: list[str]) -> np.ndarray:

@@ -32,7 +32,7 @@ def test_repeats_sentence():
 def test_auto_precision_follows_the_hardware():
     from pathlib import Path
 
-    from assistant.generation.config import cpu_has_native_bf16
+    from knowledge.hardware import cpu_has_native_bf16
 
     assert not cpu_has_native_bf16({"avx2", "avx512f", "fma"})
     assert cpu_has_native_bf16({"avx2", "avx512_bf16"}) and cpu_has_native_bf16({"amx_bf16"})

@@ -206,3 +206,31 @@ def test_the_embedders_cache_gives_the_same_vectors_and_skips_texts_it_has_seen(
     assert embedder.encoded - before == 3  # only the new one reached the model
     assert np.allclose(again[0], plain[1], atol=1e-5)
     assert embedder.encode_cached([]).shape == (0, embedder.dim)
+
+
+def test_the_embedder_in_bf16_keeps_the_fp32_vectors_and_their_order():
+    """bf16 products over fp32 weights (the default on CPUs that compute bf16 natively) give
+    the fp32 vectors to a cosine above 0.999, and each question the same passage order."""
+    from knowledge.embed import DEFAULT_EMBED_MODEL, Embedder
+
+    passages = [
+        "Print jobs are held until you tap your badge on any office printer.",
+        "Colour printing is available on the second floor.",
+        "Laptops are replaced every four years.",
+        "Report a stolen laptop to security within 24 hours and file a police report.",
+        "Meals while travelling are reimbursed up to 60 dollars per day.",
+        "Economy class is required for flights under six hours.",
+        "返品は商品到着後30日以内に受け付けます。",
+    ]
+    questions = ["Where can I print in colour?", "Someone took my notebook computer", "How much for food?"]
+    fp32 = Embedder(DEFAULT_EMBED_MODEL, precision="fp32")
+    bf16 = Embedder(DEFAULT_EMBED_MODEL, precision="bf16")
+    assert bf16.bf16 and not fp32.bf16
+    exact, fast = fp32.encode(passages + questions), bf16.encode(passages + questions)
+    assert not np.array_equal(exact, fast)  # the products did run in bf16
+    assert (exact * fast).sum(axis=1).min() > 0.999
+    n = len(passages)
+    for q in range(n, n + len(questions)):
+        assert list(np.argsort(-(exact[:n] @ exact[q]))) == list(np.argsort(-(fast[:n] @ fast[q])))
+    with pytest.raises(ConfigError, match="precision should be one of auto, bf16, fp32"):
+        Embedder(DEFAULT_EMBED_MODEL, precision="fp16")

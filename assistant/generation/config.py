@@ -17,6 +17,7 @@ from typing import Literal
 
 from assistant.generation.backend import ModelError
 from knowledge.errors import ConfigError
+from knowledge.hardware import cpu_has_native_bf16
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 """Name of the chat model that ships with Tsumugi and works with no network."""
@@ -79,25 +80,6 @@ def resolve_device(device: str = "auto") -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[-1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_has_native_bf16(flags: set[str] | None = None) -> bool:
-    """True on CPUs that compute in bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is
-    emulated and slow."""
-    flags = cpu_flags() if flags is None else flags
-    return bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
 def embedded_gguf() -> Path:
