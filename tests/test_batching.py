@@ -4,6 +4,7 @@ settings, and a stopped request leaves the batch while the others go on."""
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -236,16 +237,42 @@ def test_adapters_of_one_base_share_its_weights_and_its_batch(model_cache, tmp_p
     # The process-wide cache: an adapter's model is its base model's, not a second copy.
     config = ModelConfig(precision="fp32", device="cpu", max_batch=4)
     shared = load_chat_model(config, model_cache)
-    adapted = load_chat_model(replace(config, adapter=folders[0]), model_cache)
+    adapted, other = (load_chat_model(replace(config, adapter=f), model_cache) for f in folders)
     assert adapted.batcher is shared.batcher and adapted.label.endswith("+ a1 (fp32, cpu)")
     assert "".join(adapted.stream(prompt, 24)) == expected[1]
-    forget_models(folders[0])  # the adapter deleted: its base leaves with it
-    assert shared not in loaded_models()
-    # One that does not fit is one sentence, and the base it may have half-changed is dropped.
-    shared = load_chat_model(config, model_cache)
+    # Deleted while a reply is written with it: the reply ends as it began, then it leaves;
+    # the base and the other adapter stay loaded for everyone else.
+    writing = adapted.stream(prompt, 24)
+    text = next(writing)
+    forget_models(folders[0])
+    assert text + "".join(writing) == expected[1]
+    assert shared in loaded_models() and folders[0] not in shared.batcher.adapters
+    deadline = time.monotonic() + 10
+    while adapted.adapter in shared.model.peft_config and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert adapted.adapter not in shared.model.peft_config, "out of the model once its reply was done"
+    with pytest.raises(ModelError, match="was removed"):
+        "".join(adapted.stream(prompt, 24))  # asked of the deleted one: one sentence
+    assert ["".join(m.stream(prompt, 24)) for m in (other, shared)] == [expected[2], expected[0]]
+    # Loaded again (a new tune in the same folder) beside the other: a name of its own.
+    again = load_chat_model(replace(config, adapter=folders[0]), model_cache)
+    assert ["".join(m.stream(prompt, 24)) for m in (again, other)] == [expected[1], expected[2]]
+    # Both taken out while one of them writes beside a base row: each row keeps its own.
+    base_reply, tuned_reply = shared.stream(prompt, 64), again.stream(prompt, 24)
+    base_text, tuned_text = next(base_reply), next(tuned_reply)  # both in the batch
+    for folder in folders:
+        forget_models(folder)
+    assert (base_text + "".join(base_reply)).startswith(expected[0])
+    assert tuned_text + "".join(tuned_reply) == expected[1]
+    deadline = time.monotonic() + 10
+    while isinstance(shared.model, PeftModel) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not isinstance(shared.model, PeftModel), "the last one out puts the plain layers back"
+    assert "".join(shared.stream(prompt, 24)) == expected[0]
+    # One that does not fit is one sentence, and the base stays loaded as it was.
     with pytest.raises(ModelError, match="does not fit this base model"):
         load_chat_model(replace(config, adapter=str(tmp_path)), model_cache)
-    assert shared not in loaded_models()
+    assert shared in loaded_models() and "".join(shared.stream(prompt, 24)) == expected[0]
 
 
 def test_an_adapter_that_half_fits_leaves_the_model_as_it_was(model_cache, tmp_path):

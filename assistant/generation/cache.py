@@ -30,11 +30,7 @@ def load_chat_model(config: ModelConfig, cache_dir: Path) -> ChatModel:
     """
     if config.adapter:
         base = load_chat_model(replace(config, adapter=""), cache_dir)
-        try:
-            return base.adapted(config.adapter)
-        except Exception:
-            _drop(base)  # a failed load may have left layers behind: the next use loads afresh
-            raise
+        return base.adapted(config.adapter)  # one that does not fit leaves the base as it was
     key = (config, str(cache_dir))
     with _models_lock:
         if key in _models:
@@ -61,16 +57,13 @@ def loaded_models() -> list[ChatModel]:
 
 
 def forget_models(adapter_dir: str | Path | None = None) -> None:
-    """Drop cached models (those holding ``adapter_dir``, or all), e.g. after an adapter is
-    deleted; whoever still answers with one keeps it until done."""
+    """Drop every cached model, or (``adapter_dir``: an adapter deleted or renamed) take that
+    adapter out of the base models holding it, which stay loaded for everyone else. Whoever
+    still answers with a dropped model keeps it until done."""
     with _models_lock:
-        for key, model in list(_models.items()):
-            if adapter_dir is None or str(adapter_dir) in model.batcher.adapters:
-                del _models[key]
-
-
-def _drop(model: ChatModel) -> None:
-    with _models_lock:
-        for key, held in list(_models.items()):
-            if held is model:
-                del _models[key]
+        if adapter_dir is None:
+            _models.clear()
+            return
+        holding = [m for m in _models.values() if str(adapter_dir) in m.batcher.adapters]
+    for model in holding:
+        model.batcher.unload_adapter(str(adapter_dir))
