@@ -242,10 +242,11 @@ def test_adapters_of_one_base_share_its_weights_and_its_batch(model_cache, tmp_p
     assert "".join(adapted.stream(prompt, 24)) == expected[1]
     # Deleted while a reply is written with it: the reply ends as it began, then it leaves;
     # the base and the other adapter stay loaded for everyone else.
-    writing = adapted.stream(prompt, 24)
+    writing = adapted.stream(prompt, 64)
     text = next(writing)
     forget_models(folders[0])
-    assert text + "".join(writing) == expected[1]
+    assert adapted.adapter in shared.batcher._leaving, "kept while its reply is written"
+    assert (text + "".join(writing)).startswith(expected[1])
     assert shared in loaded_models() and folders[0] not in shared.batcher.adapters
     deadline = time.monotonic() + 10
     while adapted.adapter in shared.model.peft_config and time.monotonic() < deadline:

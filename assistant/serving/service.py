@@ -207,13 +207,13 @@ class Tsumugi:
 
     def delete_adapter(self, name: str) -> None:
         info = self.adapters.get(name)
-        forget_models(info.path)
         self.adapters.delete(name)
+        forget_models(info.path)  # after: a load racing the delete finds no folder to load
 
     def rename_adapter(self, old: str, new: str) -> None:
         info = self.adapters.get(old)
-        forget_models(info.path)
         self.adapters.rename(old, new)
+        forget_models(info.path)  # the adapter answers under its new folder once asked again
 
     def export_adapter(self, name: str, out: str | Path, merge: bool = False, serve_with: str = "") -> Path:
         """The adapter as a zip, merged into a standalone model, or (``serve_with`` vllm or
