@@ -140,9 +140,17 @@ def test_merged_export_reproduces_the_adapters_greedy_output(app, tuned, tmp_pat
 
 
 def test_rename_and_delete(app, tuned):
+    old, folder = app.chat_model(app.model_config("kumo")), str(app.adapters.get("kumo").path)
+    before = "".join(old.stream(QUESTION, max_new_tokens=24))
     app.rename_adapter("kumo", "kumo-renamed")
     assert "kumo-renamed" in app.adapters.names() and "kumo" not in app.adapters.names()
     assert app.adapters.get("kumo-renamed").card["name"] == "kumo-renamed"
+    renamed = app.chat_model(app.model_config("kumo-renamed"))
+    # Taken out of its base under the old folder, loaded again under the new one: the base
+    # stays loaded and the adapter answers as it did.
+    assert renamed.batcher is old.batcher and folder not in old.batcher.adapters
+    assert str(app.adapters.get("kumo-renamed").path) in old.batcher.adapters
+    assert "".join(renamed.stream(QUESTION, max_new_tokens=24)) == before
     app.rename_adapter("kumo-renamed", "kumo")
     with pytest.raises(StoreError, match="already exists"):
         app.adapters.check_new_name("kumo")
