@@ -208,7 +208,7 @@ def test_the_embedders_cache_gives_the_same_vectors_and_skips_texts_it_has_seen(
     assert embedder.encode_cached([]).shape == (0, embedder.dim)
 
 
-def test_the_embedder_in_bf16_keeps_the_fp32_vectors_and_their_order():
+def test_the_embedder_in_bf16_keeps_the_fp32_vectors_and_first_passages():
     """bf16 products (the default on CPUs that compute bf16 natively) give the fp32 vectors to
     a cosine above 0.999, and each question the same first passage."""
     import torch
