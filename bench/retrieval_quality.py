@@ -30,7 +30,7 @@ import json
 import math
 import re
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 
 import numpy as np
@@ -284,11 +284,18 @@ def _fresh(app, kb: str, chunking) -> None:
         app.library.delete(kb)
 
 
+def _ingested(app, kb: str, folder: Path, chunking) -> None:
+    """``kb`` holding ``folder`` cut as ``chunking``: kept from an earlier run if it was cut
+    so, ingested (again) otherwise."""
+    _fresh(app, kb, chunking)
+    if kb not in app.library.names():
+        app.library.create(kb, embed_model=app.settings.embed_model, chunking=chunking)
+        deque(app.ingest(kb, [folder]), maxlen=0)
+
+
 def run(
     corpora: list[str], questions: int, data: Path, model_cache: Path | None, chunk_sizes: list[int] = ()
 ) -> dict:
-    from collections import deque
-
     from assistant.config import Settings
     from assistant.serving.service import Tsumugi
     from knowledge.chunk import ChunkConfig
@@ -310,9 +317,7 @@ def run(
         answerable, _ = CORPORA[corpus](folder)
         items = _sample(answerable, questions)
         started = time.perf_counter()
-        _fresh(app, corpus, ChunkConfig())
-        if corpus not in app.library.names():
-            deque(app.ingest(corpus, [folder]), maxlen=0)
+        _ingested(app, corpus, folder, ChunkConfig())
         ingest_s = time.perf_counter() - started
         started = time.perf_counter()
         scores = run_baselines(folder, items, embedder)
@@ -324,10 +329,7 @@ def run(
             variants["no overlap"] = ChunkConfig(overlap=0)
         for label, chunking in variants.items():  # passage size and overlap, measured
             kb = f"{corpus}-{label.replace(' ', '-')}"
-            _fresh(app, kb, chunking)
-            if kb not in app.library.names():
-                app.library.create(kb, chunking=chunking)
-                deque(app.ingest(kb, [folder]), maxlen=0)
+            _ingested(app, kb, folder, chunking)
             sizes[label] = run_tsumugi(app, kb, items)
         sizes = {f"{default.size} tokens (default)": scores, **sizes}
         results[corpus] = {
