@@ -175,6 +175,16 @@ def test_max_batch_is_validated():
         ModelConfig(max_batch=0)
 
 
+def eventually(condition, seconds: float = 10) -> bool:
+    """Whether ``condition()`` holds within ``seconds`` (the batch worker acts between steps)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def random_adapter(folder, model_cache, seed: int) -> str:
     """A LoRA adapter for the embedded model whose weights are random (not zero), so that it
     changes the replies; saved as training saves one."""
@@ -248,10 +258,7 @@ def test_adapters_of_one_base_share_its_weights_and_its_batch(model_cache, tmp_p
     assert adapted.adapter in shared.batcher._leaving, "kept while its reply is written"
     assert (text + "".join(writing)).startswith(expected[1])
     assert shared in loaded_models() and folders[0] not in shared.batcher.adapters
-    deadline = time.monotonic() + 10
-    while adapted.adapter in shared.model.peft_config and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert adapted.adapter not in shared.model.peft_config, "out of the model once its reply was done"
+    assert eventually(lambda: adapted.adapter not in shared.model.peft_config), "out once its reply was done"
     with pytest.raises(ModelError, match="was removed"):
         "".join(adapted.stream(prompt, 24))  # asked of the deleted one: one sentence
     assert ["".join(m.stream(prompt, 24)) for m in (other, shared)] == [expected[2], expected[0]]
@@ -265,10 +272,7 @@ def test_adapters_of_one_base_share_its_weights_and_its_batch(model_cache, tmp_p
         forget_models(folder)
     assert (base_text + "".join(base_reply)).startswith(expected[0])
     assert tuned_text + "".join(tuned_reply) == expected[1]
-    deadline = time.monotonic() + 10
-    while isinstance(shared.model, PeftModel) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not isinstance(shared.model, PeftModel), "the last one out puts the plain layers back"
+    assert eventually(lambda: not isinstance(shared.model, PeftModel)), "the last one out: plain layers"
     assert "".join(shared.stream(prompt, 24)) == expected[0]
     # One that does not fit is one sentence, and the base stays loaded as it was.
     with pytest.raises(ModelError, match="does not fit this base model"):
