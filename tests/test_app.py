@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 
@@ -62,7 +63,22 @@ def test_upload_ask_and_stream_an_answer_with_sources(app_url, shared_data):
     # The default style quotes the manual: the documents' words, shown as a quotation, cited.
     assert answer.startswith(">") and "[1]" in answer and "warranty" in answer.lower(), answer
     assert "product_info_1.md" in sources and "Cited sources" in sources
-    assert "quoted from the documents" in sources
+    assert "Quoted from the documents; no model wrote it" in sources, "not credited to a model"
+
+
+@pytest.mark.slow
+def test_a_users_mistake_is_one_sentence_and_no_traceback_in_the_log(app_url, capfd):
+    """An admin reads a traceback in the server log as a crash: a refusal told to the user
+    (here an empty question) must not print one."""
+    from gradio_client import Client
+
+    client = Client(app_url, verbose=False)
+    capfd.readouterr()
+    with pytest.raises(Exception, match="Type a question first"):
+        client.predict("  ", [], None, 5, 0.0, 64, api_name="/respond")
+    time.sleep(0.5)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Type a question first" not in err, err[-2000:]
 
 
 @pytest.mark.slow

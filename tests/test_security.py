@@ -380,12 +380,15 @@ def test_agent_keys_are_refused_admin_endpoints_and_out_of_scope_names(tmp_path,
 
 
 AGENT_ACTIONS = {"/respond", "/respond_1", "/draft", "/accept_draft", "/reject_draft"}
-_AGENT_STEPS = re.compile(r"^/(arm_cancel|stop_now|recent_drafts|on_load|change_password|lambda)(_\d+)?$")
+_AGENT_STEPS = re.compile(
+    r"^/(arm_cancel|stop_now|recent_drafts|on_load|change_password|follow_adapters|lambda)(_\d+)?$"
+)
 
 
 def _agent_action(endpoint: str) -> bool:
     """An endpoint an agent may call: its actions, and the steps around them (arming and
-    pressing Stop, the drafts panel, the page load, its own password)."""
+    pressing Stop, the drafts panel, the page load, its own password, its adapter selectors
+    following a rename)."""
     return endpoint in AGENT_ACTIONS or bool(_AGENT_STEPS.match(endpoint))
 
 

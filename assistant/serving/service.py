@@ -210,10 +210,12 @@ class Tsumugi:
         self.adapters.delete(name)
         forget_models(info.path)  # after: a load racing the delete finds no folder to load
 
-    def rename_adapter(self, old: str, new: str) -> None:
+    def rename_adapter(self, old: str, new: str) -> str:
+        """Rename an adapter; returns its new name as stored (trimmed and checked)."""
         info = self.adapters.get(old)
-        self.adapters.rename(old, new)
+        renamed = self.adapters.rename(old, new)
         forget_models(info.path)  # the adapter answers under its new folder once asked again
+        return renamed.name
 
     def export_adapter(self, name: str, out: str | Path, merge: bool = False, serve_with: str = "") -> Path:
         """The adapter as a zip, merged into a standalone model, or (``serve_with`` vllm or

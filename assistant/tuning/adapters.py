@@ -59,8 +59,9 @@ class AdapterStore:
         name = check_name(name, "adapter")
         folder = self.root / name
         if not self._valid(folder):
-            known = ", ".join(self.names()) or "none yet"
-            raise StoreError(f"There is no adapter called {name!r} (existing: {known}).")
+            known = ", ".join(self.names())
+            now = f"the adapters now are {known}" if known else "there are no adapters now"
+            raise StoreError(f"There is no adapter called {name!r}; {now}.")
         card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
         return AdapterInfo(name, folder, card)
 

@@ -58,6 +58,8 @@ def build_app(app: Tsumugi, public: bool = False) -> gr.Blocks:
             value=names[0] if names else None,
             interactive=True,
         )
+        # The Tune tab's renames and deletes, followed by the adapter selectors of the others.
+        adapters_changed = gr.State(None)
         # A new user has nothing to chat with yet: open on the Knowledge tab.
         whoami = gr.Markdown(visible=False)
         # Every handler checks the caller's role on the server; agents do not even see the
@@ -68,9 +70,9 @@ def build_app(app: Tsumugi, public: bool = False) -> gr.Blocks:
         with gr.Tabs(selected="chat" if names else "knowledge"):
             with gr.Tab("Chat", id="chat"):
                 before = set(demo.fns)
-                chat_tab.build(app, kb_selector)
+                chat_tab.build(app, kb_selector, adapters_changed)
             with gr.Tab("Draft reply", id="draft"):
-                draft_tab.build(app, kb_selector, public=public)
+                draft_tab.build(app, kb_selector, adapters_changed, public=public)
             if access.mode != "local" and not public:
                 with gr.Tab("Account", id="account"):
                     account_tab.build(users)
@@ -92,12 +94,14 @@ def build_app(app: Tsumugi, public: bool = False) -> gr.Blocks:
                         module.build(app, kb_selector)
                     elif module is admin_tab:
                         module.build(app)
+                    elif module in (tune_tab, evaluate_tab):
+                        module.build(app, demo, kb_selector, adapters_changed)
                     else:
                         module.build(app, demo, kb_selector)
                     admin_fns |= set(demo.fns) - before
                 admin_tabs.append(tab)
 
-        def on_load(request: gr.Request):
+        def on_load(chosen: str | None, request: gr.Request):
             username = getattr(request, "username", None)
             caller = access.caller(username)
             role = caller.role if caller else None
@@ -107,9 +111,13 @@ def build_app(app: Tsumugi, public: bool = False) -> gr.Blocks:
                 if username
                 else gr.update(visible=False)
             )
-            return [gr.update(choices=kb_names()), who, *tabs]
+            # The page was built when the server started: a base made since (or the first
+            # one) is chosen on load, not left blank for every Send to refuse.
+            names = kb_names()
+            chosen = chosen if chosen in names else (names[0] if names else None)
+            return [gr.update(choices=names, value=chosen), who, *tabs]
 
-        demo.load(on_load, None, [kb_selector, whoami, *admin_tabs])
+        demo.load(on_load, [kb_selector], [kb_selector, whoami, *admin_tabs])
         guard_functions(demo, agent_fns, "agent", access)
         guard_functions(demo, admin_fns, "admin", access)
     return demo

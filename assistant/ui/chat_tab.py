@@ -10,9 +10,11 @@ from assistant.answering.styles import DEFAULT_STYLE, STYLE_CHOICES
 from assistant.ui.common import (
     CancelFlag,
     StopSignal,
+    adapter_choices,
     answer_footer,
     answering,
     arm_cancel,
+    follow_adapters,
     handler,
     paced,
     shown_answer,
@@ -88,7 +90,8 @@ def model_line(app) -> str:
     return f"Model: `{model.name}` on `{model.device}` (admins choose it in the Models tab)"
 
 
-def build(app, kb_selector: gr.Dropdown) -> None:
+def build(app, kb_selector: gr.Dropdown, adapters_changed: gr.State) -> None:
+    """``adapters_changed``: set by the Tune tab when it renames or deletes an adapter."""
     with gr.Row():
         with gr.Column(scale=3):
             chatbot = gr.Chatbot(label="Assistant", height=480)
@@ -124,7 +127,7 @@ def build(app, kb_selector: gr.Dropdown) -> None:
         with gr.Row():
             adapter = gr.Dropdown(
                 label="Tuned adapter",
-                choices=[("none: the base model", "")] + [(n, n) for n in app.adapters.names()],
+                choices=adapter_choices(app),
                 value="",
                 info="Adapters come from the Tune tab.",
             )
@@ -163,9 +166,6 @@ def build(app, kb_selector: gr.Dropdown) -> None:
         for trigger in (send.click, question.submit)
     ]
     stop.click(handler(stop_now, app), [stop_flag], None, queue=False, cancels=events)
-    adapter.focus(
-        lambda: gr.update(choices=[("none: the base model", "")] + [(n, n) for n in app.adapters.names()]),
-        None,
-        [adapter],
-    )
+    adapter.focus(lambda: gr.update(choices=adapter_choices(app)), None, [adapter])
+    adapters_changed.change(handler(follow_adapters, app), [adapters_changed, adapter], [adapter])
     clear.click(lambda: ([], "_Sources appear here with each answer._"), None, [chatbot, sources])

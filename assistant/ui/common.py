@@ -100,6 +100,38 @@ def sources_markdown(passages: list[Hit], cited: list[int]) -> str:
 _BADGE_COLOURS = {"high": "#15803d", "medium": "#b45309", "low": "#b91c1c", "unknown": "#6b7280"}
 
 
+BASE_MODEL_CHOICE = ("none: the base model", "")
+
+
+def adapter_choices(app) -> list[tuple[str, str]]:
+    """The choices of an adapter selector (Chat, Draft): the base model, then each adapter."""
+    return [BASE_MODEL_CHOICE] + [(n, n) for n in app.adapters.names()]
+
+
+def adapter_change(old: str, new: str | None) -> dict:
+    """What the Tune tab tells the other tabs' adapter selectors (through one shared
+    ``gr.State``) when it renames ``old`` to ``new`` or deletes it (``new`` None). The time
+    makes each change a new value, so the state's change event fires every time."""
+    return {"old": old, "new": new, "at": time.time_ns()}
+
+
+def followed(chosen: str | None, change: dict | None, names: list[str]) -> str:
+    """A selector's choice after an adapter change: the new name if it chose the renamed
+    adapter, the base model ("") if its adapter was deleted or is otherwise gone."""
+    if change and chosen == change["old"]:
+        return change["new"] or ""
+    return chosen if chosen in names else ""
+
+
+def follow_adapters(app, change: dict | None, chosen: str | None):
+    """An adapter selector (Chat, Draft) after the Tune tab renamed or deleted an adapter: the
+    current adapters, and its choice followed (a stale choice made every Send fail)."""
+    import gradio as gr
+
+    choices = adapter_choices(app)
+    return gr.update(choices=choices, value=followed(chosen, change, [value for _, value in choices]))
+
+
 def confidence_badge(answer) -> str:
     """Confidence as a coloured badge, with the review and escalation marks."""
     from assistant.answering.confidence import label
@@ -141,17 +173,23 @@ def shown_answer(answer) -> str:
 
 def answer_footer(answer) -> str:
     """Which model answered, how sure and how fast, under the sources."""
-    parts = [f"Answered by `{answer.model}`" if answer.covered else "Not sent to the model"]
+    if not answer.covered:
+        parts = ["Not sent to the model"]
+    elif answer.method == "quoted":
+        # Not "answered by" the model and adapter chosen: neither ran, so a user comparing
+        # adapters here would see no difference and conclude tuning did nothing.
+        parts = [
+            f"Quoted from the documents; no model wrote it (the detailed and concise styles "
+            f"have `{answer.model}` write)"
+        ]
+    else:
+        parts = [f"Answered by `{answer.model}`"]
     if answer.escalated:
         parts[0] += f" (the small model `{answer.first_model}` was unsure)"
     if answer.sub_questions:
         parts.append(f"split into {len(answer.sub_questions)} sub-questions")
-    if answer.covered and answer.method in ("quoted", "checked"):
-        parts.append(
-            "quoted from the documents: the indented parts"
-            if answer.method == "checked"
-            else "quoted from the documents"
-        )
+    if answer.covered and answer.method == "checked":
+        parts.append("quoted from the documents: the indented parts")
     if "first_token_s" in answer.timings:
         parts.append(f"first token {answer.timings['first_token_s']:.1f} s")
     if "total_s" in answer.timings:
@@ -217,17 +255,29 @@ def handler(fn, app):
 
     Handlers are named module-level functions that take the app first, so they can be called
     and tested without a server; this binds the app while keeping the name (the role guard
-    logs it) and the remaining signature (Gradio reads it for progress trackers)."""
+    logs it) and the remaining signature (Gradio reads it for progress trackers). A
+    ``gr.Error`` it raises (a user's mistake or a refusal, told in one sentence) leaves no
+    traceback in the server log, where an admin would read it as a crash."""
+    import gradio as gr
+
     signature = inspect.signature(fn)
     if inspect.isgeneratorfunction(fn):
 
         def bound(*args, **kwargs):
-            return (yield from fn(app, *args, **kwargs))
+            try:
+                return (yield from fn(app, *args, **kwargs))
+            except gr.Error as exc:
+                exc.print_exception = False  # told to the user in one sentence, not a crash
+                raise
 
     else:
 
         def bound(*args, **kwargs):
-            return fn(app, *args, **kwargs)
+            try:
+                return fn(app, *args, **kwargs)
+            except gr.Error as exc:
+                exc.print_exception = False  # told to the user in one sentence, not a crash
+                raise
 
     bound.__name__ = bound.__qualname__ = fn.__name__
     bound.__doc__ = fn.__doc__

@@ -12,9 +12,11 @@ from assistant.drafting.compose import DraftConfig
 from assistant.ui.common import (
     CancelFlag,
     StopSignal,
+    adapter_choices,
     answer_footer,
     answering,
     arm_cancel,
+    follow_adapters,
     handler,
     paced,
     sources_markdown,
@@ -24,10 +26,6 @@ from knowledge.errors import TsumugiError
 from knowledge.text import strip_citations
 
 TONE_CHOICES = [("Formal", "formal"), ("Friendly", "friendly"), ("Concise", "concise")]
-
-
-def _adapter_choices(app) -> list[tuple[str, str]]:
-    return [("none: the base model", "")] + [(n, n) for n in app.adapters.names()]
 
 
 def stats_markdown(app, kb_name: str | None) -> str:
@@ -127,7 +125,8 @@ def recent_drafts(app, kb_name, *, caller=None):
     return stats_markdown(app, kb_name), recent_rows(app, kb_name)
 
 
-def build(app, kb_selector: gr.Dropdown, public: bool = False) -> None:
+def build(app, kb_selector: gr.Dropdown, adapters_changed: gr.State, public: bool = False) -> None:
+    """``adapters_changed``: set by the Tune tab when it renames or deletes an adapter."""
     gr.Markdown(
         "Paste a customer's email or chat message. Tsumugi drafts a reply from your documents, in the "
         "customer's language, with the passages it used. Edit it, then accept it (it becomes training "
@@ -144,7 +143,7 @@ def build(app, kb_selector: gr.Dropdown, public: bool = False) -> None:
                 tone = gr.Radio(TONE_CHOICES, value="formal", label="Tone")
                 style = gr.Radio(STYLE_CHOICES, value=DEFAULT_STYLE, label="Answer style")
                 adapter = gr.Dropdown(
-                    label="Tuned adapter", choices=_adapter_choices(app), value="", allow_custom_value=True
+                    label="Tuned adapter", choices=adapter_choices(app), value="", allow_custom_value=True
                 )
             with gr.Accordion("Signature and reply template", open=False):
                 signature = gr.Textbox(
@@ -216,5 +215,6 @@ def build(app, kb_selector: gr.Dropdown, public: bool = False) -> None:
         [decision, stats, recent, reason],
         api_name="reject_draft",
     )
-    adapter.focus(lambda: gr.update(choices=_adapter_choices(app)), None, [adapter])
+    adapter.focus(lambda: gr.update(choices=adapter_choices(app)), None, [adapter])
+    adapters_changed.change(handler(follow_adapters, app), [adapters_changed, adapter], [adapter])
     kb_selector.change(handler(recent_drafts, app), [kb_selector], [stats, recent])

@@ -11,6 +11,7 @@ from assistant.records import RECORD_EXTENSIONS, clip
 from assistant.ui.common import (
     EXPORT_FORMATS,
     export_file,
+    followed,
     handler,
     job_progress_html,
     shown_progress,
@@ -270,7 +271,16 @@ def refresh(app, kb_name):
     )
 
 
-def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
+def follow_models(app, change, chosen):
+    """The models to compare after the Tune tab renamed or deleted an adapter: a renamed one
+    stays ticked under its new name, a deleted one is unticked (the base model if none is left)."""
+    names = [BASE, *app.adapters.names()]
+    kept = [followed(m, change, names) for m in chosen or []]
+    return gr.update(choices=names, value=list(dict.fromkeys(m for m in kept if m)) or [BASE])
+
+
+def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown, adapters_changed: gr.State) -> None:
+    """``adapters_changed``: set by the Tune tab when it renames or deletes an adapter."""
     gr.Markdown(
         "Measure how well the assistant answers **your** questions from **your** documents, "
         "and compare models, adapters and settings on the same questions."
@@ -384,3 +394,4 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
     refresh_btn.click(handler(refresh, app), [kb_selector], refresh_outputs)
     kb_selector.change(handler(refresh, app), [kb_selector], refresh_outputs)
     demo.load(handler(refresh, app), [kb_selector], refresh_outputs)
+    adapters_changed.change(handler(follow_models, app), [adapters_changed, models], [models])

@@ -12,7 +12,14 @@ from assistant.records import RECORD_EXTENSIONS, read_table
 from assistant.tuning.data import TrainingData
 from assistant.tuning.job import data_source, load_training_data
 from assistant.tuning.train import PRESET_HELP, PRESETS, TuneConfig
-from assistant.ui.common import EXPORT_FORMATS, export_file, handler, job_progress_html, upload_path
+from assistant.ui.common import (
+    EXPORT_FORMATS,
+    adapter_change,
+    export_file,
+    handler,
+    job_progress_html,
+    upload_path,
+)
 from knowledge.errors import TsumugiError
 from knowledge.progress import format_seconds
 
@@ -257,21 +264,26 @@ def refresh_adapters(app, adapter):
 
 
 def rename_adapter(app, adapter, new):
+    """Rename; the other tabs' selectors follow through the returned change."""
     try:
-        app.rename_adapter(adapter or "", new or "")
+        new = app.rename_adapter(adapter or "", new or "")
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    gr.Info(f"Renamed {adapter} to {new.strip()}.")
-    return gr.update(choices=_adapter_choices(app), value=new.strip()), ""
+    gr.Info(f"Renamed {adapter} to {new}.")
+    return gr.update(choices=_adapter_choices(app), value=new), "", adapter_change(adapter, new)
 
 
-def delete_adapter(app, adapter):
+def delete_adapter(app, adapter, typed=""):
+    """Delete, once its name is typed (an adapter may be hours of tuning); the other tabs'
+    selectors that chose it go back to the base model."""
+    if not adapter or (typed or "").strip() != adapter:
+        raise gr.Error("Type the exact name of the selected adapter to delete it.")
     try:
         app.delete_adapter(adapter or "")
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
     gr.Info(f"Deleted the adapter {adapter}.")
-    return gr.update(choices=_adapter_choices(app), value=None)
+    return gr.update(choices=_adapter_choices(app), value=None), "", adapter_change(adapter, None)
 
 
 def download_adapter(app, adapter):
@@ -297,7 +309,8 @@ def save_merged_model(app, adapter, progress=gr.Progress()):
     )
 
 
-def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
+def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown, adapters_changed: gr.State) -> None:
+    """``adapters_changed``: set here on a rename or delete, for the other tabs' selectors."""
     gr.Markdown(
         "Teach the model your wording and facts with a small **adapter** (LoRA). "
         "The base model is not changed; choose the adapter in the Chat tab to use it."
@@ -374,8 +387,10 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
         column_widths=["20%", "24%", "28%", "28%"],
     )
     with gr.Row():
-        new_name = gr.Textbox(label="New name", scale=2)
+        new_name = gr.Textbox(label="New name", scale=3)
         rename_btn = gr.Button("Rename", scale=1)
+    with gr.Row():
+        confirm_name = gr.Textbox(label="Type the adapter's name to delete it", scale=3)
         delete_btn = gr.Button("Delete adapter", variant="stop", scale=1)
     with gr.Row():
         zip_btn = gr.Button("Download adapter (.zip)")
@@ -415,8 +430,14 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
     cancel_btn.click(handler(cancel_tune, app), [job_pick], None)
     adapter_pick.change(handler(adapter_card, app), [adapter_pick], [card, comparison])
     refresh_btn.click(handler(refresh_adapters, app), [adapter_pick], [adapter_pick])
-    rename_btn.click(handler(rename_adapter, app), [adapter_pick, new_name], [adapter_pick, new_name])
-    delete_btn.click(handler(delete_adapter, app), [adapter_pick], [adapter_pick])
+    rename_btn.click(
+        handler(rename_adapter, app), [adapter_pick, new_name], [adapter_pick, new_name, adapters_changed]
+    )
+    delete_btn.click(
+        handler(delete_adapter, app),
+        [adapter_pick, confirm_name],
+        [adapter_pick, confirm_name, adapters_changed],
+    )
     export_btn.click(handler(export_drafts, app), [kb_selector, export_format], [export_download])
     zip_btn.click(handler(download_adapter, app), [adapter_pick], [download, export_note])
     merge_btn.click(handler(save_merged_model, app), [adapter_pick], [download, export_note])

@@ -1,7 +1,8 @@
 """End to end in a real browser (Playwright driving Debian's Chromium) against the real server
 (``app.py`` in its own process, with login): log in, create a knowledge base, upload files and
 see them listed, ask a question and watch the answer stream in with its source, start a quick
-tune and see its progress, draft a reply and accept it.
+tune and see its progress, draft a reply and accept it, rename and delete an adapter that the
+other tabs had chosen.
 
 Each step saves a screenshot under ``test-artifacts/e2e/`` (``E2E_ARTIFACTS`` overrides).
 """
@@ -156,12 +157,12 @@ def test_3_ask_and_get_the_manuals_words_with_their_source(page, server):
         text = bot.inner_text() if bot.count() else ""
         if not lengths or len(text) != lengths[-1]:
             lengths.append(len(text))
-        if "Answered by" in page.inner_text("body"):
+        if "Quoted from the documents" in page.inner_text("body"):
             break
         time.sleep(0.15)
     assert lengths[-1] > 0, "an answer appeared"
     assert re.search(r"4[ -](?:people|person)", bot.inner_text()), bot.inner_text()
-    assert "quoted from the documents" in page.inner_text("body")
+    assert "no model wrote it" in page.inner_text("body"), "a quote is not credited to a model"
     assert "product_info_1.md" in page.inner_text("body")
     assert "confidence" in page.inner_text("body")
     shot(page, "03-quoted-answer-with-source")
@@ -189,7 +190,7 @@ def test_5_draft_a_reply_and_accept_it(page, server):
         "Hello, we are a family of four. How many people can sleep in the TrailMaster X4 Tent? Thanks, Sam"
     )
     page.get_by_role("button", name="Draft reply").click()
-    page.locator("text=Answered by >> visible=true").first.wait_for(timeout=120_000)
+    page.locator("text=Quoted from the documents >> visible=true").first.wait_for(timeout=120_000)
     reply = page.locator("label", has_text="Reply (edit freely before accepting)").locator("textarea")
     text = reply.input_value()
     assert text.startswith("Dear customer,")
@@ -203,3 +204,81 @@ def test_5_draft_a_reply_and_accept_it(page, server):
 
     accepted = DraftStore(data).list(status="accepted")
     assert accepted and accepted[0].final.endswith("Have a great trip!") and "[1]" not in accepted[0].final
+
+
+def visible(page, label: str):
+    """The one visible field of a label that several tabs use (Chat's and Draft's adapter)."""
+    deadline = time.time() + 30
+    while True:
+        shown = [el for el in page.get_by_label(label, exact=True).all() if el.is_visible()]
+        if shown or time.time() > deadline:
+            assert len(shown) == 1, f"{len(shown)} visible fields labelled {label!r}"
+            return shown[0]
+        time.sleep(0.2)
+
+
+def choose(page, label: str, option: str) -> None:
+    field = visible(page, label)
+    field.click()
+    page.get_by_role("option", name=option, exact=True).click()
+    page.wait_for_timeout(500)
+    assert field.input_value() == option
+
+
+def test_6_other_tabs_follow_an_adapter_renamed_then_deleted(page, server, model_cache):
+    """Chat, Draft and Evaluate had chosen "kumo" when the Tune tab renamed it: they follow
+    the new name (Send answers instead of failing on the old one), and go back to the base
+    model when it is deleted."""
+    from assistant.config import Settings
+    from assistant.serving.service import Tsumugi
+    from tests.conftest import untrained_adapter
+
+    url, data = server
+    untrained_adapter(Tsumugi(Settings(data_dir=data, model_cache=model_cache)), "kumo")
+    page.reload()
+    page.get_by_role("tab", name="Chat", exact=True).first.wait_for()
+    page.wait_for_timeout(1500)
+    assert page.get_by_role("combobox", name="Knowledge base").input_value() == "Outdoor shop", "on load"
+    tab(page, "Chat")
+    page.get_by_text("Settings", exact=True).first.click()
+    choose(page, "Tuned adapter", "kumo")
+    tab(page, "Draft reply")
+    choose(page, "Tuned adapter", "kumo")
+    tab(page, "Evaluate")
+    page.get_by_label("kumo", exact=True).check()
+    tab(page, "Tune")
+    choose(page, "Adapter", "kumo")
+    page.get_by_label("New name").fill("kumo2")
+    page.get_by_role("button", name="Rename").click()
+    page.get_by_text("Renamed kumo to kumo2").wait_for()
+    page.wait_for_timeout(1000)
+
+    assert page.get_by_label("kumo2", exact=True).is_checked(), "Evaluate ticks the new name"
+    tab(page, "Draft reply")
+    assert visible(page, "Tuned adapter").input_value() == "kumo2"
+    tab(page, "Chat")
+    assert visible(page, "Tuned adapter").input_value() == "kumo2"
+    page.get_by_placeholder("Ask a question about your documents…").fill(
+        "How heavy is the TrailMaster X4 Tent?"
+    )
+    page.get_by_role("button", name="Send").click()
+    page.wait_for_function(
+        "/Quoted from the documents|There is no adapter|Error/.test(document.body.innerText)", timeout=120_000
+    )
+    body = page.inner_text("body")
+    assert "There is no adapter" not in body and "kumo2" in body, body[-2000:]
+    shot(page, "07-chat-follows-renamed-adapter")
+
+    tab(page, "Tune")
+    page.get_by_role("button", name="Delete adapter").click()
+    page.get_by_text("Type the exact name of the selected adapter").wait_for()
+    assert (data / "adapters" / "kumo2").is_dir(), "not deleted before its name is typed"
+    page.get_by_label("Type the adapter's name to delete it").fill("kumo2")
+    page.get_by_role("button", name="Delete adapter").click()
+    page.get_by_text("Deleted the adapter kumo2").wait_for()
+    page.wait_for_timeout(1000)
+    assert page.get_by_label("base model", exact=True).is_checked()
+    assert page.get_by_label("kumo2", exact=True).count() == 0
+    tab(page, "Chat")
+    assert visible(page, "Tuned adapter").input_value() == "none: the base model"
+    shot(page, "08-chat-back-on-the-base-after-delete")
