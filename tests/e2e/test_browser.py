@@ -259,7 +259,7 @@ def test_6_other_tabs_follow_an_adapter_renamed_then_deleted(page, server, model
     tab(page, "Chat")
     assert visible(page, "Tuned adapter").input_value() == "kumo2"
     page.get_by_placeholder("Ask a question about your documents…").fill(
-        "How heavy is the TrailMaster X4 Tent?"
+        "Is there a warranty on the TrailMaster X4 Tent?"
     )
     page.get_by_role("button", name="Send").click()
     page.wait_for_function(
@@ -267,6 +267,7 @@ def test_6_other_tabs_follow_an_adapter_renamed_then_deleted(page, server, model
     )
     body = page.inner_text("body")
     assert "There is no adapter" not in body and "kumo2" in body, body[-2000:]
+    assert "2-year limited warranty" in page.locator("[data-testid='bot']").last.inner_text()
     shot(page, "07-chat-follows-renamed-adapter")
 
     tab(page, "Tune")
