@@ -81,6 +81,32 @@ def test_a_users_mistake_is_one_sentence_and_no_traceback_in_the_log(app_url, ca
     assert "Traceback" not in err and "Type a question first" not in err, err[-2000:]
 
 
+def test_only_a_real_failure_leaves_a_traceback_in_the_log():
+    """A refusal raised by a handler, or from the core's one-sentence errors, is the user's to
+    read; a model that failed is the admin's, and its traceback stays in the log."""
+    import gradio as gr
+
+    from assistant.generation.backend import ModelError
+    from assistant.ui.common import handler
+    from knowledge.errors import StoreError
+
+    def refuse(app, cause):
+        if cause is None:
+            raise gr.Error("Type a question first.")
+        raise gr.Error(str(cause)) from cause
+
+    printed = {}
+    for name, cause in (
+        ("direct", None),
+        ("store", StoreError("There is no adapter called 'kumo'.")),
+        ("model", ModelError("Generation failed: out of memory.")),
+    ):
+        with pytest.raises(gr.Error) as raised:
+            handler(refuse, None)(cause)
+        printed[name] = raised.value.print_exception
+    assert printed == {"direct": False, "store": False, "model": True}
+
+
 @pytest.mark.slow
 def test_unknown_question_says_not_covered(app_url, shared_data):
     from gradio_client import Client, handle_file

@@ -175,7 +175,7 @@ def answer_footer(answer) -> str:
     """Which model answered, how sure and how fast, under the sources."""
     if not answer.covered:
         parts = ["Not sent to the model"]
-    elif answer.method == "quoted":
+    elif answer.style == "quote" and answer.method == "quoted" and not answer.escalated:
         # Not "answered by" the model and adapter chosen: neither ran, so a user comparing
         # adapters here would see no difference and conclude tuning did nothing.
         parts = [
@@ -190,6 +190,8 @@ def answer_footer(answer) -> str:
         parts.append(f"split into {len(answer.sub_questions)} sub-questions")
     if answer.covered and answer.method == "checked":
         parts.append("quoted from the documents: the indented parts")
+    elif answer.covered and answer.method == "quoted" and parts[0].startswith("Answered"):
+        parts.append("quoted from the documents")  # what the model wrote did not hold up
     if "first_token_s" in answer.timings:
         parts.append(f"first token {answer.timings['first_token_s']:.1f} s")
     if "total_s" in answer.timings:
@@ -250,14 +252,25 @@ def job_progress_html(job, empty: str = "No job yet.") -> str:
     )
 
 
+def _told(error) -> None:
+    """Leave ``error`` with no traceback in the server log when it is a user's mistake or
+    a refusal (raised by the handler itself, or from an error of the core other than the
+    model failing): an admin reads a traceback there as a crash, and a real one must stay."""
+    from assistant.generation.backend import ModelError
+    from knowledge.errors import TsumugiError
+
+    cause = error.__cause__
+    if cause is None or (isinstance(cause, TsumugiError) and not isinstance(cause, ModelError)):
+        error.print_exception = False
+
+
 def handler(fn, app):
     """``fn(app, *inputs)`` as the Gradio handler ``(*inputs)`` for this app.
 
     Handlers are named module-level functions that take the app first, so they can be called
     and tested without a server; this binds the app while keeping the name (the role guard
     logs it) and the remaining signature (Gradio reads it for progress trackers). A
-    ``gr.Error`` it raises (a user's mistake or a refusal, told in one sentence) leaves no
-    traceback in the server log, where an admin would read it as a crash."""
+    ``gr.Error`` for a user's mistake or a refusal leaves no traceback in the log (:func:`_told`)."""
     import gradio as gr
 
     signature = inspect.signature(fn)
@@ -267,7 +280,7 @@ def handler(fn, app):
             try:
                 return (yield from fn(app, *args, **kwargs))
             except gr.Error as exc:
-                exc.print_exception = False  # told to the user in one sentence, not a crash
+                _told(exc)
                 raise
 
     else:
@@ -276,7 +289,7 @@ def handler(fn, app):
             try:
                 return fn(app, *args, **kwargs)
             except gr.Error as exc:
-                exc.print_exception = False  # told to the user in one sentence, not a crash
+                _told(exc)
                 raise
 
     bound.__name__ = bound.__qualname__ = fn.__name__

@@ -280,6 +280,8 @@ def test_6_other_tabs_follow_an_adapter_renamed_then_deleted(page, server, model
     page.wait_for_timeout(1000)
     assert page.get_by_label("base model", exact=True).is_checked()
     assert page.get_by_label("kumo2", exact=True).count() == 0
+    tab(page, "Draft reply")
+    assert visible(page, "Tuned adapter").input_value() == "none: the base model"
     tab(page, "Chat")
     assert visible(page, "Tuned adapter").input_value() == "none: the base model"
     shot(page, "08-chat-back-on-the-base-after-delete")
