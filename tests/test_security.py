@@ -381,7 +381,8 @@ def test_agent_keys_are_refused_admin_endpoints_and_out_of_scope_names(tmp_path,
 
 AGENT_ACTIONS = {"/respond", "/respond_1", "/draft", "/accept_draft", "/reject_draft"}
 _AGENT_STEPS = re.compile(
-    r"^/(arm_cancel|stop_now|recent_drafts|on_load|change_password|follow_adapters|lambda)(_\d+)?$"
+    r"^/(arm_cancel|stop_now|recent_drafts|on_load|change_password|follow_adapters|question_ready|"
+    r"message_ready|lambda)(_\d+)?$"
 )
 
 

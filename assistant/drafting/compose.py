@@ -68,6 +68,8 @@ _PLEASANTRY = re.compile(
     re.I,
 )
 
+NO_MESSAGE = "Paste the customer's message first."
+
 
 def clean_body(body: str) -> str:
     """The model's text without its own greeting, sign-off or pleasantries (compose adds the real ones)."""
@@ -163,7 +165,7 @@ def draft_reply(
     """Stream a reply draft for ``message``; the final text carries [n] citations for the agent."""
     config = config or DraftConfig()
     if not message.strip():
-        raise ConfigError("Paste the customer's message first.")
+        raise ConfigError(NO_MESSAGE)
     query = Query.of(message.strip())  # analysed once, for the reply's language and the answer
     lang = query.lang
     answer_config = AnswerConfig(

@@ -17,6 +17,7 @@ from assistant.ui.common import (
     follow_adapters,
     handler,
     paced,
+    refuse_unready,
     shown_answer,
     sources_markdown,
     stop_now,
@@ -34,15 +35,22 @@ def _text(content) -> str:
     return ""
 
 
+TYPE_FIRST = "Type a question first."
+
+
+def question_ready(app, message, kb_name):
+    """At the click, unqueued, before the answer's event: a mistake is told as a toast alone.
+    Raised by the answering event, it marked each of its outputs (the chat, the question box,
+    the sources) with a large "Error" badge."""
+    refuse_unready(message, kb_name, TYPE_FIRST)
+
+
 def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choice="auto", adapter_name="", style_choice="", flag=None, *, caller=None):  # fmt: skip
     """Stream an answer. Stop sets this session's ``flag``, which every step checks (the
     question's split, retrieval, the model); the browser going away closes this generator and
     the ``finally`` stops the model within a token: nothing runs on for an abandoned question."""
-    message = (message or "").strip()
-    if not message:
-        raise gr.Error("Type a question first.")
-    if not kb_name:
-        raise gr.Error("Choose a knowledge base (or create one in the Knowledge tab) first.")
+    refuse_unready(message, kb_name, TYPE_FIRST)
+    message = message.strip()
     try:
         app.access.check_question(
             caller, kb_name, message, adapter_name, precision_choice, app.settings.model.precision
@@ -160,9 +168,9 @@ def build(app, kb_selector: gr.Dropdown, adapters_changed: gr.State) -> None:
     ]
     outputs = [chatbot, question, sources]
     events = [
-        trigger(handler(arm_cancel, app), [stop_flag], None, queue=False).then(
-            handler(respond, app), inputs, outputs, **answering(app)
-        )
+        trigger(handler(question_ready, app), [question, kb_selector], None)
+        .success(handler(arm_cancel, app), [stop_flag], None, queue=False)
+        .then(handler(respond, app), inputs, outputs, **answering(app))
         for trigger in (send.click, question.submit)
     ]
     stop.click(handler(stop_now, app), [stop_flag], None, queue=False, cancels=events)

@@ -312,6 +312,20 @@ class CancelFlag(threading.Event):
         return CancelFlag()
 
 
+KB_FIRST = "Choose a knowledge base (or create one in the Knowledge tab) first."
+
+
+def refuse_unready(text: str | None, kb_name: str | None, empty: str) -> None:
+    """The mistakes made most often, refused in one sentence: nothing typed (``empty`` says
+    what to type), no knowledge base chosen."""
+    import gradio as gr
+
+    if not (text or "").strip():
+        raise gr.Error(empty)
+    if not kb_name:
+        raise gr.Error(KB_FIRST)
+
+
 def arm_cancel(app, flag: CancelFlag | None) -> None:
     """Runs at the click that starts the work, unqueued: from now on Stop is meant for it."""
     if flag is not None:

@@ -8,7 +8,7 @@ import time
 import gradio as gr
 
 from assistant.answering.styles import DEFAULT_STYLE, STYLE_CHOICES
-from assistant.drafting.compose import DraftConfig
+from assistant.drafting.compose import NO_MESSAGE, DraftConfig
 from assistant.ui.common import (
     CancelFlag,
     StopSignal,
@@ -19,6 +19,7 @@ from assistant.ui.common import (
     follow_adapters,
     handler,
     paced,
+    refuse_unready,
     sources_markdown,
     stop_now,
 )
@@ -57,11 +58,16 @@ def recent_rows(app, kb_name: str | None) -> list[list]:
     return rows
 
 
+def message_ready(app, text, kb_name):
+    """At the click, unqueued, before the draft's event: a mistake is told as a toast alone,
+    not as an "Error" badge on each of the draft's outputs."""
+    refuse_unready(text, kb_name, NO_MESSAGE)
+
+
 def run_draft(app, text, kb_name, tone_value, adapter_name, signature_text, template_text, style_value="", flag=None, *, caller=None):  # fmt: skip
     """Stream a draft; Stop sets this session's ``flag``, and a closed generator's ``finally``
     stops the model too."""
-    if not kb_name:
-        raise gr.Error("Choose a knowledge base (or create one in the Knowledge tab) first.")
+    refuse_unready(text, kb_name, NO_MESSAGE)
     stop = StopSignal(flag)
     try:
         app.access.check_question(caller, kb_name, text or "", adapter_name)
@@ -193,12 +199,16 @@ def build(app, kb_selector: gr.Dropdown, adapters_changed: gr.State, public: boo
 
     stop_flag = gr.State(CancelFlag())
     inputs = [message, kb_selector, tone, adapter, signature, template, style, stop_flag]
-    event = draft_btn.click(handler(arm_cancel, app), [stop_flag], None, queue=False).then(
-        handler(run_draft, app),
-        inputs,
-        [reply, status, sources, draft_id, decision],
-        api_name="draft",
-        **answering(app),
+    event = (
+        draft_btn.click(handler(message_ready, app), [message, kb_selector], None)
+        .success(handler(arm_cancel, app), [stop_flag], None, queue=False)
+        .then(
+            handler(run_draft, app),
+            inputs,
+            [reply, status, sources, draft_id, decision],
+            api_name="draft",
+            **answering(app),
+        )
     )
     event.then(handler(recent_drafts, app), [kb_selector], [stats, recent])
     stop_btn.click(handler(stop_now, app), [stop_flag], None, queue=False, cancels=[event])

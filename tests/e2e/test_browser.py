@@ -146,6 +146,11 @@ def test_2_create_a_knowledge_base_and_upload(page, server):
 
 def test_3_ask_and_get_the_manuals_words_with_their_source(page, server):
     tab(page, "Chat")
+    page.get_by_role("button", name="Send").click()  # nothing typed yet
+    page.get_by_text("Type a question first.").wait_for()
+    page.wait_for_timeout(500)
+    # The toast's title alone: no "Error" badge on the chat, the question box or the sources.
+    assert page.get_by_text("Error", exact=True).count() == 1
     page.get_by_placeholder("Ask a question about your documents…").fill(
         "How many people can sleep in the TrailMaster X4 Tent?"
     )
