@@ -38,18 +38,18 @@ def _text(content) -> str:
 TYPE_FIRST = "Type a question first."
 
 
-def question_ready(app, message, kb_name):
+def question_ready(app, message, kb_name, adapter_name=""):
     """At the click, unqueued, before the answer's event: a mistake is told as a toast alone.
     Raised by the answering event, it marked each of its outputs (the chat, the question box,
     the sources) with a large "Error" badge."""
-    refuse_unready(message, kb_name, TYPE_FIRST)
+    refuse_unready(app, message, kb_name, TYPE_FIRST, adapter_name)
 
 
 def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choice="auto", adapter_name="", style_choice="", flag=None, *, caller=None):  # fmt: skip
     """Stream an answer. Stop sets this session's ``flag``, which every step checks (the
     question's split, retrieval, the model); the browser going away closes this generator and
     the ``finally`` stops the model within a token: nothing runs on for an abandoned question."""
-    refuse_unready(message, kb_name, TYPE_FIRST)
+    refuse_unready(app, message, kb_name, TYPE_FIRST, adapter_name)
     message = message.strip()
     try:
         app.access.check_question(
@@ -168,7 +168,7 @@ def build(app, kb_selector: gr.Dropdown, adapters_changed: gr.State) -> None:
     ]
     outputs = [chatbot, question, sources]
     events = [
-        trigger(handler(question_ready, app), [question, kb_selector], None)
+        trigger(handler(question_ready, app), [question, kb_selector, adapter], None)
         .success(handler(arm_cancel, app), [stop_flag], None, queue=False)
         .then(handler(respond, app), inputs, outputs, **answering(app))
         for trigger in (send.click, question.submit)

@@ -315,15 +315,22 @@ class CancelFlag(threading.Event):
 KB_FIRST = "Choose a knowledge base (or create one in the Knowledge tab) first."
 
 
-def refuse_unready(text: str | None, kb_name: str | None, empty: str) -> None:
+def refuse_unready(app, text: str | None, kb_name: str | None, empty: str, adapter: str = "") -> None:
     """The mistakes made most often, refused in one sentence: nothing typed (``empty`` says
-    what to type), no knowledge base chosen."""
+    what to type), no knowledge base chosen, an adapter chosen that is gone (renamed or
+    deleted since the page loaded, perhaps in another browser)."""
     import gradio as gr
 
     if not (text or "").strip():
         raise gr.Error(empty)
     if not kb_name:
         raise gr.Error(KB_FIRST)
+    if adapter and not app.adapters.exists(adapter):
+        now = ", ".join(app.adapters.names()) or "none"
+        raise gr.Error(
+            f"The adapter {adapter} no longer exists (renamed or deleted); choose another as the "
+            f"tuned adapter (adapters now: {now})."
+        )
 
 
 def arm_cancel(app, flag: CancelFlag | None) -> None:

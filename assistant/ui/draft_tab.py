@@ -58,16 +58,16 @@ def recent_rows(app, kb_name: str | None) -> list[list]:
     return rows
 
 
-def message_ready(app, text, kb_name):
+def message_ready(app, text, kb_name, adapter_name=""):
     """At the click, unqueued, before the draft's event: a mistake is told as a toast alone,
     not as an "Error" badge on each of the draft's outputs."""
-    refuse_unready(text, kb_name, NO_MESSAGE)
+    refuse_unready(app, text, kb_name, NO_MESSAGE, adapter_name)
 
 
 def run_draft(app, text, kb_name, tone_value, adapter_name, signature_text, template_text, style_value="", flag=None, *, caller=None):  # fmt: skip
     """Stream a draft; Stop sets this session's ``flag``, and a closed generator's ``finally``
     stops the model too."""
-    refuse_unready(text, kb_name, NO_MESSAGE)
+    refuse_unready(app, text, kb_name, NO_MESSAGE, adapter_name)
     stop = StopSignal(flag)
     try:
         app.access.check_question(caller, kb_name, text or "", adapter_name)
@@ -200,7 +200,7 @@ def build(app, kb_selector: gr.Dropdown, adapters_changed: gr.State, public: boo
     stop_flag = gr.State(CancelFlag())
     inputs = [message, kb_selector, tone, adapter, signature, template, style, stop_flag]
     event = (
-        draft_btn.click(handler(message_ready, app), [message, kb_selector], None)
+        draft_btn.click(handler(message_ready, app), [message, kb_selector, adapter], None)
         .success(handler(arm_cancel, app), [stop_flag], None, queue=False)
         .then(
             handler(run_draft, app),

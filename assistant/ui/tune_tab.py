@@ -273,11 +273,16 @@ def rename_adapter(app, adapter, new):
     return gr.update(choices=_adapter_choices(app), value=new), "", adapter_change(adapter, new)
 
 
-def delete_adapter(app, adapter, typed=""):
-    """Delete, once its name is typed (an adapter may be hours of tuning); the other tabs'
-    selectors that chose it go back to the base model."""
+def delete_typed(app, adapter, typed=""):
+    """At the click, before the delete's event (whose outputs a refusal would mark "Error"):
+    an adapter may be hours of tuning, so its name must be typed."""
     if not adapter or (typed or "").strip() != adapter:
         raise gr.Error("Type the exact name of the selected adapter to delete it.")
+
+
+def delete_adapter(app, adapter, typed=""):
+    """Delete; the other tabs' selectors that chose it go back to the base model."""
+    delete_typed(app, adapter, typed)
     try:
         app.delete_adapter(adapter or "")
     except TsumugiError as exc:
@@ -433,7 +438,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown, adapters_changed: gr.S
     rename_btn.click(
         handler(rename_adapter, app), [adapter_pick, new_name], [adapter_pick, new_name, adapters_changed]
     )
-    delete_btn.click(
+    delete_btn.click(handler(delete_typed, app), [adapter_pick, confirm_name], None).success(
         handler(delete_adapter, app),
         [adapter_pick, confirm_name],
         [adapter_pick, confirm_name, adapters_changed],
