@@ -153,9 +153,15 @@ def change_model(app, kb_name, model, progress=gr.Progress()):
     return describe(app, kb_name)
 
 
-def delete_kb(app, kb_name, typed):
+def delete_kb_typed(app, kb_name, typed):
+    """At the click, before the delete's event (whose outputs a refusal would mark "Error"):
+    a knowledge base is deleted only once its name is typed."""
     if not kb_name or (typed or "").strip() != kb_name:
         raise gr.Error("Type the exact name of the selected knowledge base to delete it.")
+
+
+def delete_kb(app, kb_name, typed):
+    delete_kb_typed(app, kb_name, typed)
     try:
         app.library.delete(kb_name)
     except TsumugiError as exc:
@@ -220,5 +226,7 @@ def build(app, kb_selector: gr.Dropdown) -> None:
     cancel_btn.click(handler(cancel_upload, app), [cancel_flag], None, queue=False)
     delete_btn.click(handler(delete, app), [kb_selector, doc_pick], [summary, docs, doc_pick])
     reembed_btn.click(handler(change_model, app), [kb_selector, embed_model], [summary])
-    delete_kb_btn.click(handler(delete_kb, app), [kb_selector, confirm_name], [kb_selector, confirm_name])
+    delete_kb_btn.click(handler(delete_kb_typed, app), [kb_selector, confirm_name], None).success(
+        handler(delete_kb, app), [kb_selector, confirm_name], [kb_selector, confirm_name]
+    )
     kb_selector.change(handler(refresh, app), [kb_selector], [summary, docs, doc_pick, embed_model])

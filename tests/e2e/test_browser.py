@@ -151,6 +151,12 @@ def test_2_create_a_knowledge_base_and_upload(page, server):
     body = page.inner_text("body")
     assert "product_info_1.md" in body and "henpin.md" in body
     shot(page, "02-documents-listed")
+    page.get_by_text("Knowledge base settings").click()
+    page.get_by_role("button", name="Delete knowledge base").click()  # its name not typed
+    page.get_by_text("Type the exact name of the selected knowledge base").wait_for()
+    page.wait_for_timeout(500)
+    assert not error_badges(page)
+    assert page.get_by_role("combobox", name="Knowledge base").input_value() == "Outdoor shop"
 
 
 def test_3_ask_and_get_the_manuals_words_with_their_source(page, server):
