@@ -263,6 +263,19 @@ def refresh_adapters(app, adapter):
     return gr.update(choices=names, value=adapter if adapter in names else None)
 
 
+def rename_ready(app, adapter, new):
+    """At the click, before the rename's event (whose outputs a refusal would mark "Error"):
+    an adapter chosen, and a new name that is valid and free."""
+    if not adapter:
+        raise gr.Error("Choose an adapter to rename first.")
+    if not (new or "").strip():
+        raise gr.Error("Type the adapter's new name first.")
+    try:
+        app.adapters.check_new_name(new)
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+
+
 def rename_adapter(app, adapter, new):
     """Rename; the other tabs' selectors follow through the returned change."""
     try:
@@ -435,7 +448,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown, adapters_changed: gr.S
     cancel_btn.click(handler(cancel_tune, app), [job_pick], None)
     adapter_pick.change(handler(adapter_card, app), [adapter_pick], [card, comparison])
     refresh_btn.click(handler(refresh_adapters, app), [adapter_pick], [adapter_pick])
-    rename_btn.click(
+    rename_btn.click(handler(rename_ready, app), [adapter_pick, new_name], None).success(
         handler(rename_adapter, app), [adapter_pick, new_name], [adapter_pick, new_name, adapters_changed]
     )
     delete_btn.click(handler(delete_typed, app), [adapter_pick, confirm_name], None).success(
