@@ -39,7 +39,7 @@ TYPE_FIRST = "Type a question first."
 
 
 def question_ready(app, message, kb_name, adapter_name=""):
-    """At the click, unqueued, before the answer's event: a mistake is told as a toast alone.
+    """At the click, before the answer's event: a mistake is told as a toast alone.
     Raised by the answering event, it marked each of its outputs (the chat, the question box,
     the sources) with a large "Error" badge."""
     refuse_unready(app, message, kb_name, TYPE_FIRST, adapter_name)

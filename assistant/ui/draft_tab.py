@@ -59,7 +59,7 @@ def recent_rows(app, kb_name: str | None) -> list[list]:
 
 
 def message_ready(app, text, kb_name, adapter_name=""):
-    """At the click, unqueued, before the draft's event: a mistake is told as a toast alone,
+    """At the click, before the draft's event: a mistake is told as a toast alone,
     not as an "Error" badge on each of the draft's outputs."""
     refuse_unready(app, text, kb_name, NO_MESSAGE, adapter_name)
 
