@@ -9,7 +9,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from assistant.ui.common import adapter_change
+from assistant.ui.common import adapter_change, refuse_untyped
 from knowledge.errors import TsumugiError
 from knowledge.progress import format_seconds
 
@@ -78,8 +78,7 @@ def rename_adapter(app, adapter, new):
 def delete_typed(app, adapter, typed=""):
     """At the click, before the delete's event (whose outputs a refusal would mark "Error"):
     an adapter may be hours of tuning, so its name must be typed."""
-    if not adapter or (typed or "").strip() != adapter:
-        raise gr.Error("Type the exact name of the selected adapter to delete it.")
+    refuse_untyped(adapter, typed, "adapter")
 
 
 def delete_adapter(app, adapter, typed=""):

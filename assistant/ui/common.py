@@ -173,9 +173,11 @@ def shown_answer(answer) -> str:
 
 def answer_footer(answer) -> str:
     """Which model answered, how sure and how fast, under the sources."""
+    # The quote style itself: no model ran (a concise or detailed answer replaced by quotes did).
+    quote_style = answer.style == "quote" and answer.method == "quoted" and not answer.escalated
     if not answer.covered:
         parts = ["Not sent to the model"]
-    elif answer.style == "quote" and answer.method == "quoted" and not answer.escalated:
+    elif quote_style:
         # Not "answered by" the model and adapter chosen: neither ran, so a user comparing
         # adapters here would see no difference and conclude tuning did nothing.
         parts = [
@@ -190,7 +192,7 @@ def answer_footer(answer) -> str:
         parts.append(f"split into {len(answer.sub_questions)} sub-questions")
     if answer.covered and answer.method == "checked":
         parts.append("quoted from the documents: the indented parts")
-    elif answer.covered and answer.method == "quoted" and parts[0].startswith("Answered"):
+    elif answer.covered and answer.method == "quoted" and not quote_style:
         parts.append("quoted from the documents")  # what the model wrote did not hold up
     if "first_token_s" in answer.timings:
         parts.append(f"first token {answer.timings['first_token_s']:.1f} s")
@@ -331,6 +333,14 @@ def refuse_unready(app, text: str | None, kb_name: str | None, empty: str, adapt
             f"The adapter {adapter} no longer exists (renamed or deleted); choose another as the "
             f"tuned adapter (adapters now: {now})."
         )
+
+
+def refuse_untyped(chosen: str | None, typed: str | None, what: str) -> None:
+    """A delete goes ahead only once the chosen ``what``'s exact name is typed."""
+    import gradio as gr
+
+    if not chosen or (typed or "").strip() != chosen:
+        raise gr.Error(f"Type the exact name of the selected {what} to delete it.")
 
 
 def arm_cancel(app, flag: CancelFlag | None) -> None:

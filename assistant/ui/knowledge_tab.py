@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from assistant.ui.common import CancelFlag, arm_cancel, handler, shown_progress, upload_path
+from assistant.ui.common import CancelFlag, arm_cancel, handler, refuse_untyped, shown_progress, upload_path
 from knowledge.errors import TsumugiError
 from knowledge.ingest import Source
 from knowledge.progress import Relay, drive_events
@@ -156,8 +156,7 @@ def change_model(app, kb_name, model, progress=gr.Progress()):
 def delete_kb_typed(app, kb_name, typed):
     """At the click, before the delete's event (whose outputs a refusal would mark "Error"):
     a knowledge base is deleted only once its name is typed."""
-    if not kb_name or (typed or "").strip() != kb_name:
-        raise gr.Error("Type the exact name of the selected knowledge base to delete it.")
+    refuse_untyped(kb_name, typed, "knowledge base")
 
 
 def delete_kb(app, kb_name, typed):
