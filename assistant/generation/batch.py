@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from transformers.cache_utils import Cache
 
 from assistant.generation.backend import ModelError
-from assistant.generation.batch_cache import new_cache
+from assistant.generation.batch_cache import leaving_order, new_cache
 from assistant.generation.loops import is_looping, repeats_sentence
 
 ABANDONED_AFTER_S = 30.0
@@ -348,16 +348,16 @@ class Batcher:
         self._rows, self._cache, self._mask = [], None, None
 
     def _leave(self, done: list[int]) -> None:
-        keep = [i for i in range(len(self._rows)) if i not in done]
-        if not keep:
+        order = leaving_order(len(self._rows), done)
+        if not order:
             self._clear()
             return
-        mask = self._mask[keep]
+        mask = self._mask[order]
         start = int(mask.any(dim=0).nonzero()[0])  # columns only the finished rows used
         for layer in self._cache.layers:
-            layer.keep(keep, start)
+            layer.keep(order, start)
         self._mask = mask[:, start:]
-        self._rows = [self._rows[i] for i in keep]
+        self._rows = [self._rows[i] for i in order]
 
     def _choose(self, rows: list[Request], logits) -> list[int]:
         """Each row's next token (greedy, or sampled at its temperature among the ``TOP_K`` most

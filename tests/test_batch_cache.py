@@ -1,0 +1,111 @@
+"""The batch's key/value cache keeps every row's tokens, right-aligned, through rows joining
+(shorter and longer than the batch, past the rows it has room for), steps, and rows leaving
+from the middle, while it copies only what moves."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from assistant.generation.batch_cache import Layer, leaving_order
+
+HEADS, DIM = 2, 3
+
+
+def states(rows: int, n: int) -> torch.Tensor:
+    return torch.randn(rows, HEADS, n, DIM)
+
+
+class Reference:
+    """What the cache must hold: each row's keys, token by token, with nothing shared."""
+
+    def __init__(self) -> None:
+        self.layer = Layer()
+        self.rows: list[list[torch.Tensor]] = []
+
+    def check(self) -> None:
+        held = self.layer.keys[: self.layer.rows, :, self.layer.begin : self.layer.end]
+        values = self.layer.values[: self.layer.rows, :, self.layer.begin : self.layer.end]
+        assert held.shape[0] == len(self.rows)
+        width = held.shape[2]
+        for n, tokens in enumerate(self.rows):
+            expected = torch.stack(tokens, dim=1)  # heads, tokens, dim
+            assert torch.equal(held[n, :, width - len(tokens) :], expected)
+            assert torch.equal(values[n, :, width - len(tokens) :], -expected)
+        # The padding attention masks out must be finite: 0 x NaN would spoil the row.
+        assert torch.isfinite(held).all() and torch.isfinite(values).all()
+
+    def join(self, length: int) -> None:
+        prompt = Layer()
+        keys = states(1, length)
+        prompt.update(keys, -keys)
+        if not self.rows:
+            self.layer = prompt
+        else:
+            self.layer.join(prompt, max(self.layer.length, length))
+        self.rows.append([keys[0, :, i] for i in range(length)])
+
+    def step(self) -> None:
+        keys = states(len(self.rows), 1)
+        returned, _ = self.layer.update(keys, -keys)
+        assert returned.shape[2] == self.layer.length
+        for n, tokens in enumerate(self.rows):
+            tokens.append(keys[n, :, 0])
+
+    def leave(self, done: list[int]) -> None:
+        order = leaving_order(len(self.rows), done)
+        if not order:  # the batcher drops an empty batch's cache
+            self.__init__()
+            return
+        width = self.layer.length
+        start = min(width - len(self.rows[i]) for i in order)
+        self.layer.keep(order, start)
+        self.rows = [self.rows[i] for i in order]
+
+
+def test_rows_keep_their_tokens_as_rows_join_step_and_leave():
+    torch.manual_seed(0)
+    cache = Reference()
+    cache.join(5)
+    cache.step()
+    cache.join(9)  # longer than the batch: positions open on the left
+    cache.check()
+    cache.join(3)  # shorter: right-aligned in its own slot
+    for _ in range(3):
+        cache.step()
+    cache.check()
+    cache.leave([1])  # the longest row leaves from the middle: the last row takes its slot
+    cache.check()
+    assert cache.layer.length == 9  # positions only the row that left used are dropped
+    for length in (4, 30, 2, 7, 12):  # past the rows there is room for, and much longer
+        cache.join(length)
+        cache.step()
+        cache.check()
+    cache.leave([0, 2, 5])
+    cache.check()
+    for _ in range(200):  # past the room kept after the tokens
+        cache.step()
+    cache.check()
+
+
+def test_random_joins_steps_and_leaves_match_the_reference():
+    rng = random.Random(1)
+    torch.manual_seed(1)
+    cache = Reference()
+    for _ in range(300):
+        action = rng.random()
+        if not cache.rows or (action < 0.3 and len(cache.rows) < 12):
+            cache.join(rng.randint(1, 40))
+        elif action < 0.45:
+            cache.leave(rng.sample(range(len(cache.rows)), rng.randint(1, len(cache.rows))))
+        else:
+            cache.step()
+        if cache.rows:
+            cache.check()
+
+
+def test_only_the_rows_that_move_are_copied_when_rows_leave():
+    assert leaving_order(6, [1, 4]) == [0, 5, 2, 3]  # slot 1 takes row 5; rows 0, 2, 3 stay put
+    assert leaving_order(4, [3]) == [0, 1, 2]
+    assert leaving_order(3, [0, 1, 2]) == []
