@@ -16,7 +16,9 @@ question, or when it contains a large enough share of the question's informative
 (IDF-weighted coverage; a term the documents never use weighs most). A question about
 something the documents never mention fails both, so the answer can say so instead of
 inventing one. For a question in a language the embedder does not read, similarity is noise
-and coverage alone decides, at a lower bar because bigram terms rarely all match.
+and coverage alone decides, at a lower bar because bigram terms rarely all match. With the
+cut-off off (``search`` without ``--cutoff``), the passages that pass still come first and
+the rest follow them: a ranking shows the order answering reads the passages in.
 """
 
 from __future__ import annotations
@@ -99,7 +101,8 @@ class Hit:
     rerank: float | None = None
     """The cross-encoder's score, when one reordered the candidates."""
     relevant: bool = True
-    """Whether the passage passed the relevance cut-off (kept apart when the cut-off is off)."""
+    """Whether the passage passed the relevance cut-off (with the cut-off off, those that did
+    not follow those that did)."""
     ranks: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -220,16 +223,15 @@ def retrieve(
     min_coverage = config.min_coverage
     if not dense_trusted and query.japanese:
         min_coverage = config.min_coverage_unread
-    kept = []
-    relevant: dict[int, bool] = {}
-    for chunk_id in ordered:
-        relevant[chunk_id] = similarity.get(chunk_id, -1.0) >= min_similarity or (
-            coverage[chunk_id] >= min_coverage
-        )
-        if relevant[chunk_id] or not config.cutoff:
-            kept.append(chunk_id)
-        if len(kept) == config.top_k:
-            break
+    relevant = {i: similarity.get(i, -1.0) >= min_similarity or coverage[i] >= min_coverage for i in ordered}
+    # What passes the relevance test comes first, in fused order: it is what an answer reads.
+    # Without the cut-off, the rest follows, so the ranking a search shows is the order
+    # answering uses (before, a passage judged irrelevant could rank above the relevant one
+    # the answer was built from).
+    kept = [i for i in ordered if relevant[i]]
+    if not config.cutoff:
+        kept += [i for i in ordered if not relevant[i]]
+    kept = kept[: config.top_k]
     stored = kb.chunks_by_id(kept)
     scale = len(used) / (config.rrf_k + 1)
     return [

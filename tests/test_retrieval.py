@@ -123,3 +123,22 @@ def test_hits_carry_location_and_scores(contoso_kb):
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     data = hits[0].to_json()
     assert set(data) >= {"text", "doc", "page", "score"} and data["page"] is None
+
+
+def test_passages_that_pass_the_relevance_test_rank_first(support_sets):
+    """Without the cut-off, a search shows what answering reads first: the passages that pass
+    the relevance test, then the rest. Fused by rank alone, two passages that share only
+    "business" or "trip" with the question came before the one on meals (dense rank 1,
+    similarity 0.57, against 0.23 and below)."""
+    kb, _ = support_sets["en-support"]
+    question = "How much can I spend on food on a business trip?"
+    ranking = retrieve(kb, question, RetrievalConfig(top_k=10, cutoff=False))
+    assert ranking[0].doc == "expenses.md" and "60 dollars" in ranking[0].text
+    assert not all(h.relevant for h in ranking)  # those below the cut-off are still listed...
+    shown = retrieve(kb, question, RetrievalConfig(top_k=10))
+    assert [h.chunk_id for h in ranking[: len(shown)]] == [h.chunk_id for h in shown]  # ...after
+    for name in ("en-support", "ja-support"):
+        kb, questions = support_sets[name]
+        for item in questions:
+            flags = [h.relevant for h in retrieve(kb, item["q"], RetrievalConfig(top_k=10, cutoff=False))]
+            assert flags == sorted(flags, reverse=True), (name, item["q"])
