@@ -20,8 +20,9 @@ def states(rows: int, n: int) -> torch.Tensor:
 class Reference:
     """What the cache must hold: each row's keys, token by token, with nothing shared."""
 
-    def __init__(self) -> None:
-        self.layer = Layer()
+    def __init__(self, max_rows: int = 0) -> None:
+        self.max_rows = max_rows
+        self.layer = Layer(max_rows)
         self.rows: list[list[torch.Tensor]] = []
 
     def check(self) -> None:
@@ -37,7 +38,7 @@ class Reference:
         assert torch.isfinite(held).all() and torch.isfinite(values).all()
 
     def join(self, length: int) -> None:
-        prompt = Layer()
+        prompt = Layer(self.max_rows)
         keys = states(1, length)
         prompt.update(keys, -keys)
         if not self.rows:
@@ -56,12 +57,13 @@ class Reference:
     def leave(self, done: list[int]) -> None:
         order = leaving_order(len(self.rows), done)
         if not order:  # the batcher drops an empty batch's cache
-            self.__init__()
+            self.__init__(self.max_rows)
             return
         width = self.layer.length
         start = min(width - len(self.rows[i]) for i in order)
         self.layer.keep(order, start)
         self.rows = [self.rows[i] for i in order]
+        assert self.layer.length == max(len(tokens) for tokens in self.rows)  # nobody's columns kept
 
 
 def test_rows_keep_their_tokens_as_rows_join_step_and_leave():
@@ -92,7 +94,7 @@ def test_rows_keep_their_tokens_as_rows_join_step_and_leave():
 def test_random_joins_steps_and_leaves_match_the_reference():
     rng = random.Random(1)
     torch.manual_seed(1)
-    cache = Reference()
+    cache = Reference(max_rows=12)
     for _ in range(300):
         action = rng.random()
         if not cache.rows or (action < 0.3 and len(cache.rows) < 12):
@@ -103,6 +105,28 @@ def test_random_joins_steps_and_leaves_match_the_reference():
             cache.step()
         if cache.rows:
             cache.check()
+            assert cache.layer.keys.shape[0] <= 12  # room for no more rows than the batch has
+
+
+def test_what_a_row_that_left_held_never_reaches_a_new_row():
+    """Rows whose keys overflowed (NaN) leave; a shorter prompt takes a free slot and a longer
+    one opens positions on the left. Their padding is masked, but 0 x NaN is NaN: it must be
+    zeros, not what the row before left there."""
+    torch.manual_seed(2)
+    cache = Reference()
+    for length in (6, 8, 7):
+        cache.join(length)
+    cache.leave([1])  # the last row takes slot 1
+    # Say the rows before held NaN wherever nothing holds a row's tokens now: in the free slots
+    # and in the positions before ``begin``.
+    layer = cache.layer
+    for held in (layer.keys, layer.values):
+        held[layer.rows :] = float("nan")
+        held[:, :, : layer.begin] = float("nan")
+    cache.join(2)  # into a NaN slot, right-aligned: five positions of padding
+    cache.check()
+    cache.join(cache.layer.length + 3)  # longer: positions before ``begin`` show again
+    cache.check()
 
 
 def test_only_the_rows_that_move_are_copied_when_rows_leave():

@@ -283,7 +283,7 @@ class Batcher:
         if request.adapter not in {BASE, *self.adapters.values(), *self._leaving}:
             self._fail([request], ModelError(ADAPTER_REMOVED))
             return
-        cache = new_cache()
+        cache = new_cache(self.max_batch)
         try:
             ids = torch.tensor([request.prompt], device=self.model.device)
             logits = self.model(

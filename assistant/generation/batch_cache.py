@@ -13,15 +13,19 @@ are the batch's rows, and positions ``[begin, end)`` its tokens, every row right
 
 Only the rows and positions that move are copied, and the buffers whole only when they run out
 of room. Before, every join and every leave copied the whole cache: with 16 rows of
-1,200-token prompts, 13 s of a 63-s run, a fifth of the model's time (``bench/results/load.md``
-has the server's throughput before and after).
+1,200-token prompts, 13 s of a 63-s run, a fifth of the model's time. ``bench/results/
+batching.md`` has the model's throughput before and after, ``bench/results/load.md`` the
+server's.
 
-Padding and room are never uninitialised memory: buffers start as zeros, and a reused slot
-holds a former row's finite values. Masked positions then weigh exactly 0 in attention
-(garbage could hold NaN, and 0 × NaN would spoil the row).
+Padding is always zeros: buffers start as zeros, and positions that show again and a reused
+slot's padding are zeroed when a row joins. Masked positions then weigh exactly 0 in attention;
+a value a former row left there (NaN, after an overflow) would spoil the new row, as
+0 × NaN is NaN.
 """
 
 from __future__ import annotations
+
+import functools
 
 from transformers.cache_utils import Cache, DynamicLayer
 
@@ -37,7 +41,12 @@ def leaving_order(rows: int, done: list[int]) -> list[int]:
 
 
 class Layer(DynamicLayer):
-    """One layer's keys and values, in buffers with room kept around them (see the module)."""
+    """One layer's keys and values, in buffers with room kept around them (see the module);
+    room for at most ``max_rows`` rows (0: no limit)."""
+
+    def __init__(self, max_rows: int = 0) -> None:
+        super().__init__()
+        self.max_rows = max_rows
 
     def lazy_initialization(self, key_states, value_states) -> None:
         self.dtype, self.device = key_states.dtype, key_states.device
@@ -58,8 +67,8 @@ class Layer(DynamicLayer):
             self._reserve(rows, left=0, right=n)
         elif rows != self.rows:
             raise ValueError(f"The cache holds {self.rows} rows; a step gave {rows}.")
-        elif self.end + n > self.keys.shape[2]:
-            self._reserve(rows, left=0, right=n)
+        elif self.end + n > self.keys.shape[2]:  # keeping the room for rows and longer prompts
+            self._reserve(self.keys.shape[0], left=self.length // 4 + 64, right=n)
         self.rows = rows
         self.keys[:rows, :, self.end : self.end + n] = key_states
         self.values[:rows, :, self.end : self.end + n] = value_states
@@ -90,12 +99,18 @@ class Layer(DynamicLayer):
         """Add ``other``'s single row as the last; every row is right-aligned to ``width``
         positions (at least this layer's and ``other``'s length)."""
         left = width - self.length
-        if self.rows == self.keys.shape[0] or left > self.begin:
-            # Room for as many rows again, and for prompts a quarter longer than the batch.
-            rows = self.keys.shape[0] * (2 if self.rows == self.keys.shape[0] else 1)
+        full = self.rows == self.keys.shape[0]
+        if full or left > self.begin:
+            # Room for as many rows again (up to the batch's), and for prompts a quarter longer.
+            rows = self.keys.shape[0] * (2 if full else 1)
+            rows = max(self.rows + 1, min(rows, self.max_rows or rows))
             self._reserve(rows, left=left + self.length // 4 + 64, right=0)
-        self.begin -= left
+        begin, self.begin = self.begin, self.begin - left
         for mine, theirs in ((self.keys, other.keys), (self.values, other.values)):
+            # Positions that show again, and the new row's padding, may hold what a row that
+            # left once held (NaN, even): they become zeros, so that masking them is exact.
+            mine[: self.rows, :, self.begin : begin] = 0
+            mine[self.rows, :, self.begin : self.end - other.length] = 0
             mine[self.rows, :, self.end - other.length : self.end] = theirs[0, :, other.begin : other.end]
         self.rows += 1
 
@@ -110,5 +125,6 @@ class Layer(DynamicLayer):
         self.begin += start
 
 
-def new_cache() -> Cache:
-    return Cache(layer_class_to_replicate=Layer)
+def new_cache(max_rows: int = 0) -> Cache:
+    """A cache whose layers keep room for at most ``max_rows`` rows (0: no limit)."""
+    return Cache(layer_class_to_replicate=functools.partial(Layer, max_rows))
