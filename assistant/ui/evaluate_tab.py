@@ -10,6 +10,7 @@ from assistant.evaluation.sets import EvalItem, EvalSet, draft_eval_set, load_ev
 from assistant.records import RECORD_EXTENSIONS, clip
 from assistant.ui.common import (
     EXPORT_FORMATS,
+    KB_FIRST,
     export_file,
     followed,
     handler,
@@ -134,11 +135,21 @@ def load_file(app, uploaded, shown=None):
     return set_rows(evalset), path.stem, evalset
 
 
-def save_set(app, kb_name, name, rows, shown=None):
+def save_ready(app, kb_name, name, rows, shown=None) -> EvalSet:
+    """The set the table holds, refused in one sentence when there is none to save. It runs
+    at the click, before the save: refused inside that event, Gradio also marked the question
+    set picker "Error"."""
     if not kb_name:
-        raise gr.Error("Choose a knowledge base at the top of the page first.")
+        raise gr.Error(KB_FIRST)
     try:
-        evalset = rows_to_set((name or "").strip(), rows, shown)
+        return rows_to_set((name or "").strip(), rows, shown)
+    except TsumugiError as exc:
+        raise gr.Error(str(exc)) from exc
+
+
+def save_set(app, kb_name, name, rows, shown=None):
+    evalset = save_ready(app, kb_name, name, rows, shown)
+    try:
         app.eval_sets(kb_name).save(evalset)
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
@@ -148,7 +159,7 @@ def save_set(app, kb_name, name, rows, shown=None):
 
 def draft(app, kb_name, count, progress=gr.Progress()):
     if not kb_name:
-        raise gr.Error("Choose a knowledge base at the top of the page first.")
+        raise gr.Error(KB_FIRST)
     try:
         evalset = drive_events(draft_eval_set(app, kb_name, int(count)), shown_progress(progress))
     except TsumugiError as exc:
@@ -170,8 +181,12 @@ def show_set(app, kb_name, name, shown=None):
 
 
 def start_eval(app, kb_name, name, chosen_models, ks, closed, first_n, others=None, extra=None):
-    if not kb_name or not name:
-        raise gr.Error("Choose a knowledge base and a saved question set first.")
+    # Refused inside this event, as these are, the status panel shows no "Error" mark (unlike
+    # saving, whose check runs at the click): a check ahead of it changed nothing a user sees.
+    if not kb_name:
+        raise gr.Error(KB_FIRST)
+    if not name:
+        raise gr.Error("Choose a saved question set first (save the table, or pick one under Question set).")
     adapters = [("" if m == BASE else m) for m in (chosen_models or [])]
     if not adapters:
         raise gr.Error("Tick at least one model.")
@@ -377,7 +392,10 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown, adapters_changed: gr.S
     export_download = gr.File(label="Export", visible=False)
 
     upload.change(handler(load_file, app), [upload, shown], [items, set_name, shown])
-    save_btn.click(handler(save_set, app), [kb_selector, set_name, items, shown], [set_pick])
+    save_inputs = [kb_selector, set_name, items, shown]
+    save_btn.click(handler(save_ready, app), save_inputs, None).success(
+        handler(save_set, app), save_inputs, [set_pick]
+    )
     draft_btn.click(handler(draft, app), [kb_selector, draft_count], [items, set_name, shown])
     set_pick.change(handler(show_set, app), [kb_selector, set_pick, shown], [items, shown])
     run_btn.click(

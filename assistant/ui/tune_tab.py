@@ -25,6 +25,7 @@ from assistant.ui.adapters_panel import (
 )
 from assistant.ui.common import (
     EXPORT_FORMATS,
+    KB_FIRST,
     export_file,
     handler,
     job_progress_html,
@@ -46,7 +47,7 @@ QUANT_CHOICES = [
 def data_request(source, upload, kb_name, q_col, a_col) -> dict:
     """The training data the user chose, as a tuning request's ``data`` entry."""
     if source == KB_SOURCE and not kb_name:
-        raise TsumugiError("Choose a knowledge base at the top of the page first.")
+        raise TsumugiError(KB_FIRST)
     kind = {DRAFTS_SOURCE: "drafts", KB_SOURCE: "kb"}.get(source, "file")
     columns = [None if c in (None, AUTO) else c for c in (q_col, a_col)]
     return data_source(kind, kb_name, upload_path(upload) if kind == "file" else None, *columns)

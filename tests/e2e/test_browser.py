@@ -320,3 +320,29 @@ def test_6_other_tabs_follow_an_adapter_renamed_then_deleted(page, server, model
     page.get_by_role("button", name="Send").click()
     page.get_by_text("The adapter kumo3 no longer exists").wait_for()
     assert not error_badges(page)
+
+
+def test_7_evaluate_refuses_a_run_or_save_in_one_toast(page, server):
+    """Run with no saved question set, Save with an empty table, Run with no model ticked:
+    each is one toast and no "Error" mark. Save's check runs at the click: refused inside the
+    save, the question set picker was marked. Run's come from inside its event, whose status
+    panel shows no mark either way."""
+    tab(page, "Evaluate")
+    page.get_by_role("button", name="Run evaluation").click()
+    page.get_by_text("Choose a saved question set first").wait_for()
+    assert not error_badges(page)
+    page.get_by_label("Save as").fill("empty")
+    page.get_by_role("button", name="Save set").click()
+    page.get_by_text("The table has no usable questions").wait_for()
+    assert not error_badges(page)
+    questions = Path(server[1]).parent / "faq.csv"
+    questions.write_text("question,answer\nIs there a warranty on the tent?,2-year limited warranty\n")
+    upload(page, page.locator("text=Click to Upload >> visible=true").first, [questions])
+    page.get_by_label("Save as").fill("faq")
+    page.get_by_role("button", name="Save set").click()
+    page.get_by_text("Saved 1 questions as faq").wait_for()
+    page.get_by_label("base model", exact=True).uncheck()
+    page.get_by_role("button", name="Run evaluation").click()
+    page.get_by_text("Tick at least one model.").wait_for()
+    assert not error_badges(page)
+    shot(page, "09-evaluate-refusals")
