@@ -316,3 +316,24 @@ def test_a_streamed_answer_updates_the_page_at_most_ten_times_a_second():
     assert len(list(paced(states(200), interval=0))) == 200
     stopped = list(paced(states(50, finish=False)))  # a stream that ends without finishing
     assert len(stopped) == 2 and stopped[-1].text.endswith("w49 ")
+
+
+def test_the_footer_names_a_model_only_when_one_wrote_the_answer():
+    """The quote style runs no model: crediting the chosen model and adapter would tell a user
+    comparing adapters that tuning changed nothing. A concise or detailed answer whose
+    sentences were replaced by quotes did run it, and so did an escalated one."""
+    from assistant.answering.answer import Answer
+    from assistant.ui.common import answer_footer
+
+    def footer(**fields) -> str:
+        return answer_footer(Answer("Is the tent waterproof?", done=True, model="small + kumo", **fields))
+
+    quoted = footer(style="quote", method="quoted")
+    assert "Quoted from the documents; no model wrote it" in quoted and "Answered by" not in quoted
+    for style in ("concise", "detailed"):
+        replaced = footer(style=style, method="quoted")
+        assert "Answered by `small + kumo`" in replaced and "quoted from the documents" in replaced
+        assert "no model wrote it" not in replaced, style
+    escalated = footer(style="quote", method="quoted", escalated=True, first_model="small")
+    assert "Answered by `small + kumo` (the small model `small` was unsure)" in escalated
+    assert "Not sent to the model" in footer(style="quote", covered=False)
