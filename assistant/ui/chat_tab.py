@@ -77,8 +77,8 @@ def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choic
         for answer in paced(app.ask(kb_name, message, pairs, config, model=model, stop=stop)):
             history[-1] = {"role": "assistant", "content": shown_answer(answer) or "…"}
             panel = sources_markdown(answer.passages, answer.cited)
-            if answer.done:
-                panel += "\n\n" + answer_footer(answer)
+            if answer.done:  # on top: under the sources, the panel's scroll hid how sure it is
+                panel = answer_footer(answer) + "\n\n---\n\n" + panel
             yield history, "", panel
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc

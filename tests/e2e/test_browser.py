@@ -185,6 +185,12 @@ def test_3_ask_and_get_the_manuals_words_with_their_source(page, server):
     assert "no model wrote it" in page.inner_text("body"), "a quote is not credited to a model"
     assert "product_info_1.md" in page.inner_text("body")
     assert "confidence" in page.inner_text("body")
+    # How sure it is, and who wrote it, show without scrolling the sources panel (under the
+    # sources, the panel's scroll hid them).
+    panel = page.locator(".block", has_text="Cited sources").last.bounding_box()
+    for text in ("confidence", "Quoted from the documents"):
+        box = page.get_by_text(text).first.bounding_box()
+        assert box["y"] + box["height"] <= panel["y"] + panel["height"], f"{text} hidden under the scroll"
     shot(page, "03-quoted-answer-with-source")
 
 
