@@ -30,6 +30,11 @@ import functools
 from transformers.cache_utils import Cache, DynamicLayer
 
 
+def _room(positions: int) -> int:
+    """Positions kept spare beside ``positions``: a quarter more, and 64."""
+    return positions // 4 + 64
+
+
 def leaving_order(rows: int, done: list[int]) -> list[int]:
     """The rows that stay when ``done`` leave a batch of ``rows``, in their new slot order:
     each hole left among the first slots is filled by one of the last rows, so only those move.
@@ -68,7 +73,7 @@ class Layer(DynamicLayer):
         elif rows != self.rows:
             raise ValueError(f"The cache holds {self.rows} rows; a step gave {rows}.")
         elif self.end + n > self.keys.shape[2]:  # keeping the room for rows and longer prompts
-            self._reserve(self.keys.shape[0], left=self.length // 4 + 64, right=n)
+            self._reserve(self.keys.shape[0], left=_room(self.length), right=n)
         self.rows = rows
         self.keys[:rows, :, self.end : self.end + n] = key_states
         self.values[:rows, :, self.end : self.end + n] = value_states
@@ -80,7 +85,7 @@ class Layer(DynamicLayer):
         ``right`` after it, and a quarter more after; what is held is copied."""
         import torch
 
-        room = (self.length + right) // 4 + 64
+        room = _room(self.length + right)
         size = (rows, self.shape[0], left + self.length + right + room, self.shape[1])
         for name in ("keys", "values"):
             buffer = torch.zeros(size, dtype=self.dtype, device=self.device)
@@ -104,7 +109,7 @@ class Layer(DynamicLayer):
             # Room for as many rows again (up to the batch's), and for prompts a quarter longer.
             rows = self.keys.shape[0] * (2 if full else 1)
             rows = max(self.rows + 1, min(rows, self.max_rows or rows))
-            self._reserve(rows, left=left + self.length // 4 + 64, right=0)
+            self._reserve(rows, left=left + _room(self.length), right=0)
         begin, self.begin = self.begin, self.begin - left
         for mine, theirs in ((self.keys, other.keys), (self.values, other.values)):
             # Positions that show again, and the new row's padding, may hold what a row that
