@@ -133,3 +133,33 @@ def test_only_the_rows_that_move_are_copied_when_rows_leave():
     assert leaving_order(6, [1, 4]) == [0, 5, 2, 3]  # slot 1 takes row 5; rows 0, 2, 3 stay put
     assert leaving_order(4, [3]) == [0, 1, 2]
     assert leaving_order(3, [0, 1, 2]) == []
+
+
+def test_values_narrower_than_keys_keep_their_own_width():
+    """Some models' values are narrower than their keys: each buffer keeps its own width
+    through joins (past the row room), steps and leaves."""
+    layer = Layer()
+    keys, values = torch.randn(1, HEADS, 4, 5), torch.randn(1, HEADS, 4, 2)
+    layer.update(keys, values)
+    for length in (3, 7):  # shorter, then longer than the batch
+        prompt = Layer()
+        prompt.update(torch.randn(1, HEADS, length, 5), torch.randn(1, HEADS, length, 2))
+        layer.join(prompt, max(layer.length, length))
+    step_keys, step_values = layer.update(torch.randn(3, HEADS, 1, 5), torch.randn(3, HEADS, 1, 2))
+    assert step_keys.shape == (3, HEADS, 8, 5) and step_values.shape == (3, HEADS, 8, 2)
+    # The first row's values: its prompt, right-aligned after the longer row's padding.
+    assert torch.equal(step_values[0, :, 3:7], values[0])
+    layer.keep(leaving_order(3, [0]), 0)
+    assert layer.values[: layer.rows, :, layer.begin : layer.end].shape == (2, HEADS, 8, 2)
+
+
+def test_dynamic_layer_operations_that_would_misread_the_buffers_are_refused():
+    """transformers' crop or beam reordering would treat the spare room as held tokens."""
+    layer = Layer()
+    layer.update(states(2, 3), states(2, 3))
+    for call in (lambda: layer.crop(-1), lambda: layer.batch_select_indices(torch.tensor([0]))):
+        try:
+            call()
+        except NotImplementedError:
+            continue
+        raise AssertionError("an operation the layout does not support ran")

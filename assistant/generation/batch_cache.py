@@ -66,9 +66,10 @@ class Layer(DynamicLayer):
     def update(self, key_states, value_states, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        rows, heads, n, dim = key_states.shape
+        rows, heads, n, _ = key_states.shape
         if self.keys is None:
-            self.shape = (heads, dim)
+            # Keys and values each keep their own width: some models' values are narrower.
+            self.shapes = {"keys": key_states.shape[1::2], "values": value_states.shape[1::2]}
             self._reserve(rows, left=0, right=n)
         elif rows != self.rows:
             raise ValueError(f"The cache holds {self.rows} rows; a step gave {rows}.")
@@ -86,8 +87,9 @@ class Layer(DynamicLayer):
         import torch
 
         room = _room(self.length + right)
-        size = (rows, self.shape[0], left + self.length + right + room, self.shape[1])
         for name in ("keys", "values"):
+            heads, dim = self.shapes[name]
+            size = (rows, heads, left + self.length + right + room, dim)
             buffer = torch.zeros(size, dtype=self.dtype, device=self.device)
             held = getattr(self, name)
             if held is not None:
@@ -128,6 +130,17 @@ class Layer(DynamicLayer):
                     held[slot, :, self.begin : self.end] = held[row, :, self.begin : self.end]
         self.rows = len(order)
         self.begin += start
+
+    def _unsupported(self, *args, **kwargs):
+        raise NotImplementedError(
+            "The batch cache changes its rows only through join and keep; transformers' "
+            "DynamicLayer operations would read its buffers as if they held nothing else."
+        )
+
+    # What DynamicLayer does to its tensors whole (crop, beam-search reordering, reset) would
+    # act on the spare room as well: refused rather than silently wrong. The batcher uses none.
+    crop = batch_repeat_interleave = batch_select_indices = reorder_cache = reset = _unsupported
+    offload = prefetch = _unsupported
 
 
 def new_cache(max_rows: int = 0) -> Cache:
