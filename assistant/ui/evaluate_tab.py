@@ -157,15 +157,25 @@ def save_set(app, kb_name, name, rows, shown=None):
     return gr.update(choices=_set_choices(app, kb_name), value=evalset.name)
 
 
-def draft(app, kb_name, count, progress=gr.Progress()):
+def draft_ready(app, kb_name, count=None) -> None:
+    """At the click, before drafting: refused inside the drafting event, Gradio also marked
+    the question table "Error"."""
     if not kb_name:
         raise gr.Error(KB_FIRST)
+
+
+def draft(app, kb_name, count, shown=None, progress=gr.Progress()):
+    """The drafted questions in the table. A drafting that fails or finds nothing is told in
+    a toast and leaves the table as it was (raised here, it marked the table "Error")."""
+    draft_ready(app, kb_name)
     try:
         evalset = drive_events(draft_eval_set(app, kb_name, int(count)), shown_progress(progress))
     except TsumugiError as exc:
-        raise gr.Error(str(exc)) from exc
+        gr.Warning(str(exc))
+        return gr.update(), gr.update(), shown
     if not evalset.items:
-        raise gr.Error("The model drafted no usable questions; upload a question file instead.")
+        gr.Warning("The model drafted no usable questions; upload a question file instead.")
+        return gr.update(), gr.update(), shown
     return set_rows(evalset), evalset.name, evalset
 
 
@@ -396,7 +406,9 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown, adapters_changed: gr.S
     save_btn.click(handler(save_ready, app), save_inputs, None).success(
         handler(save_set, app), save_inputs, [set_pick]
     )
-    draft_btn.click(handler(draft, app), [kb_selector, draft_count], [items, set_name, shown])
+    draft_btn.click(handler(draft_ready, app), [kb_selector, draft_count], None).success(
+        handler(draft, app), [kb_selector, draft_count, shown], [items, set_name, shown]
+    )
     set_pick.change(handler(show_set, app), [kb_selector, set_pick, shown], [items, shown])
     run_btn.click(
         handler(start_eval, app),

@@ -132,6 +132,17 @@ def test_1_log_in(page, server):
     shot(page, "01-logged-in")
 
 
+def test_1b_drafting_questions_before_any_knowledge_base_is_one_toast(page, server):
+    """Before any knowledge base exists, Draft questions says to choose one, in a toast alone:
+    refused inside the drafting event, Gradio also marked the question table "Error"."""
+    tab(page, "Evaluate")
+    page.get_by_text("Or draft questions from the documents").click()  # the accordion
+    page.get_by_role("button", name="Draft questions", exact=True).click()
+    page.get_by_text("Choose a knowledge base (or create one in the Knowledge tab) first.").wait_for()
+    assert not error_badges(page)
+    tab(page, "Knowledge")
+
+
 def test_2_create_a_knowledge_base_and_upload(page, server):
     tab(page, "Knowledge")
     page.get_by_label("New knowledge base").fill("Outdoor shop")
