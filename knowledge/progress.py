@@ -93,3 +93,34 @@ class Relay(Generic[T]):
 
     def __iter__(self) -> Iterator[Progress]:
         self.result = yield from self._gen
+
+
+def on_one_thread(gen: Generator[Progress, None, T]) -> Generator[Progress, None, T]:
+    """``gen``, every step of it run on one thread of its own, and closed there too.
+
+    Ingestion holds the knowledge base's write lock, a file lock bound to the thread that took
+    it, from its first event to its last. A web server resumes a handler's generator on
+    whichever worker thread is free, and closes one whose browser went away from its event
+    loop's thread: released there, the lock stayed taken, and every later upload to that base
+    waited for ever. Here the consumer may step and close from any thread; ``gen`` only ever
+    runs on its own, and a close ends it there at the event it had reached (what it stored
+    stays; each file is its own transaction), without making the closing thread wait.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsumugi-work")
+    relay = Relay(gen)
+    steps = iter(relay)
+    finished = False
+    try:
+        while True:
+            try:
+                event = worker.submit(next, steps).result()
+            except StopIteration:
+                finished = True
+                return relay.result
+            yield event
+    finally:
+        if not finished:
+            worker.submit(steps.close)
+        worker.shutdown(wait=False)

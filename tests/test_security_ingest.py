@@ -276,3 +276,43 @@ def test_the_cancel_button_reaches_a_running_upload(tmp_path, embedder):
         assert statuses.count("⏹ cancelled") == 10 - int(done[1])
     finally:
         demo.close()
+
+
+def test_an_upload_whose_browser_went_away_leaves_the_knowledge_base_writable(tmp_path, embedder):
+    """Gradio resumes a handler's generator on whichever worker thread is free, and closes one
+    whose browser went away from another thread. The upload stopped there held the knowledge
+    base's write lock (bound to the thread that took it) for good: every later upload waited."""
+    import threading
+
+    from assistant.config import Settings
+    from assistant.serving.service import Tsumugi
+    from assistant.ui import knowledge_tab
+
+    def on_a_new_thread(call, timeout: float = 120.0):
+        out = []
+        thread = threading.Thread(target=lambda: out.append(call()), daemon=True)
+        thread.start()
+        thread.join(timeout)
+        assert out, "still waiting: the knowledge base's write lock was never released"
+        return out[0]
+
+    app = Tsumugi(Settings(data_dir=tmp_path / "data"))
+    app.library.create("manuals")
+    uploads = [str(CONTOSO / f"product_info_{n}.md") for n in range(1, 5)]
+    steps = knowledge_tab.add(
+        app, "manuals", uploads, knowledge_tab.CancelFlag(), progress=lambda *a, **k: None
+    )
+    for _ in range(3):  # the table, then reading the first file: the lock is taken
+        on_a_new_thread(lambda: next(steps))
+    on_a_new_thread(steps.close)  # the tab was closed
+    rows = on_a_new_thread(
+        lambda: list(
+            knowledge_tab.add(
+                app, "manuals", uploads[3:], knowledge_tab.CancelFlag(), progress=lambda *a, **k: None
+            )
+        )[-1][0]
+    )
+    assert rows == [
+        [uploads[3].rsplit("/", 1)[1], knowledge_tab.STATUS_LABEL["added"], rows[0][2], rows[0][3]]
+    ]
+    assert [d.name for d in app.library.get("manuals").documents()] == ["product_info_4.md"]

@@ -7,7 +7,7 @@ import gradio as gr
 from assistant.ui.common import CancelFlag, arm_cancel, handler, refuse_untyped, shown_progress, upload_path
 from knowledge.errors import TsumugiError
 from knowledge.ingest import Source
-from knowledge.progress import Relay, drive_events
+from knowledge.progress import Relay, drive_events, on_one_thread
 
 STATUS_LABEL = {
     "waiting": "⏳ waiting",
@@ -108,7 +108,8 @@ def _ingest_uploads(app, kb_name, uploaded, flag, progress):
     where: dict[str, list[int]] = {}
     for i, s in enumerate(sources):
         where.setdefault(s.name, []).append(i)
-    relay = Relay(app.ingest(kb_name, sources, flag))
+    # Its steps run on one thread, whichever of Gradio's threads asks for them (on_one_thread).
+    relay = Relay(on_one_thread(app.ingest(kb_name, sources, flag)))
     yield rows, gr.update(), gr.update(), gr.update()
     try:
         for event in relay:
