@@ -174,6 +174,24 @@ def _make_chunk(units: list[_Unit]) -> Chunk:
     )
 
 
+def _rest_fits(units: list[_Unit], current: list[_Unit], start: int, room: int) -> bool:
+    """Whether the heading ``units[start]`` opens a subsection of the section the current
+    chunk is in, and the rest of that section fits in ``room`` tokens: a procedure whose steps
+    are subsections ("Table Setup" > "Step 1", "Step 2", "Step 3") then stays one passage,
+    instead of a passage holding Step 1 alone, quoted as if it were the whole procedure. A
+    sibling or higher heading still starts a new passage."""
+    section = next((u.headings for u in current if not u.is_heading), None)
+    if section is None or units[start].headings[: len(section)] != section:
+        return False
+    for unit in units[start:]:
+        if unit.headings[: len(section)] != section or unit.page != units[start].page:
+            return True
+        room -= unit.tokens
+        if room < 0:
+            return False
+    return True
+
+
 def chunk_document(
     doc: ParsedDocument, tokenizer, config: ChunkConfig | None = None, reads: Reads | None = None
 ) -> list[Chunk]:
@@ -193,13 +211,14 @@ def chunk_document(
             chunks.append(_make_chunk(current))
             current, tokens = [], 0
 
-    for unit in units:
+    for n, unit in enumerate(units):
         if current and unit.page != current[-1].page:
             close()
             continued = False
         elif current and unit.is_heading and (tokens >= config.min_size or continued):
-            close()
-            continued = False
+            if continued or not _rest_fits(units, current, n, config.size - tokens):
+                close()
+                continued = False
         if current and tokens + unit.tokens > config.size:
             previous = current
             close()

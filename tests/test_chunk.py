@@ -105,3 +105,50 @@ def test_japanese_text_is_chunked_at_sentence_ends(embedder):
 def test_chunk_config_names_the_bad_field(kwargs, field):
     with pytest.raises(ConfigError, match=f"`{field}`"):
         ChunkConfig(**kwargs)
+
+
+SETUP_GUIDE = """# Folding table guide
+
+## Setting up the table
+
+Follow these steps to set up the table:
+
+### Step 1: Unfolding
+
+1. Remove the table and its legs from the carrying bag.
+2. Unfold the table by gently pulling the sides apart.
+3. Make sure the tabletop locks into place.
+
+### Step 2: Attaching the legs
+
+1. Find the leg attachment points under the table.
+2. Push each leg into its attachment point until it clicks.
+3. Make sure the legs are fully extended and locked.
+
+### Step 3: Adjusting the height
+
+1. Find the height adjustment lever on each leg.
+2. Set every leg to the same height and release the lever.
+
+## Folding the table
+
+1. Fold the legs in, starting with the one nearest the lever.
+2. Fold the tabletop and put the table back in its bag.
+3. Store the bag somewhere dry, away from direct sunlight.
+"""
+
+
+def test_a_section_whose_steps_are_subsections_stays_one_passage(embedder):
+    """Cut at "Step 2", the first passage held Step 1 alone, and an answer quoted it as the
+    whole procedure (high confidence: every word of it was in the documents). The next
+    section, a sibling, still starts its own passage."""
+    doc = parse_bytes(SETUP_GUIDE.encode(), "table.md")
+    chunks = chunk_document(doc, embedder.tokenizer, ChunkConfig())
+    setup = [c for c in chunks if "Unfold the table" in c.text]
+    assert len(setup) == 1 and "until it clicks" in setup[0].text and "same height" in setup[0].text
+    assert "Fold the legs in" not in setup[0].text
+    assert any(c.text.startswith("Folding the table") for c in chunks)
+    # A section too long to fit whole is still cut at its subsections.
+    long_steps = SETUP_GUIDE.replace("3. Make sure the tabletop", "3. " + "Check the hinges. " * 40)
+    chunks = chunk_document(parse_bytes(long_steps.encode(), "table.md"), embedder.tokenizer, ChunkConfig())
+    assert any(c.text.startswith("Step 2: Attaching the legs") for c in chunks)
