@@ -100,6 +100,47 @@ def test_a_procedure_is_quoted_whole(embedder):
     assert CITATION.search(text)
 
 
+TENT_SHEET = """Information about product item_number: 1
+
+TrailMaster X4 Tent, price $250,
+
+Brand
+
+OutdoorLiving
+
+Technical Specs
+
+**Capacity**: 4-person
+**Waterproof**: Yes
+**Weight**: 12 lbs
+"""
+TENT_REVIEWS = """Reviews
+
+1) **Rating:** 5
+**Review:** I am extremely happy with my TrailMaster X4 Tent! It's spacious and easy to set up.
+2) **Rating:** 4
+**Review:** The TrailMaster X4 Tent is a fantastic investment for any serious camper.
+"""
+
+
+@pytest.mark.parametrize(
+    "question, fact",
+    [
+        ("What is the price of the TrailMaster X4 Tent?", "$250"),
+        ("Is the tent waterproof?", "Waterproof: Yes"),
+        ("What is its capacity?", "Capacity: 4-person"),
+    ],
+)
+def test_a_short_line_that_states_a_value_is_evidence_not_a_title(embedder, question, fact):
+    """Spec lines and a product's price line are short and end in no full stop, like the
+    titles kept in a passage's text, and were skipped as titles: the reviews that name the
+    product were quoted instead, at medium confidence. Titles themselves stay out."""
+    evidence = select(question, [_hit(1, TENT_REVIEWS), _hit(2, TENT_SHEET)], embedder)
+    text = evidence.quote(False)
+    assert fact in text, text
+    assert "Technical Specs" not in text and "OutdoorLiving" not in text
+
+
 def _shown_sentences_supported(answer, embedder) -> None:
     marks: list[int] = []
     for sentence in reversed(sentences(answer.text)):

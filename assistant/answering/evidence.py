@@ -135,11 +135,25 @@ def _blocks(hit_text: str, n: int) -> list[_Block]:
     return blocks
 
 
+_ENUMERATOR = re.compile(r"^(?:\d+[.)]|(?:step|part|section|chapter|appendix)\s*\d+\b|第\s*\d+)", re.I)
+_LABELLED = re.compile(r"^[^:：]{1,40}[:：]\s*\S")
+
+
 def _looks_like_heading(line: str) -> bool:
-    """A short line with no sentence end, such as a section title kept in the passage text."""
+    """A short line with no sentence end, such as a section title kept in the passage text.
+
+    A short line that states a value is a fact, not a title: a number past any leading
+    "3." or "Step 2:" ("Weight: 12 lbs", "TrailMaster X4 Tent, price $250,"), or a label with
+    its value ("Waterproof: Yes"). Taken for titles, spec sheets never answered "How heavy
+    is it?" or "What does it cost?"; the reviews that name the product were quoted instead."""
     if line.endswith(tuple(".!?。！？:：")):
         return False
-    return len(line) <= 16 if is_japanese(line) else len(line.split()) <= 6
+    if not (len(line) <= 16 if is_japanese(line) else len(line.split()) <= 6):
+        return False
+    rest = _ENUMERATOR.sub("", line, count=1)
+    if rest != line:  # "3. Table Setup", "Step 1: Unfolding the Table": a numbered title
+        return True
+    return not (any(c.isdigit() for c in rest) or _LABELLED.match(rest))
 
 
 def _weighted_coverage(question_terms: list[str], idf: dict[str, float], text_terms: set[str]) -> float:
