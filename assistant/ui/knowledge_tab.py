@@ -220,7 +220,10 @@ def build(app, kb_selector: gr.Dropdown) -> None:
     create_btn.click(handler(create, app), [new_name, chunk_size], [kb_selector, new_name])
     cancel_flag = gr.State(CancelFlag())
     add_btn.click(handler(arm_cancel, app), [cancel_flag], None, queue=False).then(
-        handler(add, app), [kb_selector, files, cancel_flag], [results, summary, docs, doc_pick]
+        handler(add, app),
+        [kb_selector, files, cancel_flag],
+        [results, summary, docs, doc_pick],
+        show_progress_on=[results],  # one bar, over the file table (not a copy on each output)
     )
     # Cancel asks the upload to stop between files, so it can say what it did and what it left.
     cancel_btn.click(handler(cancel_upload, app), [cancel_flag], None, queue=False)

@@ -155,11 +155,17 @@ def test_2_create_a_knowledge_base_and_upload(page, server):
         [CONTOSO / "product_info_1.md", CONTOSO / "product_info_6.md", DATA / "ja-support" / "henpin.md"],
     )
     page.wait_for_timeout(1500)
+    # How many progress bars show at once during the upload (it had one on each output).
+    page.evaluate(
+        "window.bars = 0; window.barWatch = setInterval(() => { window.bars = Math.max(window.bars,"
+        " document.querySelectorAll('.progress-level').length); }, 20)"
+    )
     page.get_by_role("button", name="Add to knowledge base").click()
     page.get_by_text("product_info_6.md").first.wait_for()
     page.wait_for_function(
         "document.body.innerText.includes('henpin.md') && document.body.innerText.includes('added')"
     )
+    assert page.evaluate("clearInterval(window.barWatch) || window.bars") <= 1  # 4 before
     body = page.inner_text("body")
     assert "product_info_1.md" in body and "henpin.md" in body
     shot(page, "02-documents-listed")
