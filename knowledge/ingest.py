@@ -281,7 +281,7 @@ def _embed_and_store(kb, group, embedder, clock, results, total, cancel):
             p.source.name,
             "updated" if previous else "added",
             len(p.chunks),
-            f"{len(p.chunks)} chunks{where}.",
+            f"{len(p.chunks)} chunk{'s' if len(p.chunks) != 1 else ''}{where}.",
         )
         yield clock.event(
             "Indexed",

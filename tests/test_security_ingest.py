@@ -127,7 +127,7 @@ def test_a_refused_name_fails_alone_and_a_name_twice_replaces_nothing(library, t
     ]
     results = drain(ingest_files(kb, sources))[1]
     assert results[0].status == "failed" and "right-to-left override" in results[0].message
-    assert results[1].status == "added"
+    assert results[1].status == "added" and results[1].message == "1 chunk."  # not "1 chunks."
     assert results[2].status == "failed" and "also called notes.md" in results[2].message
     assert [d.name for d in kb.documents()] == ["notes.md"]
 

@@ -181,8 +181,8 @@ def answer_footer(answer) -> str:
         # Not "answered by" the model and adapter chosen: neither ran, so a user comparing
         # adapters here would see no difference and conclude tuning did nothing.
         parts = [
-            f"Quoted from the documents; no model wrote it (the detailed and concise styles "
-            f"have `{answer.model}` write)"
+            "Quoted from the documents; no model wrote it. For an answer written by "
+            f"`{answer.model}`, choose Concise or Detailed under Settings > Answer style"
         ]
     else:
         parts = [f"Answered by `{answer.model}`"]
