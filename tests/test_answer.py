@@ -62,6 +62,22 @@ def test_answer_cites_a_passage_of_the_right_manual(contoso_kb, chat_model):
 def test_unrelated_question_is_not_covered(contoso_kb, chat_model, question, lang):
     *_, answer = answer_question(contoso_kb, chat_model, question)
     assert not answer.covered and answer.text == NOT_COVERED[lang] and answer.passages == []
+    # A Japanese question on English manuals is told why: the English-only embedder cannot
+    # match across languages, so "not in the documents" alone would mislead.
+    assert ("another language" in answer.notice) == (lang == "ja"), answer.notice
+
+
+@pytest.mark.slow
+def test_a_question_in_the_documents_language_is_not_told_to_change_it(library, chat_model, embedder):
+    """On Japanese documents, an unrelated Japanese question is not covered, and no notice
+    about the language: its words occur in the documents."""
+    from knowledge.ingest import collect_sources, ingest_files
+    from tests.conftest import DATA, drain
+
+    kb = library.create("shop")
+    drain(ingest_files(kb, collect_sources([DATA / "ja-support"])))
+    *_, answer = answer_question(kb, chat_model, "日本の首都はどこですか？")
+    assert not answer.covered and answer.notice == "", answer.notice
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from assistant.answering import confidence as conf
 from assistant.answering.citations import drop_repeats, fix_citations, marks_before_end
@@ -28,6 +29,7 @@ from assistant.answering.styles import DEFAULT_STYLE, STYLES
 from assistant.generation.backend import ModelError
 from knowledge.embed import get_embedder
 from knowledge.errors import ConfigError
+from knowledge.lexical import is_japanese
 from knowledge.query import Query
 from knowledge.retrieve import Hit, RetrievalConfig
 from knowledge.store import KnowledgeBase
@@ -156,6 +158,25 @@ class Answer:
 MessagesFn = Callable[[str, list[Hit], list[tuple[str, str]], str], list[dict]]
 
 
+def other_language(kb: KnowledgeBase, query: Query) -> str:
+    """Why nothing was found, when the cause is the question's language: its embedding model
+    does not read it, and none of its words in that script occur in the documents (a Japanese
+    question on English manuals). Said, because "not in the documents" alone reads as if the
+    answer were missing; empty otherwise."""
+    if get_embedder(kb.embed_model).reads(query.text):
+        return ""
+    own = [t for t in dict.fromkeys(query.terms) if is_japanese(t) == query.japanese]
+    count, df = kb.term_stats(own)
+    if not own or not count or any(df.get(t) for t in own):
+        return ""
+    return (
+        "The documents seem to be written in another language than this question, and the "
+        f"embedding model ({Path(kb.embed_model).name or kb.embed_model}) matches questions "
+        "to passages only within one language. Ask in the documents' language, or re-embed "
+        "the knowledge base with a multilingual model (Knowledge tab)."
+    )
+
+
 def answer_question(
     kb: KnowledgeBase,
     model,
@@ -191,6 +212,7 @@ def answer_question(
     if not hits:
         answer.covered = False
         answer.text = NOT_COVERED[lang]
+        answer.notice = other_language(kb, query)
         answer.confidence = 0.0
         answer.done = True
         answer.timings["total_s"] = time.perf_counter() - start
