@@ -191,3 +191,26 @@ def test_the_models_own_greeting_and_sign_off_are_removed():
     )
     assert clean_body(body) == "The tent sleeps four people [1]. It is waterproof [2]."
     assert clean_body("Yes, it sleeps four [1].") == "Yes, it sleeps four [1]."
+
+
+def test_a_signed_message_is_answered_by_name():
+    """A customer who signs "Maria Lopez" is not greeted "Dear customer"; an unsigned message,
+    a team or a sentence after the sign-off, is."""
+    from assistant.drafting.compose import customer_name
+
+    email = (
+        "Hello,\n\nThe pole of my TrailMaster X4 Tent snapped after 14 months. Is it covered?\n\n"
+        "Thanks,\nMaria Lopez\nSent from my phone"
+    )
+    assert customer_name(email) == "Maria Lopez"
+    assert customer_name("Is it waterproof?\n\nBest, Sam") == "Sam"
+    for unsigned in (
+        "Is the tent waterproof?",
+        "Best regards,\nThe Smith family",
+        "Thanks for the help,\nCould you also tell me the weight?",
+    ):
+        assert customer_name(unsigned) == "", unsigned
+    formal = compose("Body.", "en", DraftConfig(), customer_name(email))
+    assert formal.startswith("Dear Maria Lopez,\n\nThank you for contacting us.")
+    assert compose("Body.", "en", DraftConfig(tone="friendly"), "Maria Lopez").startswith("Hi Maria,")
+    assert compose("本文です。", "ja", DraftConfig(), "Maria Lopez").startswith("お問い合わせいただき")

@@ -49,6 +49,14 @@ CLOSING = {
     "concise": {"en": "Regards,", "ja": "よろしくお願いいたします。"},
 }
 
+NAMED_GREETING = {
+    "formal": "Dear {full},\n\nThank you for contacting us.",
+    "friendly": "Hi {first},\n\nThanks for getting in touch!",
+    "concise": "Hello {first},",
+}
+"""English greetings for a customer who signed their message (Japanese keeps its fixed
+opening: a name there wants the right honorific and form, which a signature does not show)."""
+
 HOLDING = {
     "en": "We are checking your question with our team and will get back to you as soon as possible.",
     "ja": "ご質問の件につきましては、担当部署に確認のうえ、改めてご連絡いたします。",
@@ -68,7 +76,23 @@ _PLEASANTRY = re.compile(
     re.I,
 )
 
+_NAME = re.compile(r"^(?!(?:The|Team|Support|Sent|From)\b)[A-Z][\w'’.-]*(?: [A-Z][\w'’.-]*){0,3}$")
+
 NO_MESSAGE = "Paste the customer's message first."
+
+
+def customer_name(message: str) -> str:
+    """The name a customer signed with: the line after their sign-off ("Thanks,\nMaria Lopez")
+    or the rest of it ("Best, Maria"); empty when there is none."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    for i in range(len(lines) - 1, -1, -1):
+        if _SIGN_OFF.match(lines[i]):
+            after = lines[i].split(",", 1)[1].strip(" -–—") if "," in lines[i] else ""
+            name = after or (lines[i + 1].lstrip("-–— ") if i + 1 < len(lines) else "")
+            if _NAME.match(name):
+                return name
+            return ""
+    return ""
 
 
 def clean_body(body: str) -> str:
@@ -140,15 +164,18 @@ def draft_messages(tone: str):
     return build
 
 
-def compose(body: str, lang: str, config: DraftConfig) -> str:
-    """The whole reply around the drafted body."""
+def compose(body: str, lang: str, config: DraftConfig, name: str = "") -> str:
+    """The whole reply around the drafted body; ``name``: the customer's, for the greeting."""
     body = clean_body(body)
     if config.tone == "concise":
         body = ("" if lang == "ja" else " ").join(sentences(body)[:2])
     if config.template.strip():
         filled = config.template.replace("{reply}", body).replace("{signature}", config.signature.strip())
         return filled.strip()
-    parts = [GREETING[config.tone][lang], body, CLOSING[config.tone][lang]]
+    greeting = GREETING[config.tone][lang]
+    if name and lang == "en":
+        greeting = NAMED_GREETING[config.tone].format(full=name, first=name.split()[0])
+    parts = [greeting, body, CLOSING[config.tone][lang]]
     if config.signature.strip():
         parts.append(config.signature.strip())
     return "\n\n".join(p for p in parts if p)
@@ -168,6 +195,7 @@ def draft_reply(
         raise ConfigError(NO_MESSAGE)
     query = Query.of(message.strip())  # analysed once, for the reply's language and the answer
     lang = query.lang
+    name = customer_name(message)
     answer_config = AnswerConfig(
         max_new_tokens=config.max_new_tokens,
         history_turns=0,
@@ -186,14 +214,20 @@ def draft_reply(
         stop=stop,
         escalation=escalation,
         messages_fn=draft_messages(config.tone),
-        finish=lambda body: compose(body, lang, config),
+        finish=lambda body: compose(body, lang, config, name),
     ):
         if answer.done and not answer.covered:
             # Nothing in the documents: a holding reply, and a person has to look at it.
-            answer.text = compose(HOLDING[lang], lang, config)
+            answer.text = compose(HOLDING[lang], lang, config, name)
             answer.needs_review = True
-            answer.notice = (
-                "No passage in the knowledge base covers this message; check the reply before sending."
+            answer.notice = " ".join(  # and why, when it is the message's language
+                filter(
+                    None,
+                    [
+                        "No passage in the knowledge base covers this message; check the reply before sending.",
+                        answer.notice,
+                    ],
+                )
             )
         yield answer
     return answer
