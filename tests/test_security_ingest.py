@@ -268,7 +268,7 @@ def test_the_cancel_button_reaches_a_running_upload(tmp_path, embedder):
             assert time.monotonic() < deadline
             time.sleep(0.05)
         client.predict(api_name="/cancel_upload")
-        rows, summary, _, _ = job.result(timeout=120)
+        rows, summary, *_ = job.result(timeout=120)
         done = re.match(r"Cancelled after (\d+) of 10 files; (\d+) added\.", summary)
         assert done and done[1] == done[2], summary
         assert len(app.library.get("manuals").documents()) == int(done[2]) < 10

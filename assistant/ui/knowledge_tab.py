@@ -86,14 +86,22 @@ def outcome(results) -> str:
     return told.capitalize() + "." if told else "No files."
 
 
+def add_ready(app, kb_name, uploaded) -> None:
+    """At the click, before the upload: refused inside the upload's event, Gradio also marked
+    the upload table, the summary and the document list "Error"."""
+    if not kb_name:
+        raise gr.Error("Choose or create a knowledge base first.")
+    if not uploaded:
+        raise gr.Error("Choose one or more files to upload first.")
+
+
 def add(app, kb_name, uploaded, flag=None, progress=gr.Progress()):
+    """Upload with progress; the last update also empties the drop zone (the files are in the
+    knowledge base, and left there they read as not yet added)."""
     flag = flag if flag is not None else CancelFlag()
     flag.armed = True  # already, when the click armed it; a Cancel since then is kept
     try:
-        if not kb_name:
-            raise gr.Error("Choose or create a knowledge base first.")
-        if not uploaded:
-            raise gr.Error("Choose one or more files to upload first.")
+        add_ready(app, kb_name, uploaded)
         yield from _ingest_uploads(app, kb_name, uploaded, flag, progress)
     finally:
         flag.armed = False
@@ -110,7 +118,7 @@ def _ingest_uploads(app, kb_name, uploaded, flag, progress):
         where.setdefault(s.name, []).append(i)
     # Its steps run on one thread, whichever of Gradio's threads asks for them (on_one_thread).
     relay = Relay(on_one_thread(app.ingest(kb_name, sources, flag)))
-    yield rows, gr.update(), gr.update(), gr.update()
+    yield rows, gr.update(), gr.update(), gr.update(), gr.update()
     try:
         for event in relay:
             if event.stage in ("Reading", "Embedding"):
@@ -118,7 +126,7 @@ def _ingest_uploads(app, kb_name, uploaded, flag, progress):
                     for i in where.get(name, ()):
                         rows[i][1] = "⚙️ " + ("reading" if event.stage == "Reading" else event.message)
             progress(event.fraction, desc=event.describe())
-            yield rows, gr.update(), gr.update(), gr.update()
+            yield rows, gr.update(), gr.update(), gr.update(), gr.update()
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
     results = relay.result or []
@@ -127,7 +135,7 @@ def _ingest_uploads(app, kb_name, uploaded, flag, progress):
     told = outcome(results)
     (gr.Warning if any(r.status == "cancelled" for r in results) else gr.Info)(told)
     described, table, choices, _ = refresh(app, kb_name)
-    yield rows, f"{told}\n\n{described}", table, choices
+    yield rows, f"{told}\n\n{described}", table, choices, None
 
 
 def delete(app, kb_name, doc_id):
@@ -219,10 +227,12 @@ def build(app, kb_selector: gr.Dropdown) -> None:
 
     create_btn.click(handler(create, app), [new_name, chunk_size], [kb_selector, new_name])
     cancel_flag = gr.State(CancelFlag())
-    add_btn.click(handler(arm_cancel, app), [cancel_flag], None, queue=False).then(
+    add_btn.click(handler(add_ready, app), [kb_selector, files], None).success(
+        handler(arm_cancel, app), [cancel_flag], None, queue=False
+    ).then(
         handler(add, app),
         [kb_selector, files, cancel_flag],
-        [results, summary, docs, doc_pick],
+        [results, summary, docs, doc_pick, files],
         show_progress_on=[results],  # one bar, over the file table (not a copy on each output)
     )
     # Cancel asks the upload to stop between files, so it can say what it did and what it left.

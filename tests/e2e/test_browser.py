@@ -145,6 +145,9 @@ def test_1b_drafting_questions_before_any_knowledge_base_is_one_toast(page, serv
 
 def test_2_create_a_knowledge_base_and_upload(page, server):
     tab(page, "Knowledge")
+    page.get_by_role("button", name="Add to knowledge base").click()  # no base, no files yet
+    page.get_by_text("Choose or create a knowledge base first.").wait_for()
+    assert not error_badges(page)
     page.get_by_label("New knowledge base").fill("Outdoor shop")
     page.get_by_role("button", name="Create").click()
     page.wait_for_timeout(1500)
@@ -166,6 +169,8 @@ def test_2_create_a_knowledge_base_and_upload(page, server):
         "document.body.innerText.includes('henpin.md') && document.body.innerText.includes('added')"
     )
     assert page.evaluate("clearInterval(window.barWatch) || window.bars") <= 1  # 4 before
+    # The drop zone is empty again: the files are in, and left there they read as not yet added.
+    page.locator("text=Click to Upload >> visible=true").first.wait_for(timeout=5000)
     body = page.inner_text("body")
     assert "product_info_1.md" in body and "henpin.md" in body
     shot(page, "02-documents-listed")
