@@ -181,7 +181,9 @@ def _rest_fits(units: list[_Unit], current: list[_Unit], start: int, room: int) 
     instead of a passage holding Step 1 alone, quoted as if it were the whole procedure. A
     sibling or higher heading still starts a new passage."""
     section = next((u.headings for u in current if not u.is_heading), None)
-    if section is None or units[start].headings[: len(section)] != section:
+    # Not at a document's top level: text under its title would make the whole rest of the
+    # document one "section", and a short document one passage of every procedure.
+    if section is None or len(section) < 2 or units[start].headings[: len(section)] != section:
         return False
     for unit in units[start:]:
         if unit.headings[: len(section)] != section or unit.page != units[start].page:

@@ -46,7 +46,7 @@ def test_upload_ask_and_stream_an_answer_with_sources(app_url, shared_data):
         handle_file(str(CONTOSO / "product_info_1.md")),
         handle_file(str(FIXTURES / "unstructured-password.pdf")),
     ]
-    results, summary, documents, _ = client.predict("Support docs", files, api_name="/add")
+    results, summary, documents, *_ = client.predict("Support docs", files, api_name="/add")
     by_name = {row[0]: row for row in results["data"]}
     assert "added" in by_name["product_info_1.md"][1]
     assert "password-protected" in by_name["unstructured-password.pdf"][3]

@@ -152,3 +152,10 @@ def test_a_section_whose_steps_are_subsections_stays_one_passage(embedder):
     long_steps = SETUP_GUIDE.replace("3. Make sure the tabletop", "3. " + "Check the hinges. " * 40)
     chunks = chunk_document(parse_bytes(long_steps.encode(), "table.md"), embedder.tokenizer, ChunkConfig())
     assert any(c.text.startswith("Step 2: Attaching the legs") for c in chunks)
+    # Text under the document's title does not make the whole document one section: a short
+    # guide is not merged into one passage holding both procedures.
+    with_intro = SETUP_GUIDE.replace(
+        "# Folding table guide\n", "# Folding table guide\n\nRead this guide first.\n"
+    )
+    chunks = chunk_document(parse_bytes(with_intro.encode(), "table.md"), embedder.tokenizer, ChunkConfig())
+    assert not any("Unfold the table" in c.text and "Fold the legs in" in c.text for c in chunks)

@@ -203,11 +203,15 @@ def test_a_signed_message_is_answered_by_name():
         "Thanks,\nMaria Lopez\nSent from my phone"
     )
     assert customer_name(email) == "Maria Lopez"
-    assert customer_name("Is it waterproof?\n\nBest, Sam") == "Sam"
+    assert customer_name("Is it waterproof?\n\nBest, Sam.") == "Sam"
+    assert customer_name("Thanks,\nMr. Tanaka") == "Mr. Tanaka"
+    assert compose("Body.", "en", DraftConfig(tone="friendly"), "Mr. Tanaka").startswith("Hi Mr. Tanaka,")
     for unsigned in (
         "Is the tent waterproof?",
         "Best regards,\nThe Smith family",
         "Thanks for the help,\nCould you also tell me the weight?",
+        "Thanks,\nOrder ABC-123",
+        "Regards,\nAcme Support Team",
     ):
         assert customer_name(unsigned) == "", unsigned
     formal = compose("Body.", "en", DraftConfig(), customer_name(email))

@@ -141,6 +141,23 @@ def test_a_short_line_that_states_a_value_is_evidence_not_a_title(embedder, ques
     assert "Technical Specs" not in text and "OutdoorLiving" not in text
 
 
+def test_which_short_lines_state_a_value():
+    from assistant.answering.evidence import _looks_like_heading, _states_value
+
+    for fact in ("Weight: 2.5 lbs", "Rated 4.8 out of 5", "price $250,", "重量：12kg", "Waterproof: Yes"):
+        assert _states_value(fact), fact
+    for title in (
+        "3. Table Setup",
+        "Step 1: Unfolding the Table",
+        "１．設置方法",
+        "TrailMaster X4 Tent",
+        "Q1 返品",
+    ):
+        assert not _states_value(title), title
+    # What a model writes that only echoes a title is still dropped as an echo.
+    assert _looks_like_heading("TrailMaster X4 Tent")
+
+
 def _shown_sentences_supported(answer, embedder) -> None:
     marks: list[int] = []
     for sentence in reversed(sentences(answer.text)):

@@ -228,6 +228,7 @@ def test_knowledge_tab_cancel_stops_between_files_and_says_so(tmp_path, embedder
         knowledge_tab.STATUS_LABEL["cancelled"]
     ] * 7
     assert summary.startswith("Cancelled after 3 of 10 files; 3 added.")
+    assert shown[4] == uploads[3:]  # the drop zone keeps what the cancel left out, to add again
     assert len(app.library.get("manuals").documents()) == 3
     # A Cancel while no upload is running is not kept for the next one ...
     knowledge_tab.cancel_upload(app, flag)
@@ -302,7 +303,7 @@ def test_an_upload_whose_browser_went_away_leaves_the_knowledge_base_writable(tm
     steps = knowledge_tab.add(
         app, "manuals", uploads, knowledge_tab.CancelFlag(), progress=lambda *a, **k: None
     )
-    for _ in range(3):  # the table, then reading the first file: the lock is taken
+    for _ in range(3):  # the table, then the first files read: the lock is taken
         on_a_new_thread(lambda: next(steps))
     on_a_new_thread(steps.close)  # the tab was closed
     rows = on_a_new_thread(

@@ -23,6 +23,7 @@ measures them on every development corpus beside the extractive baselines.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -124,7 +125,7 @@ def _blocks(hit_text: str, n: int) -> list[_Block]:
                 blocks[-1] = _Block(n, blocks[-1].order, [blocks[-1].lines[-1], line], True)
             else:
                 blocks.append(_Block(n, order, [line], True))
-        elif _looks_like_heading(line):
+        elif _looks_like_heading(line) and not _states_value(line):
             continue
         else:
             for sentence in sentences(line):
@@ -135,25 +136,29 @@ def _blocks(hit_text: str, n: int) -> list[_Block]:
     return blocks
 
 
-_ENUMERATOR = re.compile(r"^(?:\d+[.)]|(?:step|part|section|chapter|appendix)\s*\d+\b|第\s*\d+)", re.I)
+_ENUMERATOR = re.compile(
+    r"^(?:\d+[.)](?!\d)|(?:step|part|section|chapter|appendix)\s*\d+\b|(?:第|手順)\s*\d+)", re.I
+)
 _LABELLED = re.compile(r"^[^:：]{1,40}[:：]\s*\S")
+_NUMBER_VALUE = re.compile(r"(?<![^\W\d_])[$€£¥]?\d")
+"""A number standing alone ("12 lbs", "$250"), not one inside a name ("X4", "Q1")."""
 
 
 def _looks_like_heading(line: str) -> bool:
-    """A short line with no sentence end, such as a section title kept in the passage text.
-
-    A short line that states a value is a fact, not a title: a number past any leading
-    "3." or "Step 2:" ("Weight: 12 lbs", "TrailMaster X4 Tent, price $250,"), or a label with
-    its value ("Waterproof: Yes"). Taken for titles, spec sheets never answered "How heavy
-    is it?" or "What does it cost?"; the reviews that name the product were quoted instead."""
+    """A short line with no sentence end, such as a section title kept in the passage text."""
     if line.endswith(tuple(".!?。！？:：")):
         return False
-    if not (len(line) <= 16 if is_japanese(line) else len(line.split()) <= 6):
-        return False
-    rest = _ENUMERATOR.sub("", line, count=1)
-    if rest != line:  # "3. Table Setup", "Step 1: Unfolding the Table": a numbered title
-        return True
-    return not (any(c.isdigit() for c in rest) or _LABELLED.match(rest))
+    return len(line) <= 16 if is_japanese(line) else len(line.split()) <= 6
+
+
+def _states_value(line: str) -> bool:
+    """A short line that states a value is a fact, not a title: a number past any leading
+    "3." or "Step 2:" ("Weight: 12 lbs", "TrailMaster X4 Tent, price $250,"), or a label with
+    its value ("Waterproof: Yes"). Taken for titles, spec sheets never answered "What does it
+    cost?"; the reviews that name the product were quoted instead."""
+    line = unicodedata.normalize("NFKC", line).strip()
+    rest = _ENUMERATOR.sub("", line, count=1).lstrip()
+    return bool(_NUMBER_VALUE.search(rest) or _LABELLED.match(rest))
 
 
 def _weighted_coverage(question_terms: list[str], idf: dict[str, float], text_terms: set[str]) -> float:

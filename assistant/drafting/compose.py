@@ -76,7 +76,13 @@ _PLEASANTRY = re.compile(
     re.I,
 )
 
-_NAME = re.compile(r"^(?!(?:The|Team|Support|Sent|From)\b)[A-Z][\w'’.-]*(?: [A-Z][\w'’.-]*){0,3}$")
+_NAME = re.compile(
+    r"^(?!(?:The|Sent|From)\b)[A-Z][^\W\d_]*(?:['’.-][^\W\d_]+)*\.?(?: [A-Z][^\W\d_]*(?:['’.-][^\W\d_]+)*){0,3}$"
+)
+_NOT_A_PERSON = re.compile(
+    r"\b(?:team|support|service|department|desk|inc|corp|ltd|llc|company|order)\b", re.I
+)
+_HONORIFIC = re.compile(r"^(?:mr|mrs|ms|miss|dr|prof)\.?$", re.I)
 
 NO_MESSAGE = "Paste the customer's message first."
 
@@ -89,7 +95,8 @@ def customer_name(message: str) -> str:
         if _SIGN_OFF.match(lines[i]):
             after = lines[i].split(",", 1)[1].strip(" -–—") if "," in lines[i] else ""
             name = after or (lines[i + 1].lstrip("-–— ") if i + 1 < len(lines) else "")
-            if _NAME.match(name):
+            name = name.rstrip(".!") if not _HONORIFIC.match(name.split()[-1] if name else "") else ""
+            if _NAME.match(name) and not _NOT_A_PERSON.search(name):
                 return name
             return ""
     return ""
@@ -174,7 +181,8 @@ def compose(body: str, lang: str, config: DraftConfig, name: str = "") -> str:
         return filled.strip()
     greeting = GREETING[config.tone][lang]
     if name and lang == "en":
-        greeting = NAMED_GREETING[config.tone].format(full=name, first=name.split()[0])
+        first = name if _HONORIFIC.match(name.split()[0]) else name.split()[0]  # "Hi Mr. Tanaka,"
+        greeting = NAMED_GREETING[config.tone].format(full=name, first=first)
     parts = [greeting, body, CLOSING[config.tone][lang]]
     if config.signature.strip():
         parts.append(config.signature.strip())

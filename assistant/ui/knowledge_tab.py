@@ -117,9 +117,10 @@ def _ingest_uploads(app, kb_name, uploaded, flag, progress):
     for i, s in enumerate(sources):
         where.setdefault(s.name, []).append(i)
     # Its steps run on one thread, whichever of Gradio's threads asks for them (on_one_thread).
-    relay = Relay(on_one_thread(app.ingest(kb_name, sources, flag)))
+    work = on_one_thread(app.ingest(kb_name, sources, flag))
+    relay = Relay(work)
     yield rows, gr.update(), gr.update(), gr.update(), gr.update()
-    try:
+    try:  # closed here when the browser goes away, not left to the garbage collector
         for event in relay:
             if event.stage in ("Reading", "Embedding"):
                 for name in event.items:
@@ -129,13 +130,17 @@ def _ingest_uploads(app, kb_name, uploaded, flag, progress):
             yield rows, gr.update(), gr.update(), gr.update(), gr.update()
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
+    finally:
+        work.close()
     results = relay.result or []
     for i, result in enumerate(results):
         rows[i] = [result.name, STATUS_LABEL[result.status], result.chunks or "", result.message]
     told = outcome(results)
     (gr.Warning if any(r.status == "cancelled" for r in results) else gr.Info)(told)
     described, table, choices, _ = refresh(app, kb_name)
-    yield rows, f"{told}\n\n{described}", table, choices, None
+    # The drop zone keeps only what a cancel left out, to add again; the rest is in.
+    left = [str(paths[i]) for i, r in enumerate(results) if r.status == "cancelled"]
+    yield rows, f"{told}\n\n{described}", table, choices, left or None
 
 
 def delete(app, kb_name, doc_id):
@@ -227,9 +232,11 @@ def build(app, kb_selector: gr.Dropdown) -> None:
 
     create_btn.click(handler(create, app), [new_name, chunk_size], [kb_selector, new_name])
     cancel_flag = gr.State(CancelFlag())
-    add_btn.click(handler(add_ready, app), [kb_selector, files], None).success(
-        handler(arm_cancel, app), [cancel_flag], None, queue=False
-    ).then(
+    # Armed at the click, unqueued, so a Cancel counts while the upload waits its turn; the
+    # check runs queued (a refusal from an unqueued event shows no toast).
+    add_btn.click(handler(arm_cancel, app), [cancel_flag], None, queue=False).then(
+        handler(add_ready, app), [kb_selector, files], None
+    ).success(
         handler(add, app),
         [kb_selector, files, cancel_flag],
         [results, summary, docs, doc_pick, files],
