@@ -367,7 +367,7 @@ def test_7_evaluate_refuses_a_run_or_save_in_one_toast(page, server):
     questions.write_text("question,answer\nIs there a warranty on the tent?,2-year limited warranty\n")
     upload(page, page.locator("text=Click to Upload >> visible=true").first, [questions])
     # Saved before the file reached the table, the set was refused as empty (a loaded machine).
-    page.get_by_text("Is there a warranty on the tent?").first.wait_for()
+    page.get_by_text("Is there a warranty on the tent?").first.wait_for(state="attached")
     page.get_by_label("Save as").fill("faq")
     page.get_by_role("button", name="Save set").click()
     page.get_by_text("Saved 1 questions as faq").wait_for()
