@@ -166,8 +166,10 @@ def other_language(kb: KnowledgeBase, query: Query) -> str:
     if get_embedder(kb.embed_model).reads(query.text):
         return ""
     own = [t for t in dict.fromkeys(query.terms) if is_japanese(t) == query.japanese]
+    if not own:
+        return ""
     count, df = kb.term_stats(own)
-    if not own or not count or any(df.get(t) for t in own):
+    if not count or any(df.get(t) for t in own):
         return ""
     return (
         "The documents seem to be written in another language than this question, and the "

@@ -95,10 +95,10 @@ def customer_name(message: str) -> str:
         if _SIGN_OFF.match(lines[i]):
             after = lines[i].split(",", 1)[1].strip(" -–—") if "," in lines[i] else ""
             name = after or (lines[i + 1].lstrip("-–— ") if i + 1 < len(lines) else "")
-            name = name.rstrip(".!") if not _HONORIFIC.match(name.split()[-1] if name else "") else ""
-            if _NAME.match(name) and not _NOT_A_PERSON.search(name):
-                return name
-            return ""
+            if not name or _HONORIFIC.match(name.split()[-1]):  # "Mr." alone is no name
+                return ""
+            name = name.rstrip(".!")
+            return name if _NAME.match(name) and not _NOT_A_PERSON.search(name) else ""
     return ""
 
 
@@ -228,14 +228,9 @@ def draft_reply(
             # Nothing in the documents: a holding reply, and a person has to look at it.
             answer.text = compose(HOLDING[lang], lang, config, name)
             answer.needs_review = True
-            answer.notice = " ".join(  # and why, when it is the message's language
-                filter(
-                    None,
-                    [
-                        "No passage in the knowledge base covers this message; check the reply before sending.",
-                        answer.notice,
-                    ],
-                )
-            )
+            answer.notice = (  # and why, when it is the message's language
+                "No passage in the knowledge base covers this message; check the reply before "
+                f"sending. {answer.notice}"
+            ).strip()
         yield answer
     return answer

@@ -66,7 +66,7 @@ class Layer(DynamicLayer):
     def update(self, key_states, value_states, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        rows, heads, n, _ = key_states.shape
+        rows, _, n, _ = key_states.shape
         if self.keys is None:
             # Keys and values each keep their own width: some models' values are narrower.
             self.shapes = {"keys": key_states.shape[1::2], "values": value_states.shape[1::2]}

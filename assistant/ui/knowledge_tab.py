@@ -96,8 +96,8 @@ def add_ready(app, kb_name, uploaded) -> None:
 
 
 def add(app, kb_name, uploaded, flag=None, progress=gr.Progress()):
-    """Upload with progress; the last update also empties the drop zone (the files are in the
-    knowledge base, and left there they read as not yet added)."""
+    """Upload with progress; the last update empties the drop zone of the files now in the
+    knowledge base (left there, they read as not yet added), keeping those a cancel left out."""
     flag = flag if flag is not None else CancelFlag()
     flag.armed = True  # already, when the click armed it; a Cancel since then is kept
     try:
