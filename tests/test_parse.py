@@ -8,7 +8,7 @@ import pytest
 
 from knowledge.errors import ParseError
 from knowledge.parse import parse_bytes, parse_file
-from tests.conftest import FIXTURES
+from tests.conftest import DATA, FIXTURES
 
 # file -> (snippets that must appear, kind, pages)
 READABLE = {
@@ -85,6 +85,64 @@ def test_vertical_japanese_reads_in_order(shared_data):
 def test_pdf_pages_are_numbered(shared_data):
     doc = parse_file(FIXTURES / "pypdf-pdflatex-4-pages.pdf")
     assert sorted({b.page for b in doc.blocks}) == [1, 2, 3, 4]
+
+
+def test_pdf_page_numbers_and_running_heads_are_dropped_and_broken_sentences_made_whole(shared_data):
+    # Each page's number sat in the text ("…you will get no / 1 / information."), and the
+    # sentence a page break cut was two sentences on two pages.
+    doc = parse_file(FIXTURES / "pypdf-pdflatex-4-pages.pdf")
+    assert not [b.text for b in doc.blocks if b.text.strip().isdigit()]
+    page = {n: [b.text for b in doc.blocks if b.page == n] for n in (1, 2)}
+    assert page[1][-1].endswith("If you read this text, you will get no information.")
+    assert page[2][0].startswith("Really?")
+
+    # A manual with a running head and "Page N of M" under each page (tests/data/documents).
+    doc = parse_file(DATA / "documents" / "router-manual.pdf")
+    assert doc.pages == 2
+    assert not [b.text for b in doc.blocks if "User Manual" in b.text or "Page " in b.text]
+    step = (
+        "To restore the factory settings, hold the recessed reset button on the back panel for "
+        "ten seconds until the power light blinks amber, then wait two minutes for the router to restart."
+    )
+    assert [b.page for b in doc.blocks if step in b.text] == [1]
+    assert [b.text for b in doc.blocks if b.page == 2] == [
+        "After a reset the network name and password printed on the label under the router work again."
+    ]
+
+    # Japanese: lines wrapped at the column's edge, close (one box) or spaced as Word's grid
+    # spaces them (a box each), and a sentence over the page break.
+    doc = parse_file(DATA / "documents" / "jp-manual.pdf")
+    text = {n: "".join(b.text for b in doc.blocks if b.page == n) for n in (1, 2)}
+    assert "本製品は室内での使用を前提としています。" in text[1]
+    assert "初期設定に戻すには、背面のリセットボタンを十秒間押し続けてください。" in text[1]
+    assert text[1].endswith("ランプが点滅したら手を離します。")
+    assert [b.text for b in doc.blocks if b.page == 2] == ["再起動には約二分かかります。"]
+    assert "取扱説明書" not in text[1] + text[2] and "- 1 -" not in text[1]
+
+
+def test_pdf_body_text_is_not_taken_for_page_furniture(shared_data):
+    # A table's numbers, a one-page memo's date and signature, a poem's short vertical lines.
+    table = parse_file(FIXTURES / "pypdf-multicolumn.pdf").text
+    assert "8.9 11.5 10.7 5.8 5.5" in table and "Table 1: EU Countries Information" in table
+    memo = [b.text for b in parse_file(FIXTURES / "unstructured-fake-memo.pdf").blocks]
+    assert memo[0] == "May 5, 2023" and memo[-1] == "Mallori"
+    poem = parse_file(FIXTURES / "pdfminer-jo.pdf").blocks
+    assert [b.text for b in poem[1:3]] == ["わたくしといふ現象は", "假定された有機交流電燈の"]
+
+    # A number alone at a page's foot is its page number only when it runs with the pages.
+    from knowledge.parse.pdf import _Box, _furniture
+
+    def foot(numbers: list[str]) -> set[str]:
+        boxes = []
+        for page, number in enumerate(numbers, start=1):
+            boxes += [
+                _Box("Text of page " + "abc"[page - 1] + ".", page, top=700, bottom=200),
+                _Box(number, page, top=60, bottom=50),
+            ]
+        return {boxes[i].text for i in _furniture(boxes, len(numbers))}
+
+    assert foot(["1"]) == {"1"} and foot(["12"]) == set()
+    assert foot(["7", "8", "9"]) == {"7", "8", "9"} and foot(["40", "25", "12"]) == set()
 
 
 def test_html_drops_scripts_and_navigation():
