@@ -311,11 +311,54 @@ def test_a_streamed_answer_updates_the_page_at_most_ten_times_a_second():
             answer.done = finish and i == n - 1
             yield answer
 
-    shown = [a.text for a in paced(states(200))]  # 200 tokens in far less than 0.1 s
-    assert len(shown) == 2 and shown[-1].endswith("w199 ")  # the first, then the finished answer
-    assert len(list(paced(states(200), interval=0))) == 200
-    stopped = list(paced(states(50, finish=False)))  # a stream that ends without finishing
-    assert len(stopped) == 2 and stopped[-1].text.endswith("w49 ")
+    def text(answer):
+        return answer.text
+
+    shown = list(paced(states(200), text, "…"))  # 200 tokens in far less than 0.1 s
+    assert len(shown) <= 3 and shown[0] == "…" and shown[-1].endswith("w199 ")
+    assert len(list(paced(states(200), text, "…", interval=0))) == 201
+    stopped = list(paced(states(50, finish=False), text, "…"))  # a stream that ends unfinished
+    assert len(stopped) <= 3 and stopped[-1].endswith("w49 ")
+
+    def failing():
+        yield from states(3, finish=False)
+        raise ValueError("the model failed")
+
+    with pytest.raises(ValueError, match="the model failed"):
+        list(paced(failing(), text, "…"))
+
+
+def test_a_streamed_answer_gives_a_page_while_a_step_gives_nothing_and_closes_at_once():
+    """Gradio's cancel waits for the event's current step: a step that waited on the model
+    (splitting a question, reading a long prompt) made a client's cancel time out."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from assistant.ui.common import paced
+
+    ended = threading.Event()
+
+    def slow():
+        try:
+            answer = SimpleNamespace(text="Hello", done=False)
+            yield answer
+            while True:
+                time.sleep(2.0)  # the model gives nothing for a while
+                answer.text += " again"
+                yield answer
+        finally:
+            ended.set()
+
+    pages = paced(slow(), lambda a: a.text, "…", wake=0.2)
+    assert next(pages) == "…"
+    assert next(pages) == "Hello"
+    started = time.monotonic()
+    assert [next(pages), next(pages)] == ["Hello", "Hello"]  # the last page again
+    assert time.monotonic() - started < 1.5
+    pages.close()
+    assert time.monotonic() - started < 1.5 and not ended.is_set()
+    assert ended.wait(10), "the closed stream's source was never closed"
 
 
 def test_the_footer_names_a_model_only_when_one_wrote_the_answer():

@@ -578,8 +578,10 @@ def test_stop_in_chat_or_draft_frees_the_model_within_a_second(service):
         running = ask(long, 512)
         time.sleep(alone + 2.0)
         assert not running.done(), "the long answer ended before Stop: the test needs a longer one"
-        running.cancel()
+        asked = time.perf_counter()
+        running.cancel()  # a request that times out after 5 s, answered when the event's step ends
         stopped = time.perf_counter()
+        assert stopped - asked < 2.0, "the cancel waited on the model"
         after_stop = _first_token_s(ask(short, 32), stopped)
         assert after_stop <= alone + 1.0, (after_stop, alone)
 
@@ -587,8 +589,10 @@ def test_stop_in_chat_or_draft_frees_the_model_within_a_second(service):
         drafting = client.submit(long, "contoso", "formal", "", "", "", "detailed", api_name="/draft")
         time.sleep(alone + 2.0)
         assert not drafting.done(), "the draft ended before Stop: the test needs a longer one"
+        asked = time.perf_counter()
         drafting.cancel()
         stopped = time.perf_counter()
+        assert stopped - asked < 2.0, "the draft's cancel waited on the model"
         after_draft = _first_token_s(ask(short, 32), stopped)
         assert after_draft <= alone + 1.0, ("after a stopped draft", after_draft, alone)
     finally:

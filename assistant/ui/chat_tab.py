@@ -70,16 +70,19 @@ def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choic
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
     pairs = conversation_pairs((m.get("role"), _text(m.get("content"))) for m in history)
-    history = history + [{"role": "user", "content": message}, {"role": "assistant", "content": "…"}]
+    history = history + [{"role": "user", "content": message}]
+
+    def page(answer):
+        shown = history + [{"role": "assistant", "content": shown_answer(answer) or "…"}]
+        panel = sources_markdown(answer.passages, answer.cited)
+        if answer.done:  # on top: under the sources, the panel's scroll hid how sure it is
+            panel = answer_footer(answer) + "\n\n---\n\n" + panel
+        return shown, "", panel
+
     stop = StopSignal(flag)
+    searching = (history + [{"role": "assistant", "content": "…"}], "", "_Searching the documents…_")
     try:
-        yield history, "", "_Searching the documents…_"
-        for answer in paced(app.ask(kb_name, message, pairs, config, model=model, stop=stop)):
-            history[-1] = {"role": "assistant", "content": shown_answer(answer) or "…"}
-            panel = sources_markdown(answer.passages, answer.cited)
-            if answer.done:  # on top: under the sources, the panel's scroll hid how sure it is
-                panel = answer_footer(answer) + "\n\n---\n\n" + panel
-            yield history, "", panel
+        yield from paced(app.ask(kb_name, message, pairs, config, model=model, stop=stop), page, searching)
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
     finally:

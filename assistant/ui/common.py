@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import inspect
+import queue
 import threading
 import time
 from pathlib import Path
@@ -30,20 +31,64 @@ def answering(app) -> dict:
     return {"concurrency_limit": limit, "concurrency_id": "answering"}
 
 
-def paced(answers, interval: float = UI_UPDATE_S):
-    """The states of a streamed answer, at most one per ``interval`` besides the finished one
-    (an answer is one object that grows, so a skipped state is never lost)."""
-    last = 0.0
-    held = None
-    for answer in answers:
-        now = time.monotonic()
-        if answer.done or now - last >= interval:
-            last, held = now, None
-            yield answer
-        else:
-            held = answer
-    if held is not None:
-        yield held
+WAKE_S = 0.5
+"""The longest a streamed answer's event goes without giving Gradio a page (the last one
+again while the answer has nothing new). Gradio's cancel (a client's, a closed page's) waits
+for the event's current step: while the model split a question or read a long prompt, that
+step had nothing to give, and the cancel request itself timed out after 5 s."""
+
+_DONE = object()
+
+
+def paced(answers, render, first, interval: float = UI_UPDATE_S, wake: float = WAKE_S):
+    """The pages of a streamed answer: ``first``, then ``render(state)`` of its states, at most
+    one per ``interval`` besides the finished one (an answer is one object that grows, so a
+    skipped state is never lost), and the last page again after ``wake`` with nothing new.
+
+    ``answers`` runs on a thread of its own and is rendered there, between its steps, so that
+    no page reads a state while it grows. Closing this generator closes ``answers`` at its
+    next state; the caller's stop signal ends a step that gives none."""
+    pages: queue.SimpleQueue = queue.SimpleQueue()
+    closed = threading.Event()
+
+    def pump() -> None:
+        try:
+            for answer in answers:
+                pages.put((render(answer), answer.done))
+                if closed.is_set():
+                    break
+        except BaseException as exc:  # given to the reader, which raises it
+            pages.put(exc)
+        finally:
+            answers.close()
+            pages.put(_DONE)
+
+    threading.Thread(target=pump, name="answer-pages", daemon=True).start()
+    shown, held, last = first, None, time.monotonic()
+    try:
+        yield first
+        while True:
+            wait = wake if held is None else interval
+            try:
+                item = pages.get(timeout=max(0.0, last + wait - time.monotonic()))
+            except queue.Empty:
+                shown, held, last = held if held is not None else shown, None, time.monotonic()
+                yield shown
+                continue
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            page, done = item
+            if done or time.monotonic() - last >= interval:
+                shown, held, last = page, None, time.monotonic()
+                yield page
+            else:
+                held = page
+        if held is not None:
+            yield held
+    finally:
+        closed.set()
 
 
 def upload_path(upload) -> Path | None:

@@ -80,18 +80,21 @@ def run_draft(app, text, kb_name, tone_value, adapter_name, signature_text, temp
             max_new_tokens=app.access.max_tokens(caller, DraftConfig.max_new_tokens),
         )
         model = app.model_config(adapter_name or None)
-        yield "", "_Searching the documents…_", "", "", ""
         author = caller.name if caller is not None and caller.name else ""
-        for answer in paced(app.draft(kb_name, text or "", config, model=model, stop=stop, author=author)):
-            panel = sources_markdown(answer.passages, answer.cited)
-            head = answer_footer(answer) if answer.done else "_Drafting…_"
-            if answer.escalated and not answer.done:
-                head = f"_The small model was unsure; asking {html.escape(answer.model)}…_"
-            yield answer.text, head, panel, answer.draft_id, ""
+        drafts = app.draft(kb_name, text or "", config, model=model, stop=stop, author=author)
+        yield from paced(drafts, _draft_page, ("", "_Searching the documents…_", "", "", ""))
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
     finally:
         stop.finish()
+
+
+def _draft_page(answer) -> tuple:
+    """The Draft tab's outputs for one state of a streamed draft."""
+    head = answer_footer(answer) if answer.done else "_Drafting…_"
+    if answer.escalated and not answer.done:
+        head = f"_The small model was unsure; asking {html.escape(answer.model)}…_"
+    return answer.text, head, sources_markdown(answer.passages, answer.cited), answer.draft_id, ""
 
 
 def _decider(caller) -> dict:
