@@ -9,6 +9,7 @@ import pytest
 from knowledge.errors import ParseError
 from knowledge.parse import parse_bytes, parse_file
 from tests.conftest import DATA, FIXTURES
+from tests.pdf_pages import write_pdf
 
 # file -> (snippets that must appear, kind, pages)
 READABLE = {
@@ -99,7 +100,12 @@ def test_pdf_page_numbers_and_running_heads_are_dropped_and_broken_sentences_mad
     # A manual with a running head and "Page N of M" under each page (tests/data/documents).
     doc = parse_file(DATA / "documents" / "router-manual.pdf")
     assert doc.pages == 2
-    assert not [b.text for b in doc.blocks if "User Manual" in b.text or "Page " in b.text]
+    # The running head stays once, where it first shows (a table's header row repeated on
+    # every page keeps its first), and the page numbers go.
+    assert [(b.page, b.text) for b in doc.blocks if "User Manual" in b.text] == [
+        (1, "Acme Router X200 - User Manual")
+    ]
+    assert not [b.text for b in doc.blocks if "Page " in b.text]
     step = (
         "To restore the factory settings, hold the recessed reset button on the back panel for "
         "ten seconds until the power light blinks amber, then wait two minutes for the router to restart."
@@ -117,7 +123,7 @@ def test_pdf_page_numbers_and_running_heads_are_dropped_and_broken_sentences_mad
     assert "初期設定に戻すには、背面のリセットボタンを十秒間押し続けてください。" in text[1]
     assert text[1].endswith("ランプが点滅したら手を離します。")
     assert [b.text for b in doc.blocks if b.page == 2] == ["再起動には約二分かかります。"]
-    assert "取扱説明書" not in text[1] + text[2] and "- 1 -" not in text[1]
+    assert "取扱説明書" not in text[2] and "- 1 -" not in text[1]
 
 
 def test_pdf_body_text_is_not_taken_for_page_furniture(shared_data):
@@ -219,3 +225,107 @@ def test_zip_that_is_not_a_document(tmp_path):
 def test_pdf_page_limit(shared_data):
     with pytest.raises(ParseError, match="more than 2 pages"):
         parse_file(FIXTURES / "pypdf-pdflatex-4-pages.pdf", max_pages=2)
+
+
+def _blocks(path) -> list[tuple[int, str]]:
+    return [(b.page, b.text) for b in parse_file(path).blocks]
+
+
+def _grid(lines: list[str], top: float = 760, pitch: float = 18, size: float = 10.5) -> list:
+    """Japanese lines spaced as Word's grid spaces them (a pdfminer box each)."""
+    return [(72, top - n * pitch, size, line) for n, line in enumerate(lines)]
+
+
+def test_japanese_lines_join_into_their_paragraph_and_no_further(tmp_path):
+    # 21 characters reach the column's edge; headings and a paragraph's short last line do not.
+    page = _grid(
+        [
+            "本製品は室内での使用を前提としています。屋外",
+            "や浴室など湿気の多い場所では使わないでくださ",
+            "い。",
+            "設置について",
+            "本体は平らな場所に置いてください。壁からは十セ",
+            "ンチ以上離してください。",
+            "同梱品",
+            "・ルーター本体",
+            "・電源アダプター",
+            "・ＬＡＮケーブル",
+        ]
+    )
+    assert _blocks(write_pdf(tmp_path / "grid.pdf", [page])) == [
+        (1, "本製品は室内での使用を前提としています。屋外や浴室など湿気の多い場所では使わないでください。"),
+        (1, "設置について"),
+        (1, "本体は平らな場所に置いてください。壁からは十センチ以上離してください。"),
+        (1, "同梱品"),
+        (1, "・ルーター本体"),
+        (1, "・電源アダプター"),
+        (1, "・LANケーブル"),
+    ]
+    # Items that fill the column's width as the body's lines do are each a line of their own.
+    rules = [
+        "本製品は室内での使用を前提としています。屋外",
+        "や浴室など湿気の多い場所では使わないでくださ",
+        "い。安全のため、次のことを必ず守ってください。",
+        "・ぬれた手で電源プラグを抜き差ししないこと。",
+        "・本体の上に重い物や水の入った容器を置かない",
+        "・お手入れの前には必ず電源プラグを抜くこと。",
+    ]
+    assert [text for _, text in _blocks(write_pdf(tmp_path / "rules.pdf", [_grid(rules)]))] == [
+        "本製品は室内での使用を前提としています。屋外や浴室など湿気の多い場所では使わないでください。安全のため、次のことを必ず守ってください。",
+        "・ぬれた手で電源プラグを抜き差ししないこと。",
+        "・本体の上に重い物や水の入った容器を置かない",
+        "・お手入れの前には必ず電源プラグを抜くこと。",
+    ]
+    # Lines close enough to share a box: a list's items of one width stay apart.
+    items = ["同梱品", "・ルーター本体", "・電源アダプター", "・ＬＡＮケーブル", "・取扱説明書"]
+    listed = _blocks(write_pdf(tmp_path / "list.pdf", [_grid(items, pitch=13)]))
+    assert "".join(text for _, text in listed).split("\n") == [
+        "同梱品",
+        "・ルーター本体",
+        "・電源アダプター",
+        "・LANケーブル",
+        "・取扱説明書",
+    ]
+
+
+def test_a_heading_that_opens_a_page_is_not_carried_back(tmp_path):
+    japanese = [
+        _grid(["使用上の注意", "・濡れた手で電源プラグを抜き差ししないこと"]),
+        _grid(["第２章　接続", "付属のケーブルでパソコンとつないでください。"]),
+    ]
+    assert [page for page, _ in _blocks(write_pdf(tmp_path / "ja.pdf", japanese))] == [1, 1, 2, 2]
+    english = [
+        [(72, 760, 11, "Specifications"), (72, 740, 11, "Maximum throughput 1200")],
+        [(72, 760, 11, "iPhone and iPad setup"), (72, 740, 11, "Open the app and scan the code.")],
+    ]
+    assert _blocks(write_pdf(tmp_path / "en.pdf", english)) == [
+        (1, "Specifications"),
+        (1, "Maximum throughput 1200"),
+        (2, "iPhone and iPad setup"),
+        (2, "Open the app and scan the code."),
+    ]
+
+
+def test_what_repeats_at_a_page_edge_is_furniture_only_when_it_runs_like_it(tmp_path):
+    # A datasheet: each page's title differs only in its numbers; no running head.
+    sheet = [
+        [
+            (72, 760, 14, f"Router X{n}00"),
+            (72, 700, 11, f"The X{n}00 covers {n * 50} m2."),
+            (72, 60, 11, "Acme"),
+        ]
+        for n in (1, 2, 3)
+    ]
+    texts = [text for _, text in _blocks(write_pdf(tmp_path / "sheet.pdf", sheet))]
+    assert [t for t in texts if t.startswith("Router")] == ["Router X100", "Router X200", "Router X300"]
+    assert texts.count("Acme") == 1  # a footer's words: kept where they first show
+    # A table's header row at the top of every page keeps its first; its cells' numbers at the
+    # foot of ten pages are no page numbers (one in ten happens to run with the page).
+    quantities = [4, 1, 5, 2, 2, 8, 9, 1, 3, 6]
+    table = [
+        [(72, 760, 11, "Part"), (300, 760, 11, "Qty"), (72, 700, 11, f"Bolt M{page}"), (300, 60, 11, str(q))]
+        for page, q in enumerate(quantities, start=1)
+    ]
+    texts = [text for _, text in _blocks(write_pdf(tmp_path / "table.pdf", table))]
+    assert texts.count("Part") == 1 and texts.count("Qty") == 1
+    assert [int(t) for t in texts if t.isdigit()] == quantities
