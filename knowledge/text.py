@@ -19,6 +19,12 @@ LIST_MARKER = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*•・])\s+")
 """The start of a list item or a numbered step."""
 
 _END = ".!?。！？"
+_ENDED = re.compile(rf"[{_END}][」』）)\"'’”]*$")
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether ``text`` ends with a sentence's final mark (closing brackets and quotes after it)."""
+    return bool(_ENDED.search(text))
 
 
 def split_sentences(text: str) -> list[tuple[str, str]]:

@@ -18,12 +18,12 @@ import unicodedata
 from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from knowledge.errors import ParseError
 from knowledge.parse.base import Block, ParsedDocument
-from knowledge.text import LIST_MARKER, split_sentences
+from knowledge.text import LIST_MARKER, ends_sentence, split_sentences
 
 _HYPHEN_BREAK = re.compile(r"(\w)-\n(?=[a-z])")
 _LATIN_END = re.compile(r"[A-Za-z0-9,;:.)\]\"'’”]$")
@@ -39,7 +39,6 @@ _CJK = re.compile(r"[\u3000-\u30ff\u3400-\u9fff\uff00-\uffef]")
 """Japanese letters and punctuation, full-width forms included."""
 _CJK_OPEN_END = re.compile(r"[\u3040-\u30ff\u3400-\u9fff、]$")
 """How a Japanese line ends when its sentence goes on."""
-_SENTENCE_END = re.compile(r"[.!?。！？][」』）)\"'’”]*$")
 _CJK_BULLET = re.compile(r"^[・●■◆※①-⑳]")
 """A Japanese list item's mark, which takes no space after it."""
 WRAPPED_CHARS = 10
@@ -149,8 +148,8 @@ def _merge_lines(boxes: list[_Box], at_edge: Callable[[_Box], bool]) -> list[_Bo
             and at_edge(prev)
         )
         if joins:
-            out[-1] = _Box(
-                prev.text + box.text, prev.page, prev.top, box.bottom, prev.left, box.right, box.line
+            out[-1] = replace(
+                prev, text=prev.text + box.text, bottom=box.bottom, right=box.right, line=box.line
             )
         else:
             out.append(box)
@@ -210,7 +209,7 @@ def _carry_over(boxes: list[_Box], at_edge: Callable[[_Box], bool]) -> list[_Box
         head = pieces[0][0] if pieces else ""
         latin = bool(head) and bool(_OPEN_END.search(last.text)) and head[0].islower()
         cjk = bool(head) and bool(_CJK_OPEN_END.search(last.text)) and _wraps(last.text, head)
-        if not ((latin or cjk and at_edge(last)) and _SENTENCE_END.search(head)):
+        if not ((latin or cjk and at_edge(last)) and ends_sentence(head)):
             out.append(box)
             continue
         rest = box.text[box.text.index(head) + len(head) :].strip()
@@ -218,9 +217,9 @@ def _carry_over(boxes: list[_Box], at_edge: Callable[[_Box], bool]) -> list[_Box
             joined = last.text[:-1] + head
         else:
             joined = last.text + (" " if latin else "") + head
-        out[-1] = _Box(joined, last.page, last.top, last.bottom, last.left, last.right, last.line)
+        out[-1] = replace(last, text=joined)
         if rest:
-            out.append(_Box(rest, box.page, box.top, box.bottom, box.left, box.right, box.line))
+            out.append(replace(box, text=rest))
     return out
 
 
