@@ -314,9 +314,15 @@ def test_a_streamed_answer_updates_the_page_at_most_ten_times_a_second():
     def text(answer):
         return answer.text
 
-    shown = list(paced(states(200), text, "…"))  # 200 tokens in far less than 0.1 s
+    rendered = []
+
+    def counted(answer):
+        rendered.append(answer.text)
+        return answer.text
+
+    shown = list(paced(states(200), counted, "…"))  # 200 tokens in far less than 0.1 s
     assert len(shown) <= 3 and shown[0] == "…" and shown[-1].endswith("w199 ")
-    assert len(list(paced(states(200), text, "…", interval=0))) == 201
+    assert len(rendered) <= 2, "a state was rendered when no page was due"
     stopped = list(paced(states(50, finish=False), text, "…"))  # a stream that ends unfinished
     assert len(stopped) <= 3 and stopped[-1].endswith("w49 ")
 
@@ -359,6 +365,64 @@ def test_a_streamed_answer_gives_a_page_while_a_step_gives_nothing_and_closes_at
     pages.close()
     assert time.monotonic() - started < 1.5 and not ended.is_set()
     assert ended.wait(10), "the closed stream's source was never closed"
+
+
+def test_answers_run_on_reused_threads_no_more_at_once_than_the_events_allowed():
+    """A cancelled event's answer runs on until its next state: a thread of its own per answer
+    let more answers run than the events' limit, and lost what a thread keeps (the Japanese
+    analyser, SQLite connections)."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from assistant.ui.common import paced
+
+    release, threads = threading.Event(), []
+
+    def source(wait: bool):
+        threads.append(threading.get_ident())
+        if wait:
+            release.wait(10)  # a step with no stop check: retrieval, a cross-encoder
+        yield SimpleNamespace(text="done", done=True)
+
+    assert list(paced(source(False), lambda a: a.text, "…", workers=1)) == ["…", "done"]
+    stuck = paced(source(True), lambda a: a.text, "…", workers=1, wake=0.1)
+    assert next(stuck) == "…" and next(stuck) == "…"
+    stuck.close()  # cancelled; its answer still waits in its step
+    waiting = paced(source(False), lambda a: a.text, "…", workers=1, wake=0.1)
+    assert [next(waiting) for _ in range(3)] == ["…"] * 3, "a second answer ran beside the first"
+    release.set()
+    started = time.monotonic()
+    assert list(waiting) == ["done"] and time.monotonic() - started < 5
+    assert len(threads) == 3 and len(set(threads)) == 1, "each answer ran on a new thread"
+
+
+def test_a_stream_nobody_reads_is_closed():
+    """The model's backstop stops a reply nobody reads; the page thread reads the answer, so it
+    must itself stop reading when the pages are not taken."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from assistant.ui.common import paced
+
+    ended = threading.Event()
+
+    def endless():
+        answer = SimpleNamespace(text="", done=False)
+        try:
+            while True:
+                time.sleep(0.02)
+                answer.text += "w "
+                yield answer
+        finally:
+            ended.set()
+
+    pages = paced(endless(), lambda a: a.text, "…", abandoned=0.5)
+    assert next(pages) == "…" and next(pages).startswith("w ")
+    assert not ended.wait(0.3), "closed while its pages were still taken"
+    assert ended.wait(5), "the answer ran on with nobody taking its pages"
+    pages.close()
 
 
 def test_the_footer_names_a_model_only_when_one_wrote_the_answer():

@@ -85,3 +85,31 @@ def test_answer_reports_its_sub_questions(contoso_kb, chat_model):
         maxlen=1,
     )[0]
     assert off.sub_questions == []
+
+
+def test_a_stop_during_retrieval_ends_the_answer_before_the_next_part(contoso_kb, monkeypatch):
+    """Each part of a split question is one retrieval, which nothing interrupts: the stop is
+    checked between them, and a stopped answer is neither finished nor recorded."""
+    import threading
+
+    from assistant.answering import decompose
+
+    stop, asked = threading.Event(), []
+    real = decompose.retrieve
+
+    def retrieve_then_stop(kb, query, *args, **kwargs):
+        asked.append(query)
+        stop.set()  # the client cancelled while this part was retrieved
+        return real(kb, query, *args, **kwargs)
+
+    monkeypatch.setattr(decompose, "retrieve", retrieve_then_stop)
+    parts = ["What is the warranty on the TrailMaster X4 Tent?", "Can I use the PowerBurner stove indoors?"]
+    assert gather_passages(contoso_kb, parts, RetrievalConfig()) and len(asked) == 3
+    asked.clear()
+    stop.clear()
+    assert gather_passages(contoso_kb, parts, RetrievalConfig(), stop=stop)
+    assert len(asked) == 1, "retrieval went on after the stop"
+    states = list(
+        answer_question(contoso_kb, None, parts[0], config=AnswerConfig(decompose=False), stop=stop)
+    )
+    assert not states, "a stopped answer went on past its retrieval"

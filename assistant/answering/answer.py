@@ -208,9 +208,11 @@ def answer_question(
     parts = split_question(query, model, stop) if config.decompose else [query]
     if len(parts) > 1:
         answer.sub_questions = [p.text for p in parts]
-    hits = gather_passages(kb, parts, config.retrieval, context=[u for u, _ in history])
+    hits = gather_passages(kb, parts, config.retrieval, context=[u for u, _ in history], stop=stop)
     answer.timings["retrieval_s"] = time.perf_counter() - start
     answer.passages = hits
+    if stop is not None and stop.is_set():  # nobody waits for the rest: unfinished, unrecorded
+        return answer
     if not hits:
         answer.covered = False
         answer.text = NOT_COVERED[lang]

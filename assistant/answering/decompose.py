@@ -150,8 +150,10 @@ def gather_passages(
     parts: list[str | Query],
     config: RetrievalConfig,
     context: list[str] | None = None,
+    stop=None,
 ) -> list[Hit]:
-    """Retrieve for each part and merge the rankings, best ranks first, without repeats."""
+    """Retrieve for each part and merge the rankings, best ranks first, without repeats; a set
+    ``stop`` event ends it at the next part, with what was retrieved so far."""
     parts = [Query.of(p) for p in parts]
     if len(parts) == 1:
         return retrieve(kb, parts[0], config, context=context)
@@ -159,6 +161,8 @@ def gather_passages(
     # passages one retrieval of the question would have given.
     rankings = [retrieve(kb, " ".join(p.text for p in parts), config, context=context)]
     for n, part in enumerate(parts):
+        if stop is not None and stop.is_set():
+            break
         # "…and does it come in blue?": the part leans on the first one for what "it" is.
         part_context = [parts[0].text] if n and _PRONOUN.search(part.text) else context
         rankings.append(retrieve(kb, part, config, context=part_context))

@@ -82,7 +82,8 @@ def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choic
     stop = StopSignal(flag)
     searching = (history + [{"role": "assistant", "content": "…"}], "", "_Searching the documents…_")
     try:
-        yield from paced(app.ask(kb_name, message, pairs, config, model=model, stop=stop), page, searching)
+        answers = app.ask(kb_name, message, pairs, config, model=model, stop=stop)
+        yield from paced(answers, page, searching, workers=answering(app)["concurrency_limit"])
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
     finally:

@@ -82,7 +82,8 @@ def run_draft(app, text, kb_name, tone_value, adapter_name, signature_text, temp
         model = app.model_config(adapter_name or None)
         author = caller.name if caller is not None and caller.name else ""
         drafts = app.draft(kb_name, text or "", config, model=model, stop=stop, author=author)
-        yield from paced(drafts, _draft_page, ("", "_Searching the documents…_", "", "", ""))
+        searching = ("", "_Searching the documents…_", "", "", "")
+        yield from paced(drafts, _draft_page, searching, workers=answering(app)["concurrency_limit"])
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
     finally:
