@@ -35,6 +35,7 @@ from knowledge.errors import ConfigError
 from knowledge.lexical import distinctive_terms, idf
 from knowledge.query import Query
 from knowledge.store import KnowledgeBase
+from knowledge.text import points_back
 
 
 @dataclass(frozen=True)
@@ -156,14 +157,19 @@ def retrieve(
 ) -> list[Hit]:
     """The passages of ``kb`` most relevant to ``query``, best first.
 
-    ``context`` holds earlier user turns of a conversation: a follow-up such as "and how
-    much does it weigh?" is searched together with the previous question (alone, "it" finds
-    any product; a change of topic still brings its own terms).
+    ``context`` holds earlier user turns of a conversation. A question that points back
+    ("and how much does it weigh?") is searched together with the previous question: alone,
+    "it" finds any product. Any other question is searched alone as well, and the rankings
+    fused: a change of topic names its own subject, which the previous question outvoted
+    (contoso's FAQ questions after another product's question: recall@1 0.40, alone 0.94).
     """
     config = config or RetrievalConfig()
     query = Query.of(query)
-    searched = [Query.of(f"{context[-1]} {query.text}")] if context else [query]
-    queries = [query, *searched] if context else searched
+    searched = [query]
+    if context:
+        with_context = Query.of(f"{context[-1]} {query.text}")
+        searched = [with_context] if points_back(query.text) else [query, with_context]
+    queries = [query, *(q for q in searched if q is not query)]
     rankings: list[tuple[str, list[tuple[int, float]]]] = []
     # Chunk count and document frequencies serve both BM25 pruning and the coverage test.
     stats = kb.term_stats(list(dict.fromkeys(t for q in queries for t in q.terms)))

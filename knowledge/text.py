@@ -27,6 +27,18 @@ def ends_sentence(text: str) -> bool:
     return bool(_ENDED.search(text))
 
 
+_POINTS_BACK = re.compile(
+    r"\b(?:it|its|they|them|their|this|that|these|those|one)\b|それ|これ|あれ|その|この|あの|そちら|こちら",
+    re.I,
+)
+
+
+def points_back(text: str) -> bool:
+    """Whether ``text`` points back to something named before ("is it waterproof?",
+    "この商品は…"): what it asks about is in the conversation, not in the text."""
+    return bool(_POINTS_BACK.search(text))
+
+
 def split_sentences(text: str) -> list[tuple[str, str]]:
     """Split into ``(sentence, separator_before)`` pairs that rejoin to the original text."""
     pieces: list[tuple[str, str]] = []

@@ -20,7 +20,7 @@ from knowledge.lexical import content_terms, is_japanese, terms
 from knowledge.query import Query
 from knowledge.retrieve import Hit, RetrievalConfig, retrieve
 from knowledge.store import KnowledgeBase
-from knowledge.text import sentences
+from knowledge.text import points_back, sentences
 
 MAX_PARTS = 4
 MAX_PASSAGES = 10
@@ -31,7 +31,6 @@ _JOINED = re.compile(rf"(?:,\s*|\s+)(?:and|also|plus|as well as)\s+(?=(?:also\s+
 _LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+(.+)$", re.M)
 _JA_JOIN = re.compile(r"(?<=[かか。])\s*(?:また|それと|あと|それから)[、,]?")
 _LEADING = re.compile(r"^(?:and|also|plus|then)\s+|^(?:また|それと|あと|それから)[、,]?", re.I)
-_PRONOUN = re.compile(r"\b(?:it|its|they|them|their|this|that|these|those|one)\b", re.I)
 
 SPLIT_PROMPT = (
     "Split the customer's message into separate questions. Write each question on its own line, "
@@ -164,7 +163,7 @@ def gather_passages(
         if stop is not None and stop.is_set():
             break
         # "…and does it come in blue?": the part leans on the first one for what "it" is.
-        part_context = [parts[0].text] if n and _PRONOUN.search(part.text) else context
+        part_context = [parts[0].text] if n and points_back(part.text) else context
         rankings.append(retrieve(kb, part, config, context=part_context))
     merged: dict[int, Hit] = {}
     limit = min(MAX_PASSAGES, config.top_k * len(parts))

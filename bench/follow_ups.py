@@ -1,0 +1,140 @@
+"""Retrieval inside a conversation: a question asked after another one.
+
+Three kinds of question, each with the previous user turn as the conversation:
+
+- **topic change** (every corpus): a development question after another question of the same
+  corpus on another document. The previous turn should not matter.
+- **pointing back** (contoso): an FAQ question with its product replaced by "it" ("Can it be
+  used in winter conditions?"), after "Tell me about the <product>."
+- **no subject** (contoso): an FAQ question with "of/on/for… the <product>" removed ("Is there
+  a warranty?"), after the same.
+
+A hit is the question's own document ranked first (recall@1) or in the first five
+(recall@5). Rankers, in one run: the question alone (no conversation); the question joined to
+the previous turn and searched as one (the textbook way, and Tsumugi's before); Tsumugi
+(``retrieve(..., context=[previous])``).
+
+``python -m bench.follow_ups [--questions N]`` writes ``bench/results/follow_ups.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import random
+import re
+from collections import deque
+from pathlib import Path
+
+from bench.answers import CORPORA, RESULTS, _sample
+from bench.common import cpu_flags
+from bench.retrieval_quality import DATA
+
+_NAME = re.compile(r"\bthe ((?:[A-Z][\w-]*\s?){2,})")
+_OF_NAME = re.compile(r"\s+(?:of|for|on|in|with|to|from|about|using)\s+the\s+(?:[A-Z][\w-]*\s?){2,}")
+RANKERS = ("question alone", "joined to the previous turn", "Tsumugi")
+
+
+def topic_changes(items: list[dict], seed: int = 0) -> list[tuple[str, str, str]]:
+    """(question, previous question on another document, the question's document)."""
+    rng = random.Random(seed)
+    cases = []
+    for item in items:
+        other = rng.choice(items)
+        while other["doc"] == item["doc"]:
+            other = rng.choice(items)
+        cases.append((item["q"], other["q"], item["doc"]))
+    return cases
+
+
+def contoso_follow_ups(items: list[dict]) -> dict[str, list[tuple[str, str, str]]]:
+    pointing, bare = [], []
+    for item in items:
+        name = _NAME.search(item["q"])
+        if not name:
+            continue
+        named = name.group(1).strip()
+        previous = f"Tell me about the {named}."
+        pointed = item["q"].replace(f"the {named}'s", "its").replace(f"the {named}", "it")
+        pointing.append((pointed, previous, item["doc"]))
+        if _OF_NAME.search(item["q"]):
+            bare.append((_OF_NAME.sub(" ", item["q"]).replace(" ?", "?").strip(), previous, item["doc"]))
+    return {"pointing back": pointing, "no subject": bare}
+
+
+def score(kb, cases: list[tuple[str, str, str]]) -> dict[str, tuple[float, float]]:
+    from knowledge.retrieve import RetrievalConfig, retrieve
+
+    config = RetrievalConfig(top_k=5, cutoff=False)
+    searches = {
+        "question alone": lambda q, previous: retrieve(kb, q, config),
+        "joined to the previous turn": lambda q, previous: retrieve(kb, f"{previous} {q}", config),
+        "Tsumugi": lambda q, previous: retrieve(kb, q, config, context=[previous]),
+    }
+    out = {}
+    for name, search in searches.items():
+        first = top5 = 0
+        for question, previous, doc in cases:
+            docs = [hit.doc for hit in search(question, previous)]
+            first += bool(docs) and docs[0] == doc
+            top5 += doc in docs
+        out[name] = (first / len(cases), top5 / len(cases))
+    return out
+
+
+def run(questions: int, data: Path = DATA) -> dict:
+    from assistant.config import Settings
+    from assistant.serving.service import Tsumugi
+    from knowledge.limits import IngestLimits
+
+    app = Tsumugi(
+        Settings(
+            data_dir=data / "tsumugi", model_cache=data / "models", limits=IngestLimits(max_files=100_000)
+        )
+    )
+    results = {}
+    for corpus in CORPORA:
+        folder = data / "docs" / corpus
+        folder.mkdir(parents=True, exist_ok=True)
+        items = _sample(CORPORA[corpus](folder)[0], questions)
+        if corpus not in app.library.names():
+            app.library.create(corpus, embed_model=app.settings.embed_model)
+            deque(app.ingest(corpus, [folder]), maxlen=0)
+        kb = app.library.get(corpus)
+        kinds = {"topic change": topic_changes(items)}
+        if corpus == "contoso":
+            kinds.update(contoso_follow_ups(items))
+        for kind, cases in kinds.items():
+            results[(corpus, kind)] = (len(cases), score(kb, cases))
+            print(corpus, kind, results[(corpus, kind)], flush=True)
+    return results
+
+
+def markdown(results: dict, questions: int) -> str:
+    lines = [
+        "# Retrieval after a previous question",
+        "",
+        f"`python -m bench.follow_ups --questions {questions}` · {dt.date.today()} · CPU flags: {cpu_flags()}",
+        "",
+        "Each cell: recall@1 / recall@5 of the question's own document. See the module's docstring for the cases.",
+        "",
+        "| corpus | case (questions) | " + " | ".join(RANKERS) + " |",
+        "|---|---|" + "---|" * len(RANKERS),
+    ]
+    for (corpus, kind), (n, scores) in results.items():
+        cells = " | ".join(f"{scores[r][0]:.2f} / {scores[r][1]:.2f}" for r in RANKERS)
+        lines.append(f"| {corpus} | {kind} ({n}) | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.follow_ups")
+    parser.add_argument("--questions", type=int, default=300, help="questions sampled per corpus")
+    args = parser.parse_args()
+    text = markdown(run(args.questions), args.questions)
+    (RESULTS / "follow_ups.md").write_text(text, "utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
