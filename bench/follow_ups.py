@@ -9,6 +9,10 @@ Three kinds of question, each with the previous user turn as the conversation:
 - **no subject** (contoso): an FAQ question with "of/on/for… the <product>" removed ("Is there
   a warranty?"), after the same.
 
+- **unanswerable** (every corpus with such questions): one the documents do not cover, after
+  a development question. Scored as the share that finds no passage (the relevance cut-off
+  on), which is what lets an answer say "not covered".
+
 A hit is the question's own document ranked first (recall@1) or in the first five
 (recall@5). Rankers, in one run: the question alone (no conversation); the question joined to
 the previous turn and searched as one (the textbook way, and Tsumugi's before); Tsumugi
@@ -82,6 +86,20 @@ def score(kb, cases: list[tuple[str, str, str]]) -> dict[str, tuple[float, float
     return out
 
 
+def refused(kb, cases: list[tuple[str, str, str]]) -> dict[str, float]:
+    """The share of ``cases`` (unanswerable questions) that find no passage."""
+    from knowledge.retrieve import retrieve
+
+    searches = {
+        "question alone": lambda q, previous: retrieve(kb, q),
+        "joined to the previous turn": lambda q, previous: retrieve(kb, f"{previous} {q}"),
+        "Tsumugi": lambda q, previous: retrieve(kb, q, context=[previous]),
+    }
+    return {
+        name: sum(not search(q, p) for q, p, _ in cases) / len(cases) for name, search in searches.items()
+    }
+
+
 def run(questions: int, data: Path = DATA) -> dict:
     from assistant.config import Settings
     from assistant.serving.service import Tsumugi
@@ -96,7 +114,8 @@ def run(questions: int, data: Path = DATA) -> dict:
     for corpus in CORPORA:
         folder = data / "docs" / corpus
         folder.mkdir(parents=True, exist_ok=True)
-        items = _sample(CORPORA[corpus](folder)[0], questions)
+        answerable, unanswerable = CORPORA[corpus](folder)
+        items = _sample(answerable, questions)
         if corpus not in app.library.names():
             app.library.create(corpus, embed_model=app.settings.embed_model)
             deque(app.ingest(corpus, [folder]), maxlen=0)
@@ -107,6 +126,11 @@ def run(questions: int, data: Path = DATA) -> dict:
         for kind, cases in kinds.items():
             results[(corpus, kind)] = (len(cases), score(kb, cases))
             print(corpus, kind, results[(corpus, kind)], flush=True)
+        if unanswerable:
+            rng = random.Random(1)
+            cases = [(q, rng.choice(items)["q"], "") for q in unanswerable]
+            results[(corpus, "unanswerable")] = (len(cases), refused(kb, cases))
+            print(corpus, "unanswerable", results[(corpus, "unanswerable")], flush=True)
     return results
 
 
@@ -121,9 +145,22 @@ def markdown(results: dict, questions: int) -> str:
         "| corpus | case (questions) | " + " | ".join(RANKERS) + " |",
         "|---|---|" + "---|" * len(RANKERS),
     ]
+    refusals = []
     for (corpus, kind), (n, scores) in results.items():
+        if kind == "unanswerable":
+            cells = " | ".join(f"{scores[r]:.2f}" for r in RANKERS)
+            refusals.append(f"| {corpus} | {kind} ({n}) | {cells} |")
+            continue
         cells = " | ".join(f"{scores[r][0]:.2f} / {scores[r][1]:.2f}" for r in RANKERS)
         lines.append(f"| {corpus} | {kind} ({n}) | {cells} |")
+    lines += [
+        "",
+        "Questions the documents do not cover, after a development question: the share that find no passage.",
+        "",
+        "| corpus | case (questions) | " + " | ".join(RANKERS) + " |",
+        "|---|---|" + "---|" * len(RANKERS),
+        *refusals,
+    ]
     return "\n".join(lines) + "\n"
 
 

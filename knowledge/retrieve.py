@@ -149,6 +149,17 @@ def _rerank(kb: KnowledgeBase, question: str, ordered: list[int], config: Retrie
     return head + [i for i in ordered[config.rerank_depth :] if i not in by_score], by_score
 
 
+def _similarities(kb: KnowledgeBase, ids: list[int], query_vectors: list) -> dict[int, float]:
+    """Each passage's best similarity to the query vectors, from its vector in SQLite (an
+    approximate index cannot give them back)."""
+    if not query_vectors or not ids:
+        return {}
+    found, vectors = kb.vectors_of(ids)
+    if not len(found):
+        return {}
+    return dict(zip(found.tolist(), (vectors @ np.vstack(query_vectors).T).max(axis=1).tolist()))
+
+
 def retrieve(
     kb: KnowledgeBase,
     query: str | Query,
@@ -162,6 +173,9 @@ def retrieve(
     "it" finds any product. Any other question is searched alone as well, and the rankings
     fused: a change of topic names its own subject, which the previous question outvoted
     (contoso's FAQ questions after another product's question: recall@1 0.40, alone 0.94).
+    The conversation ranks and admits passages for such a question only when some passage is
+    relevant to the question alone: it made any question look covered ("What is the capital
+    of Australia?" after one on a tent was answered from the tent's manual).
     """
     config = config or RetrievalConfig()
     query = Query.of(query)
@@ -209,20 +223,18 @@ def retrieve(
 
     # Relevance tests on the candidates: similarity (also for those only BM25 found) and coverage.
     similarity: dict[int, float] = {}
-    if dense_vectors:
-        stacked = np.vstack(dense_vectors)
-        if len(dense_vectors) == 1:  # one query: the dense search's own score
-            similarity = {i: best[i]["dense"] for i in ordered if "dense" in best[i]}
-        # The rest from their vectors in SQLite (an approximate index cannot give them back).
-        ids, vectors = kb.vectors_of([i for i in ordered if i not in similarity])
-        if len(ids):
-            similarity.update(zip(ids.tolist(), (vectors @ stacked.T).max(axis=1).tolist()))
-        similarity = {i: float(similarity.get(i, 0.0)) for i in ordered}
+    if len(dense_vectors) == 1:  # one query: the dense search's own score
+        similarity = {i: best[i]["dense"] for i in ordered if "dense" in best[i]}
+    similarity.update(_similarities(kb, [i for i in ordered if i not in similarity], dense_vectors))
+    similarity = {i: float(similarity.get(i, 0.0)) for i in ordered} if dense_vectors else {}
     # A follow-up counts as covered when the question alone or with its context is.
     coverage = {i: 0.0 for i in ordered}
+    own_coverage = {}
     for q in queries:
         for chunk_id, value in _coverage(kb, list(q.content_terms), ordered, stats).items():
             coverage[chunk_id] = max(coverage[chunk_id], value)
+            if q is query:
+                own_coverage[chunk_id] = value
 
     dense_trusted = embedder is not None and reads
     min_similarity = config.min_similarity if dense_trusted else math.inf
@@ -230,6 +242,13 @@ def retrieve(
     if not dense_trusted and query.japanese:
         min_coverage = config.min_coverage_unread
     relevant = {i: similarity.get(i, -1.0) >= min_similarity or coverage[i] >= min_coverage for i in ordered}
+    if len(searched) > 1:  # a question that names its own subject, in a conversation
+        own_similarity = _similarities(kb, ordered, dense_vectors[:1])
+        if not any(
+            own_similarity.get(i, -1.0) >= min_similarity or own_coverage.get(i, 0.0) >= min_coverage
+            for i in ordered
+        ):
+            relevant = dict.fromkeys(ordered, False)
     # What passes the relevance test comes first, in fused order: it is what an answer reads.
     # Without the cut-off, the rest follows, so the ranking a search shows is the order
     # answering uses (before, a passage judged irrelevant could rank above the relevant one

@@ -28,7 +28,14 @@ def ends_sentence(text: str) -> bool:
 
 
 _POINTS_BACK = re.compile(
-    r"\b(?:it|its|they|them|their|this|that|these|those|one)\b|それ|これ|あれ|その|この|あの|そちら|こちら",
+    r"\b(?:it|its|they|them|their|this|that|these|those|one)\b(?!-)"  # not "one-year"
+    r"|(?:それ|これ|あれ)(?!ば|ぞれ|から|とも|まで)"  # not あれば, それぞれ, これから…
+    r"|その(?!他|ほか|まま|後|場)|この(?!度|まま|ほか|後|間|頃)|あの(?![、ー])|そちら|こちら",
+    re.I,
+)
+_EXPLETIVE = re.compile(  # "it" that stands for nothing said before
+    r"\b(?:does|did|will|would|can|could|should)\s+it\s+take\b"
+    r"|\b(?:is\s+it|it\s+is|it's)\s+(?:possible\s+to|necessary\s+to|true\s+that)\b",  # not "is it easy to clean?"
     re.I,
 )
 
@@ -36,7 +43,7 @@ _POINTS_BACK = re.compile(
 def points_back(text: str) -> bool:
     """Whether ``text`` points back to something named before ("is it waterproof?",
     "この商品は…"): what it asks about is in the conversation, not in the text."""
-    return bool(_POINTS_BACK.search(text))
+    return bool(_POINTS_BACK.search(_EXPLETIVE.sub(" ", text)))
 
 
 def split_sentences(text: str) -> list[tuple[str, str]]:

@@ -389,12 +389,16 @@ def test_answers_run_on_reused_threads_no_more_at_once_than_the_events_allowed()
     stuck = paced(source(True), lambda a: a.text, "…", workers=1, wake=0.1)
     assert next(stuck) == "…" and next(stuck) == "…"
     stuck.close()  # cancelled; its answer still waits in its step
+    dropped = paced(source(False), lambda a: a.text, "…", workers=1, wake=0.1)
+    assert next(dropped) == "…"
+    dropped.close()  # cancelled while it waited for the thread: never started
     waiting = paced(source(False), lambda a: a.text, "…", workers=1, wake=0.1)
     assert [next(waiting) for _ in range(3)] == ["…"] * 3, "a second answer ran beside the first"
     release.set()
     started = time.monotonic()
     assert list(waiting) == ["done"] and time.monotonic() - started < 5
-    assert len(threads) == 3 and len(set(threads)) == 1, "each answer ran on a new thread"
+    assert len(threads) == 3, "an answer cancelled before it started ran all the same"
+    assert len(set(threads)) == 1, "each answer ran on a new thread"
 
 
 def test_a_stream_nobody_reads_is_closed():

@@ -132,6 +132,9 @@ def test_a_new_topic_in_a_conversation_finds_its_own_document(contoso_kb, suppor
     question = "Is there a warranty on the TrailMaster X4 Tent?"
     hits = retrieve(contoso_kb, question, RetrievalConfig(top_k=3), context=[previous])
     assert hits and hits[0].doc == "product_info_1.md", [h.doc for h in hits]
+    # Nor does the conversation make an unrelated question relevant.
+    assert retrieve(contoso_kb, "What is the capital of Australia?", context=[question]) == []
+    assert retrieve(contoso_kb, "Can I pay in monthly instalments?", context=[question]) == []
     kb, _ = support_sets["ja-support"]
     hits = retrieve(
         kb,
@@ -152,6 +155,15 @@ def test_a_new_topic_in_a_conversation_finds_its_own_document(contoso_kb, suppor
         ("Is there a warranty on the TrailMaster X4 Tent?", False),
         ("家電の保証は何年ですか？", False),
         ("Italy's itinerary", False),
+        ("Does that include shipping?", True),
+        ("これはいくらですか？", True),
+        ("How long does it take to boil water using the EcoFire Camping Stove?", False),
+        ("Is it possible to wash the RainGuard Hiking Jacket?", False),
+        ("Is it easy to clean?", True),
+        ("Is there a one-year warranty on the TrailMaster X4 Tent?", False),
+        ("それぞれの送料はいくらですか？", False),
+        ("不具合があれば交換できますか？", False),
+        ("この度、炊飯器を購入しました。保証は何年ですか？", False),
     ],
 )
 def test_what_points_back_to_the_conversation(question, points):

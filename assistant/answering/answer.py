@@ -212,6 +212,7 @@ def answer_question(
     answer.timings["retrieval_s"] = time.perf_counter() - start
     answer.passages = hits
     if stop is not None and stop.is_set():  # nobody waits for the rest: unfinished, unrecorded
+        yield answer
         return answer
     if not hits:
         answer.covered = False

@@ -154,6 +154,8 @@ def gather_passages(
     """Retrieve for each part and merge the rankings, best ranks first, without repeats; a set
     ``stop`` event ends it at the next part, with what was retrieved so far."""
     parts = [Query.of(p) for p in parts]
+    if stop is not None and stop.is_set():
+        return []
     if len(parts) == 1:
         return retrieve(kb, parts[0], config, context=context)
     # The whole question's own ranking leads: a split (right or wrong) never loses the

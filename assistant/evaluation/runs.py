@@ -187,6 +187,8 @@ def run_evaluation(
                 ),
                 maxlen=1,
             )[0]
+            if cancel.is_set():  # a stopped answer is not scored
+                raise Cancelled(f"Evaluation cancelled after {n} of {total} questions.")
             passages = [(h.doc, h.text) for h in answer.passages]
             text, cited, covered = answer.text, answer.cited, answer.covered
             outcome = {

@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+from assistant import events
 from knowledge.progress import format_seconds
 from knowledge.retrieve import Hit
 
@@ -46,7 +47,7 @@ class _Pumps:
     (the Japanese analyser, SQLite connections). A job waits while all are busy."""
 
     def __init__(self, size: int):
-        self.size, self.threads, self.idle = size, 0, 0
+        self.size, self.threads, self.idle, self.waiting = size, 0, 0, 0
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         self.lock = threading.Lock()
 
@@ -57,13 +58,21 @@ class _Pumps:
             elif self.threads < self.size:
                 self.threads += 1
                 threading.Thread(target=self._work, name=f"answer-pages-{self.threads}", daemon=True).start()
+            else:
+                self.waiting += 1  # the next thread to finish takes it
         self.jobs.put(job)
 
     def _work(self) -> None:
         while True:
-            self.jobs.get()()
+            try:
+                self.jobs.get()()
+            except BaseException as exc:  # a job reports its own errors; the thread stays
+                events.log("error", where="answer pages", error=repr(exc))
             with self.lock:
-                self.idle += 1
+                if self.waiting:
+                    self.waiting -= 1
+                else:
+                    self.idle += 1
 
 
 @functools.cache
@@ -107,6 +116,8 @@ def paced(answers, render, first, interval: float = UI_UPDATE_S, wake: float = W
     def pump() -> None:
         rendered, pending, last = True, None, 0.0
         try:
+            if latest.closed:  # cancelled while it waited for a thread
+                return
             for answer in answers:
                 now = time.monotonic()
                 if latest.closed or now - latest.taken > abandoned:
@@ -120,8 +131,10 @@ def paced(answers, render, first, interval: float = UI_UPDATE_S, wake: float = W
         except BaseException as exc:  # given to the reader, which raises it
             latest.put(error=exc)
         finally:
-            answers.close()
-            latest.put(finished=True)
+            try:
+                answers.close()
+            finally:
+                latest.put(finished=True)
 
     pumps(workers).submit(pump)
     shown = first
