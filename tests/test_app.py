@@ -302,7 +302,7 @@ def test_web_app_and_api_share_one_server_and_the_draft_tab_works(service):
 def test_a_streamed_answer_updates_the_page_at_most_ten_times_a_second():
     from types import SimpleNamespace
 
-    from assistant.ui.common import paced
+    from assistant.ui.pages import paced
 
     def states(n: int, finish: bool = True):
         answer = SimpleNamespace(text="", done=False)
@@ -341,7 +341,7 @@ def test_a_streamed_answer_gives_a_page_while_a_step_gives_nothing_and_closes_at
     import time
     from types import SimpleNamespace
 
-    from assistant.ui.common import paced
+    from assistant.ui.pages import paced
 
     ended = threading.Event()
 
@@ -375,7 +375,7 @@ def test_answers_run_on_reused_threads_no_more_at_once_than_the_events_allowed()
     import time
     from types import SimpleNamespace
 
-    from assistant.ui.common import paced
+    from assistant.ui.pages import paced
 
     release, threads = threading.Event(), []
 
@@ -408,7 +408,7 @@ def test_a_stream_nobody_reads_is_closed():
     import time
     from types import SimpleNamespace
 
-    from assistant.ui.common import paced
+    from assistant.ui.pages import paced
 
     ended = threading.Event()
 

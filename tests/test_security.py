@@ -566,9 +566,19 @@ def test_stop_in_chat_or_draft_frees_the_model_within_a_second(service):
             question, [], "contoso", 5, temperature, tokens, "auto", "", "detailed", api_name="/respond"
         )
 
+    def freed(within: float = 1.0) -> bool:
+        """Whether the model's batch is empty within a second: a reply left running would
+        share each step with the next answer (slower, not blocked: the first-token checks
+        below only bound what a loaded machine's noise allows)."""
+        deadline = time.monotonic() + within
+        while batcher.active() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return not batcher.active()
+
     try:
         client = Client(url + "/", verbose=False)
         ask(short, 32).result()  # the model is loaded
+        batcher = service.chat_model().batcher
         started = time.perf_counter()
         job = ask(short, 32)
         alone = _first_token_s(job, started)
@@ -582,8 +592,9 @@ def test_stop_in_chat_or_draft_frees_the_model_within_a_second(service):
         running.cancel()  # a request that times out after 5 s, answered when the event's step ends
         stopped = time.perf_counter()
         assert stopped - asked < 2.0, "the cancel waited on the model"
+        assert freed(), "the stopped answer's reply still ran a second after Stop"
         after_stop = _first_token_s(ask(short, 32), stopped)
-        assert after_stop <= alone + 1.0, (after_stop, alone)
+        assert after_stop <= alone + 3.0, (after_stop, alone)
 
         # The same for a reply draft.
         drafting = client.submit(long, "contoso", "formal", "", "", "", "detailed", api_name="/draft")
@@ -593,8 +604,9 @@ def test_stop_in_chat_or_draft_frees_the_model_within_a_second(service):
         drafting.cancel()
         stopped = time.perf_counter()
         assert stopped - asked < 2.0, "the draft's cancel waited on the model"
+        assert freed(), "the stopped draft's reply still ran a second after Stop"
         after_draft = _first_token_s(ask(short, 32), stopped)
-        assert after_draft <= alone + 1.0, ("after a stopped draft", after_draft, alone)
+        assert after_draft <= alone + 3.0, ("after a stopped draft", after_draft, alone)
     finally:
         server.should_exit = True
 

@@ -141,6 +141,11 @@ class Batcher:
         self.widest = 0
         """The most rows decoded together so far (for the status page and tests)."""
 
+    def active(self) -> int:
+        """Replies being written or waiting to join the batch (for the status page and tests)."""
+        with self._lock:
+            return len(self._pending) + len(self._rows)
+
     def submit(self, request: Request) -> None:
         with self._lock:
             self._pending.append(request)

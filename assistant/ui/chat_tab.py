@@ -16,12 +16,12 @@ from assistant.ui.common import (
     arm_cancel,
     follow_adapters,
     handler,
-    paced,
     refuse_unready,
     shown_answer,
     sources_markdown,
     stop_now,
 )
+from assistant.ui.pages import paced
 from knowledge.errors import TsumugiError
 from knowledge.retrieve import RetrievalConfig
 

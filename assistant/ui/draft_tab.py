@@ -18,11 +18,11 @@ from assistant.ui.common import (
     arm_cancel,
     follow_adapters,
     handler,
-    paced,
     refuse_unready,
     sources_markdown,
     stop_now,
 )
+from assistant.ui.pages import paced
 from knowledge.errors import TsumugiError
 from knowledge.text import strip_citations
 
