@@ -27,12 +27,11 @@ import argparse
 import datetime as dt
 import random
 import re
-from collections import deque
 from pathlib import Path
 
 from bench.answers import CORPORA, RESULTS, _sample
 from bench.common import cpu_flags
-from bench.retrieval_quality import DATA
+from bench.retrieval_quality import DATA, _ingested, bench_app
 
 _NAME = re.compile(r"\bthe ((?:[A-Z][\w-]*\s?){2,})")
 _OF_NAME = re.compile(r"\s+(?:of|for|on|in|with|to|from|about|using)\s+the\s+(?:[A-Z][\w-]*\s?){2,}")
@@ -101,24 +100,16 @@ def refused(kb, cases: list[tuple[str, str, str]]) -> dict[str, float]:
 
 
 def run(questions: int, data: Path = DATA) -> dict:
-    from assistant.config import Settings
-    from assistant.serving.service import Tsumugi
-    from knowledge.limits import IngestLimits
+    from knowledge.chunk import ChunkConfig
 
-    app = Tsumugi(
-        Settings(
-            data_dir=data / "tsumugi", model_cache=data / "models", limits=IngestLimits(max_files=100_000)
-        )
-    )
+    app = bench_app(data)
     results = {}
     for corpus in CORPORA:
         folder = data / "docs" / corpus
         folder.mkdir(parents=True, exist_ok=True)
         answerable, unanswerable = CORPORA[corpus](folder)
         items = _sample(answerable, questions)
-        if corpus not in app.library.names():
-            app.library.create(corpus, embed_model=app.settings.embed_model)
-            deque(app.ingest(corpus, [folder]), maxlen=0)
+        _ingested(app, corpus, folder, ChunkConfig())
         kb = app.library.get(corpus)
         kinds = {"topic change": topic_changes(items)}
         if corpus == "contoso":

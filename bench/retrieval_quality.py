@@ -293,22 +293,28 @@ def _ingested(app, kb: str, folder: Path, chunking) -> None:
         deque(app.ingest(kb, [folder]), maxlen=0)
 
 
-def run(
-    corpora: list[str], questions: int, data: Path, model_cache: Path | None, chunk_sizes: list[int] = ()
-) -> dict:
+def bench_app(data: Path, model_cache: Path | None = None):
+    """A Tsumugi keeping its knowledge bases under ``data``, taking a whole corpus in one
+    ingest (JaQuAD has 1,431 files; an upload's limit is 500)."""
     from assistant.config import Settings
     from assistant.serving.service import Tsumugi
-    from knowledge.chunk import ChunkConfig
-    from knowledge.embed import DEFAULT_EMBED_MODEL, get_embedder
     from knowledge.limits import IngestLimits
 
-    # One ingest of a whole corpus (JaQuAD has 1,431 files; an upload's limit is 500).
     settings = Settings(
         data_dir=data / "tsumugi",
         model_cache=model_cache or data / "models",
         limits=IngestLimits(max_files=100_000),
     )
-    app = Tsumugi(settings)
+    return Tsumugi(settings)
+
+
+def run(
+    corpora: list[str], questions: int, data: Path, model_cache: Path | None, chunk_sizes: list[int] = ()
+) -> dict:
+    from knowledge.chunk import ChunkConfig
+    from knowledge.embed import DEFAULT_EMBED_MODEL, get_embedder
+
+    app = bench_app(data, model_cache)
     embedder = get_embedder(DEFAULT_EMBED_MODEL)
     results = {}
     for corpus in corpora:

@@ -149,15 +149,15 @@ def _rerank(kb: KnowledgeBase, question: str, ordered: list[int], config: Retrie
     return head + [i for i in ordered[config.rerank_depth :] if i not in by_score], by_score
 
 
-def _similarities(kb: KnowledgeBase, ids: list[int], query_vectors: list) -> dict[int, float]:
-    """Each passage's best similarity to the query vectors, from its vector in SQLite (an
+def _similarities(kb: KnowledgeBase, ids: list[int], query_vectors: list) -> dict[int, np.ndarray]:
+    """Each passage's similarity to each query vector, from its vector in SQLite (an
     approximate index cannot give them back)."""
     if not query_vectors or not ids:
         return {}
     found, vectors = kb.vectors_of(ids)
     if not len(found):
         return {}
-    return dict(zip(found.tolist(), (vectors @ np.vstack(query_vectors).T).max(axis=1).tolist()))
+    return dict(zip(found.tolist(), vectors @ np.vstack(query_vectors).T))
 
 
 def retrieve(
@@ -225,7 +225,8 @@ def retrieve(
     similarity: dict[int, float] = {}
     if len(dense_vectors) == 1:  # one query: the dense search's own score
         similarity = {i: best[i]["dense"] for i in ordered if "dense" in best[i]}
-    similarity.update(_similarities(kb, [i for i in ordered if i not in similarity], dense_vectors))
+    each = _similarities(kb, [i for i in ordered if i not in similarity], dense_vectors)
+    similarity.update((i, scores.max()) for i, scores in each.items())
     similarity = {i: float(similarity.get(i, 0.0)) for i in ordered} if dense_vectors else {}
     # A follow-up counts as covered when the question alone or with its context is.
     coverage = {i: 0.0 for i in ordered}
@@ -243,7 +244,8 @@ def retrieve(
         min_coverage = config.min_coverage_unread
     relevant = {i: similarity.get(i, -1.0) >= min_similarity or coverage[i] >= min_coverage for i in ordered}
     if len(searched) > 1:  # a question that names its own subject, in a conversation
-        own_similarity = _similarities(kb, ordered, dense_vectors[:1])
+        # Its own vector is the first searched; with two, every candidate's came from SQLite.
+        own_similarity = {i: scores[0] for i, scores in each.items()}
         if not any(
             own_similarity.get(i, -1.0) >= min_similarity or own_coverage.get(i, 0.0) >= min_coverage
             for i in ordered

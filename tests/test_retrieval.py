@@ -104,6 +104,11 @@ def test_answerable_questions_pass_the_cutoff(support_sets, name):
     assert answered >= 0.9 * len(questions)
 
 
+def _after(kb, previous: str, question: str) -> list[str]:
+    """The documents of the first three passages for ``question`` asked after ``previous``."""
+    return [h.doc for h in retrieve(kb, question, RetrievalConfig(top_k=3), context=[previous])]
+
+
 def test_follow_up_uses_the_conversation(contoso_kb):
     alone = retrieve(contoso_kb, "How much does it weigh?", RetrievalConfig(top_k=3, cutoff=False))
     follow = retrieve(
@@ -115,13 +120,8 @@ def test_follow_up_uses_the_conversation(contoso_kb):
     assert follow and follow[0].doc == "product_info_1.md"
     assert [h.chunk_id for h in follow] != [h.chunk_id for h in alone]
     # Searched alone as well, "it" outvoted the tent with another product's warranty.
-    warranty = retrieve(
-        contoso_kb,
-        "Is there a warranty on it?",
-        RetrievalConfig(top_k=3),
-        context=["Tell me about the TrailMaster X4 Tent."],
-    )
-    assert warranty and warranty[0].doc == "product_info_1.md", [h.doc for h in warranty]
+    warranty = _after(contoso_kb, "Tell me about the TrailMaster X4 Tent.", "Is there a warranty on it?")
+    assert warranty and warranty[0] == "product_info_1.md", warranty
 
 
 def test_a_new_topic_in_a_conversation_finds_its_own_document(contoso_kb, support_sets):
@@ -130,19 +130,14 @@ def test_a_new_topic_in_a_conversation_finds_its_own_document(contoso_kb, suppor
     bench/results/follow_ups.md)."""
     previous = "How do I clean the RainGuard Hiking Jacket, and what is the temperature rating of the CozyNights Sleeping Bag?"
     question = "Is there a warranty on the TrailMaster X4 Tent?"
-    hits = retrieve(contoso_kb, question, RetrievalConfig(top_k=3), context=[previous])
-    assert hits and hits[0].doc == "product_info_1.md", [h.doc for h in hits]
+    docs = _after(contoso_kb, previous, question)
+    assert docs and docs[0] == "product_info_1.md", docs
     # Nor does the conversation make an unrelated question relevant.
     assert retrieve(contoso_kb, "What is the capital of Australia?", context=[question]) == []
     assert retrieve(contoso_kb, "Can I pay in monthly instalments?", context=[question]) == []
     kb, _ = support_sets["ja-support"]
-    hits = retrieve(
-        kb,
-        "家電の保証は何年ですか？",
-        RetrievalConfig(top_k=3),
-        context=["炊飯器の予約は何時間後まで設定できますか？"],
-    )
-    assert hits and hits[0].doc == "hoshou.md", [h.doc for h in hits]
+    docs = _after(kb, "炊飯器の予約は何時間後まで設定できますか？", "家電の保証は何年ですか？")
+    assert docs and docs[0] == "hoshou.md", docs
 
 
 @pytest.mark.parametrize(

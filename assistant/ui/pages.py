@@ -97,7 +97,7 @@ def paced(answers, render, first, interval: float = UI_UPDATE_S, wake: float = W
     latest = _Latest()
 
     def pump() -> None:
-        rendered, pending, last = True, None, 0.0
+        pending, last = None, 0.0  # a state not rendered yet; when the last page was
         try:
             if latest.closed:  # cancelled while it waited for a thread
                 return
@@ -105,11 +105,11 @@ def paced(answers, render, first, interval: float = UI_UPDATE_S, wake: float = W
                 now = time.monotonic()
                 if latest.closed or now - latest.taken > abandoned:
                     return
-                rendered, pending = False, answer
+                pending = answer
                 if answer.done or now - last >= interval:
                     latest.put(page=render(answer), fresh=True)
-                    rendered, last = True, now
-            if not rendered:  # a stream that ended between pages
+                    pending, last = None, now
+            if pending is not None:  # a stream that ended between pages
                 latest.put(page=render(pending), fresh=True)
         except BaseException as exc:  # given to the reader, which raises it
             latest.put(error=exc)
