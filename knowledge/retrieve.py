@@ -219,7 +219,8 @@ def retrieve(
     ordered = sorted(fused, key=lambda i: -fused[i])[: max(config.candidates, config.top_k)]
     reranked: dict[int, float] = {}
     if config.rerank_model:
-        ordered, reranked = _rerank(kb, query.text, ordered, config)
+        # What was searched first: the question joined to what it points back to, or itself.
+        ordered, reranked = _rerank(kb, searched[0].text, ordered, config)
 
     # Relevance tests on the candidates: similarity (also for those only BM25 found) and coverage.
     similarity: dict[int, float] = {}

@@ -166,6 +166,22 @@ def test_a_cross_encoder_reorders_the_first_candidates(contoso_kb, cross_encoder
     assert reranked[0].to_json()["rerank"] is not None
 
 
+def test_a_cross_encoder_reads_what_a_follow_up_points_back_to(contoso_kb, cross_encoder_dir):
+    from sentence_transformers import CrossEncoder
+
+    context, question = ["Tell me about the TrailMaster X4 Tent."], "How much does it weigh?"
+    config = RetrievalConfig(top_k=8, cutoff=False, rerank_model=str(cross_encoder_dir), rerank_depth=8)
+    reranked = retrieve(contoso_kb, question, config, context=context)
+    model = CrossEncoder(str(cross_encoder_dir), device="cpu")
+    texts = [f"{h.heading}\n{h.text}" if h.heading else h.text for h in reranked]
+    joined = dict(zip(texts, model.predict([(f"{context[-1]} {question}", t) for t in texts])))
+    alone = dict(zip(texts, model.predict([(question, t) for t in texts])))
+    # "it" alone names nothing: the model reads the question with the turn it points back to.
+    # (The random model's scores differ in the sixth decimal: the orders tell them apart.)
+    assert texts == sorted(texts, key=lambda t: -joined[t])
+    assert texts != sorted(texts, key=lambda t: -alone[t])
+
+
 def test_the_deployment_setting_reaches_search_and_a_missing_model_is_one_sentence(
     tmp_path, cross_encoder_dir, embedder
 ):
