@@ -15,6 +15,10 @@ def test_a_hit_is_the_gold_document_holding_the_answer():
     japanese = {"doc": "0001.txt", "a": "聖武天皇"}
     assert is_hit("0001.txt", "盧舎那仏は聖武 天皇の発願による。", japanese)
     assert not is_hit("0001.txt", "盧舎那仏は天皇の発願による。", japanese)
+    # A span of a Japanese paragraph that holds no Japanese is still a span.
+    height = {"doc": "0002.txt", "q": "竜虎山の最高峰は何mですか?", "a": "401.1m"}
+    assert is_hit("0002.txt", "最高峰は401.1mである。", height)
+    assert not is_hit("0002.txt", "最高峰は401mである。", height)
 
 
 def test_textbook_rankers_order_as_expected():
