@@ -14,7 +14,8 @@ Three kinds of question, each with the previous user turn as the conversation:
   on), which is what lets an answer say "not covered".
 
 A hit is the question's own document ranked first (recall@1) or in the first five
-(recall@5). Rankers, in one run: the question alone (no conversation); the question joined to
+(recall@5); the answer's passage (``bench.retrieval_quality``'s hit: from that document and
+holding the answer) ranked first counts too, since a document found is not yet an answer. Rankers, in one run: the question alone (no conversation); the question joined to
 the previous turn and searched as one (the textbook way, and Tsumugi's before); Tsumugi
 (``retrieve(..., context=[previous])``).
 
@@ -31,26 +32,26 @@ from pathlib import Path
 
 from bench.answers import CORPORA, RESULTS, _sample
 from bench.common import cpu_flags
-from bench.retrieval_quality import DATA, _ingested, bench_app
+from bench.retrieval_quality import DATA, _ingested, bench_app, is_hit
 
 _NAME = re.compile(r"\bthe ((?:[A-Z][\w-]*\s?){2,})")
 _OF_NAME = re.compile(r"\s+(?:of|for|on|in|with|to|from|about|using)\s+the\s+(?:[A-Z][\w-]*\s?){2,}")
 RANKERS = ("question alone", "joined to the previous turn", "Tsumugi")
 
 
-def topic_changes(items: list[dict], seed: int = 0) -> list[tuple[str, str, str]]:
-    """(question, previous question on another document, the question's document)."""
+def topic_changes(items: list[dict], seed: int = 0) -> list[tuple[str, str, dict]]:
+    """(question, previous question on another document, the question's item)."""
     rng = random.Random(seed)
     cases = []
     for item in items:
         other = rng.choice(items)
         while other["doc"] == item["doc"]:
             other = rng.choice(items)
-        cases.append((item["q"], other["q"], item["doc"]))
+        cases.append((item["q"], other["q"], item))
     return cases
 
 
-def contoso_follow_ups(items: list[dict]) -> dict[str, list[tuple[str, str, str]]]:
+def contoso_follow_ups(items: list[dict]) -> dict[str, list[tuple[str, str, dict]]]:
     pointing, bare = [], []
     for item in items:
         name = _NAME.search(item["q"])
@@ -59,13 +60,13 @@ def contoso_follow_ups(items: list[dict]) -> dict[str, list[tuple[str, str, str]
         named = name.group(1).strip()
         previous = f"Tell me about the {named}."
         pointed = item["q"].replace(f"the {named}'s", "its").replace(f"the {named}", "it")
-        pointing.append((pointed, previous, item["doc"]))
+        pointing.append((pointed, previous, item))
         if _OF_NAME.search(item["q"]):
-            bare.append((_OF_NAME.sub(" ", item["q"]).replace(" ?", "?").strip(), previous, item["doc"]))
+            bare.append((_OF_NAME.sub(" ", item["q"]).replace(" ?", "?").strip(), previous, item))
     return {"pointing back": pointing, "no subject": bare}
 
 
-def score(kb, cases: list[tuple[str, str, str]]) -> dict[str, tuple[float, float]]:
+def score(kb, cases: list[tuple[str, str, dict]]) -> dict[str, tuple[float, float, float]]:
     from knowledge.retrieve import RetrievalConfig, retrieve
 
     config = RetrievalConfig(top_k=5, cutoff=False)
@@ -76,16 +77,18 @@ def score(kb, cases: list[tuple[str, str, str]]) -> dict[str, tuple[float, float
     }
     out = {}
     for name, search in searches.items():
-        first = top5 = 0
-        for question, previous, doc in cases:
-            docs = [hit.doc for hit in search(question, previous)]
-            first += bool(docs) and docs[0] == doc
-            top5 += doc in docs
-        out[name] = (first / len(cases), top5 / len(cases))
+        first = top5 = answer = 0
+        for question, previous, item in cases:
+            hits = search(question, previous)
+            docs = [hit.doc for hit in hits]
+            first += bool(docs) and docs[0] == item["doc"]
+            top5 += item["doc"] in docs
+            answer += bool(hits) and is_hit(hits[0].doc, hits[0].text, item)
+        out[name] = (first / len(cases), top5 / len(cases), answer / len(cases))
     return out
 
 
-def refused(kb, cases: list[tuple[str, str, str]]) -> dict[str, float]:
+def refused(kb, cases: list[tuple[str, str, None]]) -> dict[str, float]:
     """The share of ``cases`` (unanswerable questions) that find no passage."""
     from knowledge.retrieve import retrieve
 
@@ -119,7 +122,7 @@ def run(questions: int, data: Path = DATA) -> dict:
             print(corpus, kind, results[(corpus, kind)], flush=True)
         if unanswerable:
             rng = random.Random(1)
-            cases = [(q, rng.choice(items)["q"], "") for q in unanswerable]
+            cases = [(q, rng.choice(items)["q"], None) for q in unanswerable]
             results[(corpus, "unanswerable")] = (len(cases), refused(kb, cases))
             print(corpus, "unanswerable", results[(corpus, "unanswerable")], flush=True)
     return results
@@ -131,7 +134,8 @@ def markdown(results: dict, questions: int) -> str:
         "",
         f"`python -m bench.follow_ups --questions {questions}` · {dt.date.today()} · CPU flags: {cpu_flags()}",
         "",
-        "Each cell: recall@1 / recall@5 of the question's own document. See the module's docstring for the cases.",
+        "Each cell: recall@1 / recall@5 of the question's own document, and recall@1 of the answer's passage "
+        "(from that document and holding the answer). See the module's docstring for the cases.",
         "",
         "| corpus | case (questions) | " + " | ".join(RANKERS) + " |",
         "|---|---|" + "---|" * len(RANKERS),
@@ -142,7 +146,7 @@ def markdown(results: dict, questions: int) -> str:
             cells = " | ".join(f"{scores[r]:.2f}" for r in RANKERS)
             refusals.append(f"| {corpus} | {kind} ({n}) | {cells} |")
             continue
-        cells = " | ".join(f"{scores[r][0]:.2f} / {scores[r][1]:.2f}" for r in RANKERS)
+        cells = " | ".join(f"{scores[r][0]:.2f} / {scores[r][1]:.2f} · {scores[r][2]:.2f}" for r in RANKERS)
         lines.append(f"| {corpus} | {kind} ({n}) | {cells} |")
     lines += [
         "",
