@@ -269,3 +269,30 @@ def test_a_mark_after_the_full_stop_belongs_to_the_sentence_before_it():
 
     text = marks_before_end("It lasts two years. [1] It is red. [2][3]")
     assert sentences(text) == ["It lasts two years [1].", "It is red [2][3]."]
+
+
+@pytest.mark.parametrize(
+    ("question", "passage", "wanted", "unwanted"),
+    [
+        (
+            "注文金額が3,000円の場合、送料はいくらかかりますか？",
+            "## 配送料\nご注文金額が5,000円（税込）以上の場合、送料は無料です。5,000円未満の場合は全国一律550円の"
+            "送料がかかります。沖縄県および離島へのお届けは、別途1,100円の追加料金が必要です。",
+            "550円",
+            "1,100円",
+        ),
+        (
+            "Is shipping free on an order of 20 dollars?",
+            "Shipping is free on orders over 50 dollars. Orders under 50 dollars pay a flat shipping fee of "
+            "5 dollars. Parcels leave the warehouse within two days.",
+            "5 dollars",
+            "two days",
+        ),
+    ],
+)
+def test_a_condition_comes_with_its_other_side(embedder, question, passage, wanted, unwanted):
+    """Quoted alone, "free from 5,000 yen" answered a 3,000-yen order as if it shipped free."""
+    from knowledge.lexical import is_japanese
+
+    quote = select(question, [_hit(1, passage)], embedder).quote(is_japanese(question))
+    assert wanted in quote and unwanted not in quote, quote

@@ -231,21 +231,22 @@ def select(
         if asks[i] and following < len(blocks) and blocks[following].n == b.n and not asks[following]:
             if best_line[i][0] > best_line[following][0]:
                 best_line[following] = (*best_line[i][:3], best_line[following][3])
-    units = []
+    units = {}
     for i, b in enumerate(blocks):
         if asks[i]:
             continue
         score, sim, coverage, line = best_line[i]
-        units.append(Unit(b.n, _unit_text(b, line), b.order, score, sim, coverage, b.is_list))
+        units[i] = Unit(b.n, _unit_text(b, line), b.order, score, sim, coverage, b.is_list)
     if not units:
         return Evidence()
-    ranked = sorted(units, key=lambda u: -u.score)
+    ranked = sorted(units.values(), key=lambda u: -u.score)
     best = ranked[0]
     chosen = [best]
     for unit in ranked[1:]:
         if len(chosen) >= max_units or unit.score < NEAR_BEST * best.score:
             break
         chosen.append(unit)
+    chosen += _other_sides(chosen, units, line_terms, lines, set(q_terms))
     chosen_terms = set(t for u in chosen for t in terms(u.text))
     return Evidence(
         units=sorted(chosen, key=lambda u: (u.n, u.order)),
@@ -255,6 +256,44 @@ def select(
         read=read,
         weights=weights,
     )
+
+
+_CONDITION = re.compile(
+    r"場合|以上|未満|以下|を超え|超える|なら|\b(?:if|unless|over|under|more than|less than|at least|up to|otherwise)\b",
+    re.I,
+)
+
+
+def _other_sides(
+    chosen: list[Unit], units: dict[int, Unit], line_terms, lines, q_terms: set[str]
+) -> list[Unit]:
+    """The sentences next to a chosen one that states a condition, in the same paragraph, when
+    they state one too on a term of the question: the condition's other side. "Orders of
+    5,000 yen or more ship free." alone answered "What does shipping cost on a 3,000 yen
+    order?" as if it were free; the next sentence says 550 yen."""
+    found = []
+    index = {(u.n, u.order): i for i, u in units.items()}
+    terms_of = {}
+    for k, (i, _) in enumerate(lines):
+        terms_of.setdefault(i, set()).update(line_terms[k])
+    for unit in chosen:
+        i = index.get((unit.n, unit.order))
+        if i is None or unit.is_list or not _CONDITION.search(unit.text):
+            continue
+        for step in (-1, 1):
+            other = units.get(i + step)
+            if (
+                other is not None
+                and not other.is_list
+                and other.n == unit.n
+                and other.order == unit.order + step  # a sentence of the same line
+                and other not in chosen
+                and other not in found
+                and _CONDITION.search(other.text)
+                and terms_of.get(i + step, set()) & terms_of[i] & q_terms
+            ):
+                found.append(other)
+    return found
 
 
 def _unit_text(block: _Block, best_line: str) -> str:
