@@ -448,3 +448,14 @@ def test_the_footer_names_a_model_only_when_one_wrote_the_answer():
     escalated = footer(style="quote", method="quoted", escalated=True, first_model="small")
     assert "Answered by `small + kumo` (the small model `small` was unsure)" in escalated
     assert "Not sent to the model" in footer(style="quote", covered=False)
+
+
+def test_the_sources_panel_says_nothing_is_cited_only_once_the_answer_is_done():
+    """While the model was still writing, the panel said "The answer cites no passage."."""
+    from assistant.ui.common import sources_markdown
+    from knowledge.retrieve import Hit
+
+    hits = [Hit(chunk_id=1, doc="tent.md", page=None, heading="", text="The tent sleeps four.", score=1.0)]
+    assert "cites no passage" in sources_markdown(hits, [])
+    writing = sources_markdown(hits, [], done=False)
+    assert "cites no passage" not in writing and "tent.md" in writing

@@ -296,3 +296,20 @@ def test_a_condition_comes_with_its_other_side(embedder, question, passage, want
 
     quote = select(question, [_hit(1, passage)], embedder).quote(is_japanese(question))
     assert wanted in quote and unwanted not in quote, quote
+
+
+def test_a_stop_while_the_model_writes_leaves_the_answer_unfinished(phone_kb, chat_model):
+    """Stopped mid-sentence, the answer was finished anyway: scored, recorded, and shown with a
+    confidence as if complete (or replaced by quotes "as the model's sentences did not hold up")."""
+    import threading
+
+    stop = threading.Event()
+    config = AnswerConfig(style="detailed", max_new_tokens=200)
+    for answer in answer_question(
+        phone_kb, chat_model, "How do I add a book to the library?", config=config, stop=stop
+    ):
+        if answer.text.strip():
+            stop.set()
+    assert stop.is_set(), "the model wrote nothing to stop"
+    assert not answer.done
+    assert not answer.notice and not answer.signals

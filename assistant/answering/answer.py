@@ -231,8 +231,10 @@ def answer_question(
     yield answer
     messages = messages_fn(question, hits, history, lang)
     info: dict = {}
+    stopped = False
     if config.style == "unchecked":
         yield from _generate_unchecked(answer, model, messages, hits, config, stop, info, start)
+        stopped = stop is not None and stop.is_set()
     elif config.style == "quote":
         _show_quote(answer, evidence, lang)
         answer.timings["first_token_s"] = time.perf_counter() - start
@@ -242,7 +244,8 @@ def answer_question(
         tokens = config.max_new_tokens if config.style == "detailed" else min(config.max_new_tokens, 96)
         check = SupportCheck(hits, evidence, embedder)
         yield from _stream_checked(answer, model, messages, tokens, config, stop, info, check, lang, start)
-        if not check.result.kept:
+        stopped = stop is not None and stop.is_set()
+        if not check.result.kept and not stopped:
             # Nothing the model wrote held up: the evidence itself is the answer.
             _show_quote(answer, evidence, lang)
             answer.notice = (
@@ -250,6 +253,10 @@ def answer_question(
                 "these are the documents' own sentences."
             )
         answer.check = {k: getattr(check.result, k) for k in ("written", "kept", "replaced", "removed")}
+    if stopped:  # stopped while the model wrote: what it wrote so far, unfinished and unrecorded
+        answer.timings["total_s"] = time.perf_counter() - start
+        yield answer
+        return answer
     answer.generation = generation_record(info)
     signals = conf.signals(evidence, answer, answer_coverage(answer.text, evidence), hits)
     answer.signals = signals.to_json()

@@ -8,6 +8,7 @@ from assistant.answering.answer import AnswerConfig
 from assistant.answering.prompt import conversation_pairs
 from assistant.answering.styles import DEFAULT_STYLE, STYLE_CHOICES
 from assistant.ui.common import (
+    STOPPED,
     CancelFlag,
     StopSignal,
     adapter_choices,
@@ -72,9 +73,12 @@ def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choic
     pairs = conversation_pairs((m.get("role"), _text(m.get("content"))) for m in history)
     history = history + [{"role": "user", "content": message}]
 
+    last = []
+
     def page(answer):
+        last[:] = [answer]
         shown = history + [{"role": "assistant", "content": shown_answer(answer) or "…"}]
-        panel = sources_markdown(answer.passages, answer.cited)
+        panel = sources_markdown(answer.passages, answer.cited, answer.done)
         if answer.done:  # on top: under the sources, the panel's scroll hid how sure it is
             panel = answer_footer(answer) + "\n\n---\n\n" + panel
         return shown, "", panel
@@ -84,6 +88,11 @@ def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choic
     try:
         answers = app.ask(kb_name, message, pairs, config, model=model, stop=stop)
         yield from paced(answers, page, searching, workers=answering(app)["concurrency_limit"])
+        if stop.pressed and not (last and last[0].done):
+            written = shown_answer(last[0]).strip() if last else ""
+            content = f"{written}\n\n{STOPPED}" if written else STOPPED
+            panel = sources_markdown(last[0].passages, last[0].cited, done=False) if last else ""
+            yield history + [{"role": "assistant", "content": content}], "", panel
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
     finally:
@@ -171,13 +180,11 @@ def build(app, kb_selector: gr.Dropdown, adapters_changed: gr.State) -> None:
         stop_flag,
     ]
     outputs = [chatbot, question, sources]
-    events = [
-        trigger(handler(question_ready, app), [question, kb_selector, adapter], None)
-        .success(handler(arm_cancel, app), [stop_flag], None, queue=False)
-        .then(handler(respond, app), inputs, outputs, **answering(app))
-        for trigger in (send.click, question.submit)
-    ]
-    stop.click(handler(stop_now, app), [stop_flag], None, queue=False, cancels=events)
+    for trigger in (send.click, question.submit):
+        trigger(handler(question_ready, app), [question, kb_selector, adapter], None).success(
+            handler(arm_cancel, app), [stop_flag], None, queue=False
+        ).then(handler(respond, app), inputs, outputs, **answering(app))
+    stop.click(handler(stop_now, app), [stop_flag], None, queue=False)
     adapter.focus(lambda: gr.update(choices=adapter_choices(app)), None, [adapter])
     adapters_changed.change(handler(follow_adapters, app), [adapters_changed, adapter], [adapter])
     clear.click(lambda: ([], "_Sources appear here with each answer._"), None, [chatbot, sources])

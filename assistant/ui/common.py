@@ -59,13 +59,15 @@ def _passage_block(n: int, hit: Hit, limit: int) -> str:
     return f"**[{n}] {html.escape(passage_location(hit))}**\n\n{quoted}"
 
 
-def sources_markdown(passages: list[Hit], cited: list[int]) -> str:
-    """The sources panel: cited passages in full view, the other retrieved ones folded away."""
+def sources_markdown(passages: list[Hit], cited: list[int], done: bool = True) -> str:
+    """The sources panel: cited passages in full view, the other retrieved ones folded away.
+    Until the answer is ``done``, an answer citing nothing yet is not said to cite nothing."""
     if not passages:
         return "_No passages from the documents were relevant to this question._"
     shown = [_passage_block(n, passages[n - 1], 700) for n in cited]
     others = [n for n in range(1, len(passages) + 1) if n not in cited]
-    parts = ["### Cited sources", *shown] if shown else ["_The answer cites no passage._"]
+    nothing = "_The answer cites no passage._" if done else "_No passage cited yet._"
+    parts = ["### Cited sources", *shown] if shown else [nothing]
     if others:
         folded = "\n\n".join(_passage_block(n, passages[n - 1], 300) for n in others)
         parts.append(
@@ -160,7 +162,7 @@ def answer_footer(answer) -> str:
         # adapters here would see no difference and conclude tuning did nothing.
         parts = [
             "Quoted from the documents; no model wrote it. For an answer written by "
-            f"`{answer.model}`, choose Concise or Detailed under Settings > Answer style"
+            f"`{answer.model}`, choose Concise or Detailed as the Answer style (in Chat, under Settings)"
         ]
     else:
         parts = [f"Answered by `{answer.model}`"]
@@ -340,6 +342,11 @@ class StopSignal(threading.Event):
     def is_set(self) -> bool:
         return super().is_set() or (self.flag is not None and self.flag.is_set())
 
+    @property
+    def pressed(self) -> bool:
+        """Whether the session's Stop button stopped this request."""
+        return self.flag is not None and self.flag.is_set()
+
     def finish(self) -> None:
         """The request is over: stop whatever still runs for it, and disarm the button."""
         self.set()
@@ -347,8 +354,15 @@ class StopSignal(threading.Event):
             self.flag.armed = False
 
 
+STOPPED = "_Stopped: this answer is unfinished._"
+"""What a stopped answer or draft shows under what it had written."""
+
+
 def stop_now(app, flag: CancelFlag | None) -> None:
-    """Stop this session's answer or draft: the model stops within a token."""
+    """Stop this session's answer or draft: the model stops within a token, and the answer's
+    own event ends with a page saying so. (Cancelling that event instead left the last page
+    as it was, "…" for good when no word had come, and Gradio sometimes marked the chat, the
+    sources and the question box "Error" and showed no conversation.)"""
     if flag is not None and flag.armed:
         flag.set()
 

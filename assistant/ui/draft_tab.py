@@ -10,6 +10,7 @@ import gradio as gr
 from assistant.answering.styles import DEFAULT_STYLE, STYLE_CHOICES
 from assistant.drafting.compose import NO_MESSAGE, DraftConfig
 from assistant.ui.common import (
+    STOPPED,
     CancelFlag,
     StopSignal,
     adapter_choices,
@@ -83,7 +84,17 @@ def run_draft(app, text, kb_name, tone_value, adapter_name, signature_text, temp
         author = caller.name if caller is not None and caller.name else ""
         drafts = app.draft(kb_name, text or "", config, model=model, stop=stop, author=author)
         searching = ("", "_Searching the documents…_", "", "", "")
-        yield from paced(drafts, _draft_page, searching, workers=answering(app)["concurrency_limit"])
+        last = []
+
+        def page(answer) -> tuple:
+            last[:] = [answer]
+            return _draft_page(answer)
+
+        yield from paced(drafts, page, searching, workers=answering(app)["concurrency_limit"])
+        if stop.pressed and not (last and last[0].done):
+            answer = last[0] if last else None
+            sources = sources_markdown(answer.passages, answer.cited, done=False) if answer else ""
+            yield answer.text if answer else "", f"{STOPPED} It was not saved.", sources, "", ""
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
     finally:
@@ -95,7 +106,13 @@ def _draft_page(answer) -> tuple:
     head = answer_footer(answer) if answer.done else "_Drafting…_"
     if answer.escalated and not answer.done:
         head = f"_The small model was unsure; asking {html.escape(answer.model)}…_"
-    return answer.text, head, sources_markdown(answer.passages, answer.cited), answer.draft_id, ""
+    return (
+        answer.text,
+        head,
+        sources_markdown(answer.passages, answer.cited, answer.done),
+        answer.draft_id,
+        "",
+    )
 
 
 def _decider(caller) -> dict:
@@ -215,7 +232,7 @@ def build(app, kb_selector: gr.Dropdown, adapters_changed: gr.State, public: boo
         )
     )
     event.then(handler(recent_drafts, app), [kb_selector], [stats, recent])
-    stop_btn.click(handler(stop_now, app), [stop_flag], None, queue=False, cancels=[event])
+    stop_btn.click(handler(stop_now, app), [stop_flag], None, queue=False)
     remove_marks.click(lambda text: strip_citations(text or ""), [reply], [reply])
     accept_btn.click(
         handler(accept, app),

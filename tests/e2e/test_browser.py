@@ -216,6 +216,30 @@ def test_3_ask_and_get_the_manuals_words_with_their_source(page, server):
     shot(page, "03-quoted-answer-with-source")
 
 
+def test_3b_stop_ends_the_answer_with_a_page_that_says_so(page, server):
+    """Stop ends the answer's own event with a page that says it stopped, the conversation in
+    view. Cancelling the event instead left "…" for good when no word had come, or marked the
+    chat, the sources and the question box "Error" and showed no conversation."""
+    from assistant.answering.styles import STYLE_CHOICES
+
+    tab(page, "Chat")
+    page.get_by_text("Settings", exact=True).first.click()
+    page.get_by_label(STYLE_CHOICES[2][0]).check()  # the model writes: long enough to stop
+    question = "Describe the TrailMaster X4 Tent, its materials, setup and care, in full detail."
+    page.get_by_placeholder("Ask a question about your documents…").fill(question)
+    page.get_by_role("button", name="Send").click()
+    page.wait_for_timeout(2000)
+    page.get_by_role("button", name="Stop").click()
+    page.get_by_text("Stopped: this answer is unfinished.").wait_for(timeout=30_000)
+    assert not error_badges(page)
+    assert question in page.locator("[data-testid='user']").last.inner_text()
+    assert "confidence" not in page.locator("[data-testid='bot']").last.inner_text()
+    assert "cites no passage" not in page.inner_text("body"), "a stopped answer is not a finished one"
+    shot(page, "03b-stopped-answer")
+    page.get_by_label(STYLE_CHOICES[0][0]).check()
+    page.get_by_text("Settings", exact=True).first.click()  # closed again, as the tests after expect
+
+
 def test_4_start_a_quick_tune_and_see_progress(page, server):
     tab(page, "Tune")
     area = page.locator("text=Click to Upload >> visible=true").first
