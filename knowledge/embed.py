@@ -37,6 +37,13 @@ ENGLISH_ONLY = {
     "nomic-embed-text-v1.5",
 }
 _ALIASES = {"default", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+def english_only(name: str) -> bool:
+    """Whether the embedding model ``name`` is known to read English only (without loading it)."""
+    return Path(name.rstrip("/")).name.lower() in ENGLISH_ONLY or name.strip().lower() in _ALIASES
+
+
 _cache: dict[tuple[str, str], Embedder] = {}
 _cache_lock = threading.Lock()
 
@@ -119,8 +126,7 @@ class Embedder:
             for module in self.model.modules():
                 if isinstance(module, torch.nn.Linear):
                     module.to(torch.bfloat16)  # cast once, not on every call (5 ms a query)
-        base = Path(name.rstrip("/")).name.lower()
-        self.english_only = base in ENGLISH_ONLY or name.strip().lower() in _ALIASES
+        self.english_only = english_only(name)
         """True when the model is known to read English only."""
         self.max_tokens = int(self.model.max_seq_length or 512)
         self._seen: OrderedDict[str, np.ndarray] = OrderedDict()

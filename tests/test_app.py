@@ -459,3 +459,25 @@ def test_the_sources_panel_says_nothing_is_cited_only_once_the_answer_is_done():
     assert "cites no passage" in sources_markdown(hits, [])
     writing = sources_markdown(hits, [], done=False)
     assert "cites no passage" not in writing and "tent.md" in writing
+
+
+def test_the_knowledge_tab_says_when_the_embedder_cannot_read_the_documents(tmp_path, embedder):
+    """A Japanese knowledge base was made with the English-only default without a word."""
+    from collections import deque
+
+    from assistant.config import Settings
+    from assistant.serving.service import Tsumugi
+    from assistant.ui.knowledge_tab import describe
+
+    app = Tsumugi(Settings(data_dir=tmp_path / "data"))
+    texts = {
+        "shop": ("haisou.md", "# 配送\n\nご注文金額が5,000円以上の場合、送料は無料です。通常2〜4営業日で発送します。"),
+        "tents": ("tent.md", "# Tent\n\nThe tent sleeps four people and weighs 12 lbs. Stake it down in wind."),
+    }
+    for kb, (name, text) in texts.items():
+        folder = tmp_path / kb
+        folder.mkdir()
+        (folder / name).write_text(text, encoding="utf-8")
+        deque(app.ingest(kb, [folder]), maxlen=0)
+    assert "does not read" in describe(app, "shop")
+    assert "does not read" not in describe(app, "tents")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from itertools import islice
+
 import gradio as gr
 
 from assistant.ui.common import CancelFlag, arm_cancel, handler, refuse_untyped, shown_progress, upload_path
+from knowledge.embed import english_only
 from knowledge.errors import TsumugiError
 from knowledge.ingest import Source
+from knowledge.lexical import is_japanese
 from knowledge.progress import Relay, drive_events, on_one_thread
 
 STATUS_LABEL = {
@@ -40,10 +44,18 @@ def describe(app, kb_name):
         return "Create a knowledge base to start."
     kb = app.library.get(kb_name)
     documents = kb.documents()
-    return (
+    line = (
         f"**{kb_name}** · {len(documents)} documents · {sum(d.chunks for d in documents)} chunks · "
         f"passages of up to {kb.chunking.size} tokens · embedding model `{kb.embed_model}`"
     )
+    sample = " ".join(text for _, _, text in islice(kb.iter_chunk_texts(), 20)) if documents else ""
+    if english_only(kb.embed_model) and is_japanese(sample):
+        line += (
+            "\n\n_These documents are mostly Japanese, which this embedding model does not read: "
+            "search matches their words, not their meaning. A multilingual embedding model (re-embed "
+            "below) adds search by meaning._"
+        )
+    return line
 
 
 def refresh(app, kb_name):
