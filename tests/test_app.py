@@ -471,8 +471,14 @@ def test_the_knowledge_tab_says_when_the_embedder_cannot_read_the_documents(tmp_
 
     app = Tsumugi(Settings(data_dir=tmp_path / "data"))
     texts = {
-        "shop": ("haisou.md", "# 配送\n\nご注文金額が5,000円以上の場合、送料は無料です。通常2〜4営業日で発送します。"),
-        "tents": ("tent.md", "# Tent\n\nThe tent sleeps four people and weighs 12 lbs. Stake it down in wind."),
+        "shop": (
+            "haisou.md",
+            "# 配送\n\nご注文金額が5,000円以上の場合、送料は無料です。通常2〜4営業日で発送します。",
+        ),
+        "tents": (
+            "tent.md",
+            "# Tent\n\nThe tent sleeps four people and weighs 12 lbs. Stake it down in wind.",
+        ),
     }
     for kb, (name, text) in texts.items():
         folder = tmp_path / kb
@@ -481,3 +487,48 @@ def test_the_knowledge_tab_says_when_the_embedder_cannot_read_the_documents(tmp_
         deque(app.ingest(kb, [folder]), maxlen=0)
     assert "does not read" in describe(app, "shop")
     assert "does not read" not in describe(app, "tents")
+
+
+def test_a_stop_belongs_to_the_question_it_was_pressed_for():
+    """The next question's click clears the session's flag: it must not undo a stop already
+    seen, and the stopped answer's end must not disarm the Stop meant for the next one."""
+    from assistant.ui.common import CancelFlag, StopSignal, arm_cancel, stop_now
+
+    flag = CancelFlag()
+    arm_cancel(None, flag)
+    first = StopSignal(flag)
+    assert not first.is_set() and not first.pressed
+    stop_now(None, flag)
+    assert first.is_set() and first.pressed
+    arm_cancel(None, flag)  # the next question, sent before the first one ended
+    assert first.is_set() and first.pressed
+    second = StopSignal(flag)
+    assert not second.is_set()
+    first.finish()
+    stop_now(None, flag)
+    assert second.pressed
+    assert not StopSignal(CancelFlag()).pressed, "a flag nobody armed stops nothing"
+
+
+def test_a_stop_pressed_while_the_question_waited_starts_nothing(tmp_path, embedder):
+    """Stop no longer cancels the queued event: the handler, once its turn comes, must say it
+    stopped at once, without loading the model or searching."""
+    from collections import deque
+
+    from assistant.config import Settings
+    from assistant.serving.service import Tsumugi
+    from assistant.ui.chat_tab import respond
+    from assistant.ui.common import STOPPED, CancelFlag, arm_cancel, stop_now
+
+    app = Tsumugi(Settings(data_dir=tmp_path / "data"))
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "tent.md").write_text("# Tent\n\nThe tent sleeps four people.", encoding="utf-8")
+    deque(app.ingest("tents", [tmp_path / "docs"]), maxlen=0)
+    flag = CancelFlag()
+    arm_cancel(app, flag)
+    stop_now(app, flag)
+    pages = list(respond(app, "How many people fit?", [], "tents", 5, 0.0, 64, "auto", "", "quote", flag))
+    assert len(pages) == 1
+    history, _, panel = pages[0]
+    assert history[-1]["content"] == STOPPED and history[-2]["content"] == "How many people fit?"
+    assert panel == ""

@@ -272,6 +272,10 @@ def answer_question(
             )
         else:
             answer.needs_review = True
+    if stop is not None and stop.is_set():  # stopped while the larger model wrote: as above
+        answer.timings["total_s"] = time.perf_counter() - start
+        yield answer
+        return answer
     answer.done = True
     answer.timings["total_s"] = time.perf_counter() - start
     yield answer
@@ -382,6 +386,8 @@ def _escalate(
             raw += piece
             answer.text = raw
             yield answer
+        if stop is not None and stop.is_set():
+            return  # unfinished: the caller says so
         if not raw.strip():
             raise ModelError("The larger model returned an empty answer.")
     except ModelError as exc:

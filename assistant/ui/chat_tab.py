@@ -70,7 +70,8 @@ def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choic
         model = app.model_config(adapter_name or None, precision_choice or None)
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    pairs = conversation_pairs((m.get("role"), _text(m.get("content"))) for m in history)
+    turns = ((m.get("role"), _text(m.get("content")).replace(STOPPED, "").strip()) for m in history)
+    pairs = conversation_pairs(turns)  # a stopped answer's note is not part of what it said
     history = history + [{"role": "user", "content": message}]
 
     last = []
@@ -86,6 +87,9 @@ def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choic
     stop = StopSignal(flag)
     searching = (history + [{"role": "assistant", "content": "…"}], "", "_Searching the documents…_")
     try:
+        if stop.is_set():  # stopped while it waited its turn: nothing is started
+            yield history + [{"role": "assistant", "content": STOPPED}], "", ""
+            return
         answers = app.ask(kb_name, message, pairs, config, model=model, stop=stop)
         yield from paced(answers, page, searching, workers=answering(app)["concurrency_limit"])
         if stop.pressed and not (last and last[0].done):
@@ -123,8 +127,8 @@ def build(app, kb_selector: gr.Dropdown, adapters_changed: gr.State) -> None:
                     scale=5,
                     submit_btn=False,
                 )
-                send = gr.Button("Send", variant="primary", scale=1)
-                stop = gr.Button("Stop", scale=1)
+                send = gr.Button("Send", variant="primary", scale=1, min_width=80)
+                stop = gr.Button("Stop", scale=1, min_width=80)
             clear = gr.Button("New conversation", size="sm")
         with gr.Column(scale=2):
             sources = gr.Markdown(

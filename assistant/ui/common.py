@@ -63,7 +63,7 @@ def sources_markdown(passages: list[Hit], cited: list[int], done: bool = True) -
     """The sources panel: cited passages in full view, the other retrieved ones folded away.
     Until the answer is ``done``, an answer citing nothing yet is not said to cite nothing."""
     if not passages:
-        return "_No passages from the documents were relevant to this question._"
+        return "_No passages from the documents were relevant to this question._" if done else ""
     shown = [_passage_block(n, passages[n - 1], 700) for n in cited]
     others = [n for n in range(1, len(passages) + 1) if n not in cited]
     nothing = "_The answer cites no passage._" if done else "_No passage cited yet._"
@@ -289,6 +289,8 @@ class CancelFlag(threading.Event):
     it (decomposition, retrieval, generation); one at any other time is not kept for the next."""
 
     armed = False
+    round = 0
+    """Counts the clicks that armed it: a request's stop belongs to its own click."""
 
     def __deepcopy__(self, memo) -> CancelFlag:
         return CancelFlag()
@@ -327,6 +329,7 @@ def arm_cancel(app, flag: CancelFlag | None) -> None:
     """Runs at the click that starts the work, unqueued: from now on Stop is meant for it."""
     if flag is not None:
         flag.clear()
+        flag.round += 1
         flag.armed = True
 
 
@@ -338,19 +341,33 @@ class StopSignal(threading.Event):
     def __init__(self, flag: CancelFlag | None = None) -> None:
         super().__init__()
         self.flag = flag if flag is not None and flag.armed else None
+        self.round = flag.round if self.flag is not None else 0
+        self._pressed = False
 
     def is_set(self) -> bool:
-        return super().is_set() or (self.flag is not None and self.flag.is_set())
+        # Latched: the next question's click clears the session's flag, and must not undo
+        # this stop; nor may a Stop meant for the next question reach this one.
+        if (
+            not self._pressed
+            and self.flag is not None
+            and self.flag.round == self.round
+            and self.flag.is_set()
+        ):
+            self._pressed = True
+            super().set()
+        return super().is_set()
 
     @property
     def pressed(self) -> bool:
         """Whether the session's Stop button stopped this request."""
-        return self.flag is not None and self.flag.is_set()
+        self.is_set()
+        return self._pressed
 
     def finish(self) -> None:
-        """The request is over: stop whatever still runs for it, and disarm the button."""
+        """The request is over: stop whatever still runs for it, and disarm the button (unless
+        a newer question armed it)."""
         self.set()
-        if self.flag is not None:
+        if self.flag is not None and self.flag.round == self.round:
             self.flag.armed = False
 
 

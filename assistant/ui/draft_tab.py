@@ -82,6 +82,9 @@ def run_draft(app, text, kb_name, tone_value, adapter_name, signature_text, temp
         )
         model = app.model_config(adapter_name or None)
         author = caller.name if caller is not None and caller.name else ""
+        if stop.is_set():  # stopped while it waited its turn: nothing is started
+            yield "", f"{STOPPED} It was not saved.", "", "", ""
+            return
         drafts = app.draft(kb_name, text or "", config, model=model, stop=stop, author=author)
         searching = ("", "_Searching the documents…_", "", "", "")
         last = []

@@ -51,7 +51,7 @@ def describe(app, kb_name):
     sample = " ".join(text for _, _, text in islice(kb.iter_chunk_texts(), 20)) if documents else ""
     if english_only(kb.embed_model) and is_japanese(sample):
         line += (
-            "\n\n_These documents are mostly Japanese, which this embedding model does not read: "
+            "\n\n_Some of these documents are Japanese, which this embedding model does not read: "
             "search matches their words, not their meaning. A multilingual embedding model (re-embed "
             "below) adds search by meaning._"
         )
