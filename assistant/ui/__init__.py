@@ -90,9 +90,7 @@ def build_app(app: Tsumugi, public: bool = False) -> gr.Blocks:
             ):
                 with gr.Tab(label, id=tab_id) as tab:
                     before = set(demo.fns)
-                    if module is knowledge_tab:
-                        module.build(app, kb_selector)
-                    elif module is admin_tab:
+                    if module is admin_tab:
                         module.build(app)
                     elif module in (tune_tab, evaluate_tab):
                         module.build(app, demo, kb_selector, adapters_changed)

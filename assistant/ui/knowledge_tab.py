@@ -52,8 +52,8 @@ def describe(app, kb_name):
     if english_only(kb.embed_model) and is_japanese(sample):
         line += (
             "\n\n_Some of these documents are Japanese, which this embedding model does not read: "
-            "search matches their words, not their meaning. A multilingual embedding model (re-embed "
-            "below) adds search by meaning._"
+            "search matches their words, not their meaning. Re-embedding with a multilingual model "
+            "(Knowledge base settings, below) adds search by meaning._"
         )
     return line
 
@@ -196,7 +196,7 @@ def delete_kb(app, kb_name, typed):
     return gr.update(choices=names, value=names[0] if names else None), ""
 
 
-def build(app, kb_selector: gr.Dropdown) -> None:
+def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
     with gr.Row():
         new_name = gr.Textbox(label="New knowledge base", placeholder="e.g. support-manuals", scale=3)
         chunk_size = gr.Dropdown(
@@ -262,3 +262,6 @@ def build(app, kb_selector: gr.Dropdown) -> None:
         handler(delete_kb, app), [kb_selector, confirm_name], [kb_selector, confirm_name]
     )
     kb_selector.change(handler(refresh, app), [kb_selector], [summary, docs, doc_pick, embed_model])
+    # On load too: when the page's knowledge base is already the one chosen, nothing changes,
+    # and the tab showed no documents and no summary until another base was picked.
+    demo.load(handler(refresh, app), [kb_selector], [summary, docs, doc_pick, embed_model])

@@ -28,16 +28,10 @@ ADMIN = ("lead", "correct horse battery")
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, model_cache):
+def serve(data: Path, model_cache: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """``app.py`` on a free port over ``data``, once it answers."""
     import httpx
 
-    from assistant.serving.users import UserStore
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: `make test` installs Debian's chromium (make browser).")
-    data = tmp_path_factory.mktemp("e2e-data")
-    UserStore(data).add(*ADMIN, role="admin")
     port = free_port()
     env = {
         **os.environ,
@@ -46,7 +40,7 @@ def server(tmp_path_factory, model_cache):
         "TSUMUGI_PORT": str(port),
         "TSUMUGI_HOST": "127.0.0.1",
     }
-    log = open(tmp_path_factory.mktemp("e2e-log") / "server.log", "w")  # noqa: SIM115
+    log = open(log_path, "w")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
     )
@@ -55,12 +49,40 @@ def server(tmp_path_factory, model_cache):
     while True:
         try:
             if httpx.get(url + "/v1/health", timeout=2).status_code == 200:
-                break
+                return proc, url
         except httpx.HTTPError:
             pass
         if proc.poll() is not None or time.time() > deadline:
-            raise RuntimeError(Path(log.name).read_text()[-3000:])
+            proc.kill()
+            raise RuntimeError(log_path.read_text()[-3000:])
         time.sleep(1)
+
+
+def launch(p):
+    """Debian's Chromium, as the tests drive it."""
+    return p.chromium.launch(
+        executable_path=CHROMIUM,
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, model_cache):
+    from assistant.serving.users import UserStore
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: `make test` installs Debian's chromium (make browser).")
+    data = tmp_path_factory.mktemp("e2e-data")
+    UserStore(data).add(*ADMIN, role="admin")
+    proc, url = serve(data, model_cache, tmp_path_factory.mktemp("e2e-log") / "server.log")
     yield url, data
     proc.terminate()
     proc.wait(timeout=30)
@@ -73,18 +95,7 @@ def page(server):
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(60_000)
         yield page
@@ -400,3 +411,35 @@ def test_7_evaluate_refuses_a_run_or_save_in_one_toast(page, server):
     page.get_by_text("Tick at least one model.").wait_for()
     assert not error_badges(page)
     shot(page, "09-evaluate-refusals")
+
+
+def test_9_a_base_made_before_the_server_started_is_listed_when_the_page_opens(tmp_path, model_cache):
+    """The page chose that base when it was built, so opening it changed nothing, and the
+    Knowledge tab showed no documents and no summary until another base was picked."""
+    from collections import deque
+
+    from playwright.sync_api import sync_playwright
+
+    from assistant.config import Settings
+    from assistant.serving.service import Tsumugi
+
+    data, docs = tmp_path / "data", tmp_path / "docs"
+    docs.mkdir()
+    shutil.copy(DATA / "ja-support" / "henpin.md", docs)
+    deque(Tsumugi(Settings(data_dir=data, model_cache=model_cache)).ingest("Returns", [docs]), maxlen=0)
+    proc, url = serve(data, model_cache, tmp_path / "server.log")
+    try:
+        with sync_playwright() as p:
+            browser = launch(p)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.get_by_role("tab", name="Knowledge", exact=True).first.wait_for(timeout=60_000)
+            tab(page, "Knowledge")
+            page.get_by_text("1 documents").first.wait_for(timeout=30_000)
+            assert "henpin.md" in page.inner_text("body")
+            assert "does not read" in page.inner_text("body"), "the Japanese document's notice"
+            shot(page, "10-knowledge-on-open")
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
