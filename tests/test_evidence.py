@@ -298,6 +298,37 @@ def test_a_condition_comes_with_its_other_side(embedder, question, passage, want
     assert wanted in quote and unwanted not in quote, quote
 
 
+def test_a_sentence_beside_the_answer_that_bounds_another_number_stays_out(embedder):
+    passage = "The TrailMaster X4 Tent comes with a 2-year warranty. The tent weighs a little over 12 lbs."
+    quote = select(
+        "How long is the warranty on the TrailMaster X4 Tent?", [_hit(1, passage)], embedder
+    ).quote(False)
+    assert "2-year warranty" in quote and "12 lbs" not in quote, quote
+
+
+def test_a_written_sentence_may_not_drop_the_condition_on_a_number():
+    """ "ご注文金額が5,000円です" passed every other test at high confidence: the passage says
+    orders of 5,000 yen or more ship free."""
+    passage = "ご注文金額が5,000円（税込）以上の場合、送料は無料です。5,000円未満の場合は全国一律550円の送料がかかります。"
+    assert not supported("ご注文金額が5,000円です[1]。", passage)
+    assert supported("ご注文金額が5,000円以上の場合、送料は無料です[1]。", passage)
+    english = "Shipping is free on orders over 50 dollars. Parcels leave within 2 days."
+    assert not supported("Shipping costs 50 dollars [1].", english)
+    assert supported("Shipping is free on orders over 50 dollars [1].", english)
+    assert supported("Parcels leave within 2 days [1].", english), "no condition there"
+    # Words that bound nothing, and digits inside a name, are no condition.
+    assert supported(
+        "The TrailMaster X4 Tent keeps you dry in rain [1].",
+        "If it rains, the TrailMaster X4 Tent keeps you dry.",
+    )
+    assert supported(
+        "The charge limit is 80 percent [1].", "Under Settings > Battery, the charge limit is 80 percent."
+    )
+    assert supported(
+        "電源ボタンを3秒間押し続けてください[1]。", "以下の手順で、電源ボタンを3秒間押し続けてください。"
+    )
+
+
 def test_a_stop_while_the_model_writes_leaves_the_answer_unfinished(phone_kb, chat_model):
     """Stopped mid-sentence, the answer was finished anyway: scored, recorded, and shown with a
     confidence as if complete (or replaced by quotes "as the model's sentences did not hold up")."""

@@ -12,8 +12,9 @@ into "No", and writes menu paths that exist nowhere. So the answer is built from
 2. **Check.** A sentence the model writes is kept only when the passage it cites supports
    it: most of its informative terms occur there, every number, quoted name and menu path
    occurs there verbatim, it does not deny what the closest evidence sentence affirms (or
-   the reverse), and, where the embedder reads the language, it is close in meaning to a
-   sentence of the passage. An unsupported sentence is replaced by the evidence sentence it
+   the reverse) nor drop the condition that sentence puts on a number it repeats, and,
+   where the embedder reads the language, it is close in meaning to a sentence of the
+   passage. An unsupported sentence is replaced by the evidence sentence it
    distorts, or removed.
 
 The rules are few and fixed (no per-corpus weights): ``python -m bench --only answers``
@@ -246,7 +247,7 @@ def select(
         if len(chosen) >= max_units or unit.score < NEAR_BEST * best.score:
             break
         chosen.append(unit)
-    chosen += _other_sides(chosen, units, line_terms, lines, set(q_terms))
+    chosen += _other_sides(chosen, units)
     chosen_terms = set(t for u in chosen for t in terms(u.text))
     return Evidence(
         units=sorted(chosen, key=lambda u: (u.n, u.order)),
@@ -258,29 +259,39 @@ def select(
     )
 
 
-_CONDITION = re.compile(
-    r"場合|以上|未満|以下|を超え|超える|なら|\b(?:if|unless|over|under|more than|less than|at least|up to|otherwise)\b",
+_BOUNDED = re.compile(
+    r"\b(?:over|under|above|below|more than|less than|fewer than|at least|at most|up to|exceeding)\s+"
+    r"[$€£¥]?(?P<after>\d+(?:[.,]\d+)*)(?![A-Za-z0-9])"
+    r"|(?<![A-Za-z0-9.,])(?P<before>\d+(?:[.,]\d+)*)(?![A-Za-z0-9])[^。、.!?\n]{0,10}?"
+    r"(?:以上|未満|以下(?!の)|を?超え|超|\bor (?:more|less|over|under)\b|\band (?:over|above|up)\b)",
     re.I,
 )
+"""A number with a bound on it: "over 50", "at least 2", "5,000円（税込）以上", "3 or more"."""
+_WHOLE_NUMBER = re.compile(r"(?<![A-Za-z0-9.,])\d+(?:[.,]\d+)*(?![A-Za-z0-9])")
+"""A number standing as one ("5,000", "12"), not a digit inside a name ("X4")."""
 
 
-def _other_sides(
-    chosen: list[Unit], units: dict[int, Unit], line_terms, lines, q_terms: set[str]
-) -> list[Unit]:
-    """The sentences next to a chosen one that states a condition, in the same paragraph, when
-    they state one too on a term of the question: the condition's other side. "Orders of
-    5,000 yen or more ship free." alone answered "What does shipping cost on a 3,000 yen
-    order?" as if it were free; the next sentence says 550 yen."""
+def _numbers(text: str, bounded: bool = False) -> set[str]:
+    """The numbers of ``text`` (only those with a bound on them, if ``bounded``), commas dropped."""
+    text = unicodedata.normalize("NFKC", text)
+    if bounded:
+        found = [m.group("after") or m.group("before") for m in _BOUNDED.finditer(text)]
+    else:
+        found = _WHOLE_NUMBER.findall(text)
+    return {n.replace(",", "") for n in found}
+
+
+def _other_sides(chosen: list[Unit], units: dict[int, Unit]) -> list[Unit]:
+    """The sentences next to a chosen one, in the same paragraph, that bound the same number:
+    the threshold's other side. "Orders of 5,000 yen or more ship free." alone answered "What
+    does shipping cost on a 3,000 yen order?" as if it were free; the next sentence says
+    orders under 5,000 yen pay 550."""
     found = []
     index = {(u.n, u.order): i for i, u in units.items()}
-    terms_of = {}
-    for k, (i, _) in enumerate(lines):
-        terms_of.setdefault(i, set()).update(line_terms[k])
     for unit in chosen:
         i = index.get((unit.n, unit.order))
-        if i is None or unit.is_list or not _CONDITION.search(unit.text):
-            continue
-        for step in (-1, 1):
+        bounds = _numbers(unit.text, bounded=True) if i is not None and not unit.is_list else set()
+        for step in (-1, 1) if bounds else ():
             other = units.get(i + step)
             if (
                 other is not None
@@ -289,8 +300,7 @@ def _other_sides(
                 and other.order == unit.order + step  # a sentence of the same line
                 and other not in chosen
                 and other not in found
-                and _CONDITION.search(other.text)
-                and terms_of.get(i + step, set()) & terms_of[i] & q_terms
+                and bounds & _numbers(other.text, bounded=True)
             ):
                 found.append(other)
     return found
@@ -351,11 +361,21 @@ def supported(sentence: str, passage: str, embedder=None) -> bool:
     closest = candidates[int(np.argmax(overlap))]
     if _negated(plain) != _negated(closest):
         return False
+    if _drops_condition(plain, closest):
+        return False
     if embedder is not None and embedder.reads(plain):
         vectors = embedder.encode_cached([plain] + candidates)
         if float(np.max(vectors[1:] @ vectors[0])) < MIN_SIMILARITY_SUPPORT:
             return False
     return True
+
+
+def _drops_condition(sentence: str, closest: str) -> bool:
+    """Whether ``sentence`` repeats a number that ``closest`` bounds ("5,000円以上", "over 50")
+    without the bound: "ご注文金額が5,000円です" from "ご注文金額が5,000円以上の場合、送料は無料です"
+    passed every other test, at high confidence."""
+    bounded = _numbers(closest, bounded=True)
+    return bool((_numbers(sentence) & bounded) - _numbers(sentence, bounded=True))
 
 
 def closest_unit(sentence: str, evidence: Evidence) -> Unit | None:
