@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from assistant.answering.bounds import drops_bound, numbers
 from knowledge.lexical import content_terms, idf, is_japanese, terms
 from knowledge.query import Query
 from knowledge.retrieve import Hit
@@ -259,28 +260,6 @@ def select(
     )
 
 
-_BOUNDED = re.compile(
-    r"\b(?:over|under|above|below|more than|less than|fewer than|at least|at most|up to|exceeding)\s+"
-    r"[$€£¥]?(?P<after>\d+(?:[.,]\d+)*)(?![A-Za-z0-9])"
-    r"|(?<![A-Za-z0-9.,])(?P<before>\d+(?:[.,]\d+)*)(?![A-Za-z0-9])[^。、.!?\n]{0,10}?"
-    r"(?:以上|未満|以下(?!の)|を?超え|超|\bor (?:more|less|over|under)\b|\band (?:over|above|up)\b)",
-    re.I,
-)
-"""A number with a bound on it: "over 50", "at least 2", "5,000円（税込）以上", "3 or more"."""
-_WHOLE_NUMBER = re.compile(r"(?<![A-Za-z0-9.,])\d+(?:[.,]\d+)*(?![A-Za-z0-9])")
-"""A number standing as one ("5,000", "12"), not a digit inside a name ("X4")."""
-
-
-def _numbers(text: str, bounded: bool = False) -> set[str]:
-    """The numbers of ``text`` (only those with a bound on them, if ``bounded``), commas dropped."""
-    text = unicodedata.normalize("NFKC", text)
-    if bounded:
-        found = [m.group("after") or m.group("before") for m in _BOUNDED.finditer(text)]
-    else:
-        found = _WHOLE_NUMBER.findall(text)
-    return {n.replace(",", "") for n in found}
-
-
 def _other_sides(chosen: list[Unit], units: dict[int, Unit]) -> list[Unit]:
     """The sentences next to a chosen one, in the same paragraph, that bound the same number:
     the threshold's other side. "Orders of 5,000 yen or more ship free." alone answered "What
@@ -290,7 +269,7 @@ def _other_sides(chosen: list[Unit], units: dict[int, Unit]) -> list[Unit]:
     index = {(u.n, u.order): i for i, u in units.items()}
     for unit in chosen:
         i = index.get((unit.n, unit.order))
-        bounds = _numbers(unit.text, bounded=True) if i is not None and not unit.is_list else set()
+        bounds = numbers(unit.text, bounded=True) if i is not None and not unit.is_list else set()
         for step in (-1, 1) if bounds else ():
             other = units.get(i + step)
             if (
@@ -300,7 +279,7 @@ def _other_sides(chosen: list[Unit], units: dict[int, Unit]) -> list[Unit]:
                 and other.order == unit.order + step  # a sentence of the same line
                 and other not in chosen
                 and other not in found
-                and bounds & _numbers(other.text, bounded=True)
+                and bounds & numbers(other.text, bounded=True)
             ):
                 found.append(other)
     return found
@@ -361,21 +340,13 @@ def supported(sentence: str, passage: str, embedder=None) -> bool:
     closest = candidates[int(np.argmax(overlap))]
     if _negated(plain) != _negated(closest):
         return False
-    if _drops_condition(plain, closest):
+    if drops_bound(plain, closest):
         return False
     if embedder is not None and embedder.reads(plain):
         vectors = embedder.encode_cached([plain] + candidates)
         if float(np.max(vectors[1:] @ vectors[0])) < MIN_SIMILARITY_SUPPORT:
             return False
     return True
-
-
-def _drops_condition(sentence: str, closest: str) -> bool:
-    """Whether ``sentence`` repeats a number that ``closest`` bounds ("5,000円以上", "over 50")
-    without the bound: "ご注文金額が5,000円です" from "ご注文金額が5,000円以上の場合、送料は無料です"
-    passed every other test, at high confidence."""
-    bounded = _numbers(closest, bounded=True)
-    return bool((_numbers(sentence) & bounded) - _numbers(sentence, bounded=True))
 
 
 def closest_unit(sentence: str, evidence: Evidence) -> Unit | None:

@@ -413,12 +413,10 @@ def test_7_evaluate_refuses_a_run_or_save_in_one_toast(page, server):
     shot(page, "09-evaluate-refusals")
 
 
-def test_9_a_base_made_before_the_server_started_is_listed_when_the_page_opens(tmp_path, model_cache):
+def test_9_a_base_made_before_the_server_started_is_listed_when_the_page_opens(page, tmp_path, model_cache):
     """The page chose that base when it was built, so opening it changed nothing, and the
     Knowledge tab showed no documents and no summary until another base was picked."""
     from collections import deque
-
-    from playwright.sync_api import sync_playwright
 
     from assistant.config import Settings
     from assistant.serving.service import Tsumugi
@@ -428,18 +426,17 @@ def test_9_a_base_made_before_the_server_started_is_listed_when_the_page_opens(t
     shutil.copy(DATA / "ja-support" / "henpin.md", docs)
     deque(Tsumugi(Settings(data_dir=data, model_cache=model_cache)).ingest("Returns", [docs]), maxlen=0)
     proc, url = serve(data, model_cache, tmp_path / "server.log")
+    # The module's browser (a second Playwright cannot start beside it), a page of its own.
+    other = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
-        with sync_playwright() as p:
-            browser = launch(p)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url)
-            page.get_by_role("tab", name="Knowledge", exact=True).first.wait_for(timeout=60_000)
-            tab(page, "Knowledge")
-            page.get_by_text("1 documents").first.wait_for(timeout=30_000)
-            assert "henpin.md" in page.inner_text("body")
-            assert "does not read" in page.inner_text("body"), "the Japanese document's notice"
-            shot(page, "10-knowledge-on-open")
-            browser.close()
+        other.goto(url)
+        other.get_by_role("tab", name="Knowledge", exact=True).first.wait_for(timeout=60_000)
+        tab(other, "Knowledge")
+        other.get_by_text("1 documents").first.wait_for(timeout=30_000)
+        assert "henpin.md" in other.inner_text("body")
+        assert "does not read" in other.inner_text("body"), "the Japanese document's notice"
+        shot(other, "10-knowledge-on-open")
     finally:
+        other.close()
         proc.terminate()
         proc.wait(timeout=30)
