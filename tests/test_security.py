@@ -594,7 +594,9 @@ def test_stop_in_chat_or_draft_frees_the_model_within_a_second(service):
         assert stopped - asked < 2.0, "the cancel waited on the model"
         assert freed(), "the stopped answer's reply still ran a second after Stop"
         after_stop = _first_token_s(ask(short, 32), stopped)
-        assert after_stop <= alone + 3.0, (after_stop, alone)
+        # A reply left running (about 13 s more of it) would pass this; a loaded 2-core machine's
+        # noise alone reached +4.2 s in one full run (freed() above is the exact check).
+        assert after_stop <= alone + 6.0, (after_stop, alone)
 
         # The same for a reply draft.
         drafting = client.submit(long, "contoso", "formal", "", "", "", "detailed", api_name="/draft")
@@ -606,7 +608,7 @@ def test_stop_in_chat_or_draft_frees_the_model_within_a_second(service):
         assert stopped - asked < 2.0, "the draft's cancel waited on the model"
         assert freed(), "the stopped draft's reply still ran a second after Stop"
         after_draft = _first_token_s(ask(short, 32), stopped)
-        assert after_draft <= alone + 3.0, ("after a stopped draft", after_draft, alone)
+        assert after_draft <= alone + 6.0, ("after a stopped draft", after_draft, alone)
     finally:
         server.should_exit = True
 
