@@ -15,8 +15,9 @@ Three kinds of question, each with the previous user turn as the conversation:
 
 A hit is the question's own document ranked first (recall@1) or in the first five
 (recall@5); the answer's passage (``bench.retrieval_quality``'s hit: from that document and
-holding the answer) ranked first counts too, since a document found is not yet an answer. Rankers, in one run: the question alone (no conversation); the question joined to
-the previous turn and searched as one (the textbook way, and Tsumugi's before); Tsumugi
+holding the answer) ranked first counts too, since a document found is not yet an answer.
+Rankers, in one run: the question alone (no conversation); the question joined to the previous
+turn and searched as one (the textbook way, and Tsumugi's before); Tsumugi
 (``retrieve(..., context=[previous])``).
 
 ``python -m bench.follow_ups [--questions N]`` writes ``bench/results/follow_ups.md``.

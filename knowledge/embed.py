@@ -44,6 +44,13 @@ def english_only(name: str) -> bool:
     return Path(name.rstrip("/")).name.lower() in ENGLISH_ONLY or name.strip().lower() in _ALIASES
 
 
+def reads(name: str, text: str) -> bool:
+    """Whether the embedding model ``name`` reads ``text``'s language (without loading it)."""
+    from knowledge.lexical import is_japanese
+
+    return not (english_only(name) and is_japanese(text))
+
+
 _cache: dict[tuple[str, str], Embedder] = {}
 _cache_lock = threading.Lock()
 
@@ -126,8 +133,6 @@ class Embedder:
             for module in self.model.modules():
                 if isinstance(module, torch.nn.Linear):
                     module.to(torch.bfloat16)  # cast once, not on every call (5 ms a query)
-        self.english_only = english_only(name)
-        """True when the model is known to read English only."""
         self.max_tokens = int(self.model.max_seq_length or 512)
         self._seen: OrderedDict[str, np.ndarray] = OrderedDict()
         self._seen_lock = threading.Lock()
@@ -136,9 +141,7 @@ class Embedder:
 
     def reads(self, text: str) -> bool:
         """Whether this model's similarities mean something for ``text``'s language."""
-        from knowledge.lexical import is_japanese
-
-        return not (self.english_only and is_japanese(text))
+        return reads(self.name, text)
 
     @property
     def tokenizer(self):

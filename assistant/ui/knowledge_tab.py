@@ -7,10 +7,9 @@ from itertools import islice
 import gradio as gr
 
 from assistant.ui.common import CancelFlag, arm_cancel, handler, refuse_untyped, shown_progress, upload_path
-from knowledge.embed import english_only
+from knowledge.embed import reads
 from knowledge.errors import TsumugiError
 from knowledge.ingest import Source
-from knowledge.lexical import is_japanese
 from knowledge.progress import Relay, drive_events, on_one_thread
 
 STATUS_LABEL = {
@@ -49,7 +48,7 @@ def describe(app, kb_name):
         f"passages of up to {kb.chunking.size} tokens · embedding model `{kb.embed_model}`"
     )
     sample = " ".join(text for _, _, text in islice(kb.iter_chunk_texts(), 20)) if documents else ""
-    if english_only(kb.embed_model) and is_japanese(sample):
+    if not reads(kb.embed_model, sample):
         line += (
             "\n\n_Some of these documents are Japanese, which this embedding model does not read: "
             "search matches their words, not their meaning. Re-embedding with a multilingual model "
