@@ -65,18 +65,35 @@ def _script(char: str) -> str:
     return "kanji"
 
 
-def _words(run: str) -> list[str]:
-    """Dictionary words of a Japanese run (normalised forms), without particles and symbols."""
+def _analyser():
+    """This thread's SudachiPy tokenizer (core dictionary, shortest words); one is not shared
+    between threads."""
     analyser = getattr(_analysers, "tokenizer", None)
-    if analyser is None:  # a SudachiPy tokenizer is not shared between threads
+    if analyser is None:
         from sudachipy import Dictionary, SplitMode
 
-        analyser = _analysers.tokenizer = Dictionary(dict="core").create(SplitMode.A)
+        analyser = _analysers.tokenizer = Dictionary(dict="core").tokenizer(SplitMode.A)
+    return analyser
+
+
+def _words(run: str) -> list[str]:
+    """Dictionary words of a Japanese run (normalised forms), without particles and symbols."""
     return [
         m.normalized_form().lower()
-        for m in analyser.tokenize(run)
+        for m in _analyser().tokenize(run)
         if m.part_of_speech()[0] not in _SKIPPED_POS
     ]
+
+
+def japanese_name(text: str) -> bool:
+    """Whether ``text`` is a Japanese person's name by the dictionary: a family name, with or
+    without a given name (山田太郎, 佐々木, 高橋 まゆみ); not 以上, 東京 or a given name alone."""
+    words = [
+        m.part_of_speech() for m in _analyser().tokenize(text.strip()) if m.part_of_speech()[0] != "空白"
+    ]
+    return (
+        bool(words) and all(pos[:3] == ("名詞", "固有名詞", "人名") for pos in words) and words[0][3] == "姓"
+    )
 
 
 def index_terms(text: str) -> list[str]:

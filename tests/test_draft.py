@@ -21,6 +21,10 @@ EN_MESSAGE = (
     "TrailMaster X4 Tent? Thanks,\nSam"
 )
 JA_MESSAGE = "お世話になっております。先日購入した商品を返品したいのですが、開封した商品でも返品できますか？"
+JA_EMAIL = (
+    "お世話になっております。山田です。\n先週購入した炊飯器が届いたのですが、使わないので返品したいです。"
+    "返金はいつ頃になりますか？\nよろしくお願いいたします。\n山田太郎"
+)
 
 
 def _draft(service, kb, message, **config):
@@ -217,4 +221,39 @@ def test_a_signed_message_is_answered_by_name():
     formal = compose("Body.", "en", DraftConfig(), customer_name(email))
     assert formal.startswith("Dear Maria Lopez,\n\nThank you for contacting us.")
     assert compose("Body.", "en", DraftConfig(tone="friendly"), "Maria Lopez").startswith("Hi Maria,")
-    assert compose("本文です。", "ja", DraftConfig(), "Maria Lopez").startswith("お問い合わせいただき")
+    assert compose("本文です。", "ja", DraftConfig()).startswith("お問い合わせいただき")
+
+
+def test_a_japanese_customer_signing_with_their_name_is_addressed_with_sama():
+    from assistant.drafting.compose import customer_name
+
+    assert customer_name(JA_EMAIL) == "山田太郎"
+    assert customer_name("返品できますか？\nよろしくお願いします。\n佐々木") == "佐々木"
+    for unsigned in (
+        "返品できますか？",
+        "返品できますか？\n以上",
+        "返品できますか？\n東京",
+        "返品できますか？\n太郎",
+    ):
+        assert customer_name(unsigned) == "", unsigned
+    assert compose("本文です。", "ja", DraftConfig(), "山田太郎").startswith(
+        "山田太郎様\n\nお問い合わせいただき、誠にありがとうございます。"
+    )
+
+
+def test_a_question_inside_a_customers_email_is_answered(service):
+    """Greetings, a self-introduction, what happened and a signature around the question: the
+    message searched whole covered too little of any passage, and the draft said it would check
+    and reply later (python -m bench.messages)."""
+    answer = _draft(service, "ja-support", JA_EMAIL, style="quote")
+    assert answer.covered and not answer.needs_review, answer.text
+    assert answer.passages[0].doc == "henpin.md"
+    assert "5営業日以内に返金いたします" in answer.text
+    assert answer.text.startswith("山田太郎様\n\n")
+    assert service.drafts.get(answer.draft_id).message == JA_EMAIL.strip()
+    # A request is no question: what is searched is the message less the sentences that share no
+    # term with the documents (the greeting, the self-introduction, the sign-off, the name).
+    request = "お世話になっております。山田です。\n返金までにかかる日数を教えてください。\nよろしくお願いいたします。\n山田太郎"
+    answer = _draft(service, "ja-support", request, style="quote")
+    assert answer.covered and answer.passages[0].doc == "henpin.md", answer.text
+    assert "5営業日以内に返金いたします" in answer.text

@@ -189,6 +189,7 @@ def answer_question(
     escalation=None,
     messages_fn: MessagesFn | None = None,
     finish: Callable[[str], str] | None = None,
+    search: str | Query | None = None,
 ) -> Generator[Answer, None, Answer]:
     """Stream an :class:`Answer`; each yield is the same object with more text.
 
@@ -197,18 +198,27 @@ def answer_question(
     ``escalation`` is an :class:`assistant.answering.escalate.EscalationConfig`; ``messages_fn`` builds
     the prompt for the detailed style (default: :func:`build_messages`); ``finish`` turns the
     final text into what is shown (drafting wraps it in a greeting and a signature).
+    ``search`` is what retrieval, the evidence and the prompt read when it is not the whole
+    question (a draft: the customer's message without its pleasantries, :func:`about`).
     """
     config = config or AnswerConfig()
     history = (history or [])[-config.history_turns :] if config.history_turns else []
     messages_fn = messages_fn or build_messages
     query = Query.of(question)  # analysed once; every step below reads this value
     question, lang = query.text, query.lang
+    sought = query if search is None else Query.of(search)
     start = time.perf_counter()
     answer = Answer(question=question, model=getattr(model, "label", ""), style=config.style)
-    parts = split_question(query, model, stop) if config.decompose else [query]
+    # A message's questions are also searched alone: told with all it says ("I bought the
+    # rice cooker last week and want to return it. When is the refund?"), the question covered
+    # too small a share of the search to pass the relevance test.
+    asks = sought if search is None or not config.decompose else Query.of(asked(sought.text))
+    parts = split_question(asks, model, stop) if config.decompose else [sought]
     if len(parts) > 1:
         answer.sub_questions = [p.text for p in parts]
-    hits = gather_passages(kb, parts, config.retrieval, context=[u for u, _ in history], stop=stop)
+    context = [u for u, _ in history]
+    whole = None if asks is sought else sought
+    hits = gather_passages(kb, parts, config.retrieval, context=context, stop=stop, whole=whole)
     answer.timings["retrieval_s"] = time.perf_counter() - start
     answer.passages = hits
     if stop is not None and stop.is_set():  # nobody waits for the rest: unfinished, unrecorded
@@ -225,11 +235,11 @@ def answer_question(
         return answer
     embedder = get_embedder(kb.embed_model)
     evidence = gather_evidence(
-        kb, parts if len(parts) > 1 else [Query.of(asked(question))], hits, embedder, config.style
+        kb, parts if len(parts) > 1 else [Query.of(asked(sought.text))], hits, embedder, config.style
     )
     answer.timings["evidence_s"] = time.perf_counter() - start - answer.timings["retrieval_s"]
     yield answer
-    messages = messages_fn(question, hits, history, lang)
+    messages = messages_fn(sought.text, hits, history, lang)
     info: dict = {}
     stopped = False
     if config.style == "unchecked":
@@ -240,7 +250,7 @@ def answer_question(
         answer.timings["first_token_s"] = time.perf_counter() - start
     else:
         if config.style == "concise":
-            messages = concise_messages(question, evidence, lang)
+            messages = concise_messages(sought.text, evidence, lang)
         tokens = config.max_new_tokens if config.style == "detailed" else min(config.max_new_tokens, 96)
         check = SupportCheck(hits, evidence, embedder)
         yield from _stream_checked(answer, model, messages, tokens, config, stop, info, check, lang, start)

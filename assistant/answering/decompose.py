@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from knowledge.lexical import content_terms, is_japanese, terms
+from knowledge.lexical import content_terms, distinctive_terms, is_japanese, terms
 from knowledge.query import Query
 from knowledge.retrieve import Hit, RetrievalConfig, retrieve
 from knowledge.store import KnowledgeBase
@@ -67,6 +67,27 @@ def asked(message: str) -> str:
     questions = _question_sentences(message)
     joiner = "" if is_japanese(message) else " "
     return joiner.join(questions) if questions else message.strip()
+
+
+def about(message: str, kb: KnowledgeBase) -> str:
+    """What a customer's message is about: its sentences less those that ask nothing and share
+    no term with the knowledge base (greetings, a self-introduction, the sign-off and the
+    signature: お世話になっております。山田です。… 山田太郎). Searched whole, such a message
+    matched no passage well enough: the pleasantries' terms, which no document holds, weigh
+    most in the coverage test, and a draft for an answerable Japanese question said it would
+    check and reply later (``python -m bench.messages``). A question is always kept, so one
+    about something the documents never mention still finds nothing; with nothing left, the
+    whole message."""
+    kept = []
+    for line in message.splitlines():
+        for sentence in sentences(line.strip()):
+            if _is_question(sentence):
+                kept.append(sentence)
+                continue
+            mentioned = distinctive_terms(list(dict.fromkeys(content_terms(terms(sentence)))))
+            if any(kb.document_frequencies(mentioned).values()):
+                kept.append(sentence)
+    return ("" if is_japanese(message) else " ").join(kept) or message.strip()
 
 
 def looks_multipart(question: str) -> bool:
@@ -150,23 +171,30 @@ def gather_passages(
     config: RetrievalConfig,
     context: list[str] | None = None,
     stop=None,
+    whole: Query | None = None,
 ) -> list[Hit]:
     """Retrieve for each part and merge the rankings, best ranks first, without repeats; a set
-    ``stop`` event ends it at the next part, with what was retrieved so far."""
+    ``stop`` event ends it at the next part, with what was retrieved so far. ``whole``: the
+    message the parts were asked in, when it says more than they do (what the customer bought,
+    what happened); default: the parts joined."""
     parts = [Query.of(p) for p in parts]
     if stop is not None and stop.is_set():
         return []
-    if len(parts) == 1:
+    if len(parts) == 1 and (whole is None or whole.text == parts[0].text):
         return retrieve(kb, parts[0], config, context=context)
-    # The whole question's own ranking leads: a split (right or wrong) never loses the
-    # passages one retrieval of the question would have given.
-    rankings = [retrieve(kb, " ".join(p.text for p in parts), config, context=context)]
+    # A split's parts are the model's or the cues' reading, so the whole question's ranking
+    # leads: a split (right or wrong) never loses the passages one retrieval would have given.
+    # A message's questions are its own sentences, and what is asked leads what is told (the
+    # pleasantries and the story around a question pulled other passages first).
+    rankings = [retrieve(kb, whole or Query.of(" ".join(p.text for p in parts)), config, context=context)]
     for n, part in enumerate(parts):
         if stop is not None and stop.is_set():
             break
         # "…and does it come in blue?": the part leans on the first one for what "it" is.
         part_context = [parts[0].text] if n and points_back(part.text) else context
         rankings.append(retrieve(kb, part, config, context=part_context))
+    if whole is not None:
+        rankings = rankings[1:] + rankings[:1]
     merged: dict[int, Hit] = {}
     limit = min(MAX_PASSAGES, config.top_k * len(parts))
     for rank in range(config.top_k):

@@ -15,10 +15,11 @@ from collections.abc import Generator
 from dataclasses import dataclass
 
 from assistant.answering.answer import Answer, AnswerConfig, answer_question
-from assistant.answering.decompose import asked
+from assistant.answering.decompose import about, asked
 from assistant.answering.prompt import build_messages
 from assistant.answering.styles import DEFAULT_STYLE, STYLES
 from knowledge.errors import ConfigError
+from knowledge.lexical import is_japanese, japanese_name
 from knowledge.query import Query
 from knowledge.retrieve import Hit, RetrievalConfig
 from knowledge.text import sentences
@@ -54,8 +55,9 @@ NAMED_GREETING = {
     "friendly": "Hi {first},\n\nThanks for getting in touch!",
     "concise": "Hello {first},",
 }
-"""English greetings for a customer who signed their message (Japanese keeps its fixed
-opening: a name there wants the right honorific and form, which a signature does not show)."""
+"""English greetings for a customer who signed their message. A Japanese reply puts the
+name, with 様, on a line above the fixed opening: the customer's own spelling of their full
+name needs no family/given split."""
 
 HOLDING = {
     "en": "We are checking your question with our team and will get back to you as soon as possible.",
@@ -89,8 +91,11 @@ NO_MESSAGE = "Paste the customer's message first."
 
 def customer_name(message: str) -> str:
     """The name a customer signed with: the line after their sign-off ("Thanks,\nMaria Lopez")
-    or the rest of it ("Best, Maria"); empty when there is none."""
+    or the rest of it ("Best, Maria"); in Japanese, a last line the dictionary reads as a
+    person's name (山田太郎); empty when there is none."""
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if lines and is_japanese(message):
+        return lines[-1] if japanese_name(lines[-1]) else ""
     for i in range(len(lines) - 1, -1, -1):
         if _SIGN_OFF.match(lines[i]):
             after = lines[i].split(",", 1)[1].strip(" -–—") if "," in lines[i] else ""
@@ -183,6 +188,8 @@ def compose(body: str, lang: str, config: DraftConfig, name: str = "") -> str:
     if name and lang == "en":
         first = name if _HONORIFIC.match(name.split()[0]) else name.split()[0]  # "Hi Mr. Tanaka,"
         greeting = NAMED_GREETING[config.tone].format(full=name, first=first)
+    elif name and lang == "ja":
+        greeting = f"{name}様\n\n{greeting}"
     parts = [greeting, body, CLOSING[config.tone][lang]]
     if config.signature.strip():
         parts.append(config.signature.strip())
@@ -223,6 +230,7 @@ def draft_reply(
         escalation=escalation,
         messages_fn=draft_messages(config.tone),
         finish=lambda body: compose(body, lang, config, name),
+        search=about(message, kb),
     ):
         if answer.done and not answer.covered:
             # Nothing in the documents: a holding reply, and a person has to look at it.
