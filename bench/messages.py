@@ -9,8 +9,9 @@ whether it says the documents cover it). Paths, in one run:
 - **question alone**: a draft for the bare question (the ceiling);
 - **message searched whole**: the message searched as one text (drafts before: the
   pleasantries' terms, which no document holds, weighed most in the relevance test);
-- **Tsumugi**: the draft as it is (``draft_reply``: the message without sentences that ask
-  nothing and share no term with the documents, its questions also searched alone).
+- **Tsumugi**: the draft as it is (``draft_reply``: the message without the sentences that
+  ask nothing and share no term with the documents; each question searched with the rest of
+  the message, which helps rank, while only the question makes a passage relevant).
 
 Scores: for answerable questions, the share covered (some passage passed the relevance test),
 the answer's passage first (``bench.retrieval_quality``'s hit) and the draft holding the

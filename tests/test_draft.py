@@ -75,6 +75,18 @@ def test_tones_and_templates(service):
         _draft(service, "contoso", "   ")
 
 
+def test_the_rest_of_a_message_does_not_answer_a_question_the_documents_do_not_cover(service):
+    """Store pick-up is in no document: searched with the customer's pleasantry around it
+    (いつも利用させていただいております), it was answered from the cash-on-delivery passage."""
+    message = (
+        "いつも利用させていただいております。\n店舗で商品を受け取ることはできますか？\n"
+        "お忙しいところ恐れ入りますが、ご回答をお願いいたします。\n佐々木"
+    )
+    answer = _draft(service, "ja-support", message, style="quote")
+    assert not answer.covered and answer.needs_review, answer.text
+    assert answer.text.startswith("佐々木様\n\n") and "改めてご連絡いたします" in answer.text
+
+
 def test_message_the_documents_do_not_cover_gets_a_holding_reply(service):
     answer = _draft(service, "contoso", "Can I pay my electricity bill through your website?")
     assert not answer.covered and answer.needs_review
@@ -257,3 +269,8 @@ def test_a_question_inside_a_customers_email_is_answered(service):
     answer = _draft(service, "ja-support", request, style="quote")
     assert answer.covered and answer.passages[0].doc == "henpin.md", answer.text
     assert "5営業日以内に返金いたします" in answer.text
+    # A question that names nothing ("どうすればよいですか？") is answered from what the message tells.
+    answer = _draft(
+        service, "ja-support", "炊飯器にエラー表示「E01」が出ました。どうすればよいですか？", style="quote"
+    )
+    assert answer.covered and "内釜が正しくセットされていません" in answer.text, answer.text

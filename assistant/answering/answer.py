@@ -15,7 +15,7 @@ from pathlib import Path
 
 from assistant.answering import confidence as conf
 from assistant.answering.citations import drop_repeats, fix_citations, marks_before_end
-from assistant.answering.decompose import asked, gather_passages, split_question
+from assistant.answering.decompose import asked, gather_passages, leaning_on, split_question
 from assistant.answering.evidence import (
     MAX_UNITS,
     Evidence,
@@ -209,15 +209,17 @@ def answer_question(
     sought = query if search is None else Query.of(search)
     start = time.perf_counter()
     answer = Answer(question=question, model=getattr(model, "label", ""), style=config.style)
-    # A message's questions are also searched alone: told with all it says ("I bought the
-    # rice cooker last week and want to return it. When is the refund?"), the question covered
-    # too small a share of the search to pass the relevance test.
+    # A message's questions are searched each with the rest of it (gather_passages' whole):
+    # searched as one text ("I bought the rice cooker last week and want to return it. When is
+    # the refund?"), the question covered too small a share of it to pass the relevance test.
     asks = sought if search is None or not config.decompose else Query.of(asked(sought.text))
     parts = split_question(asks, model, stop) if config.decompose else [sought]
+    whole = None if asks.text == sought.text else sought
+    if whole is not None:
+        parts = leaning_on(whole, parts)
     if len(parts) > 1:
         answer.sub_questions = [p.text for p in parts]
     context = [u for u, _ in history]
-    whole = None if asks is sought else sought
     hits = gather_passages(kb, parts, config.retrieval, context=context, stop=stop, whole=whole)
     answer.timings["retrieval_s"] = time.perf_counter() - start
     answer.passages = hits
@@ -235,7 +237,11 @@ def answer_question(
         return answer
     embedder = get_embedder(kb.embed_model)
     evidence = gather_evidence(
-        kb, parts if len(parts) > 1 else [Query.of(asked(sought.text))], hits, embedder, config.style
+        kb,
+        parts if len(parts) > 1 or whole is not None else [Query.of(asked(sought.text))],
+        hits,
+        embedder,
+        config.style,
     )
     answer.timings["evidence_s"] = time.perf_counter() - start - answer.timings["retrieval_s"]
     yield answer

@@ -165,6 +165,24 @@ def split_question(question: str | Query, model=None, stop=None) -> list[Query]:
     return [Query.of(p) for p in parts or rule_split(question.text)]
 
 
+def _asked_in(kb: KnowledgeBase, question: Query, message: Query, config: RetrievalConfig) -> list[Hit]:
+    """A question's passages, searched with the message it was asked in, by retrieval's rule for
+    a conversation: the message helps rank, but only the question makes a passage relevant,
+    unless it points back ("Can I return it?"). Searched whole, 'いつも利用させていただいて
+    おります。店舗で商品を受け取ることはできますか？' was answered from the cash-on-delivery
+    passage at medium confidence. A question that names nothing ('どうすればよいですか？')
+    is the message itself (:func:`leaning_on`)."""
+    if question is message:
+        return retrieve(kb, message, config)
+    return retrieve(kb, question, config, context=[message.text])
+
+
+def leaning_on(message: Query, parts: list[Query]) -> list[Query]:
+    """A message's questions, with one that names nothing of its own ('どうすればよいですか？',
+    'What can I do?': no informative term) replaced by the message, which says what it is about."""
+    return [p if p.content_terms else message for p in parts]
+
+
 def gather_passages(
     kb: KnowledgeBase,
     parts: list[str | Query],
@@ -176,25 +194,28 @@ def gather_passages(
     """Retrieve for each part and merge the rankings, best ranks first, without repeats; a set
     ``stop`` event ends it at the next part, with what was retrieved so far. ``whole``: the
     message the parts were asked in, when it says more than they do (what the customer bought,
-    what happened); default: the parts joined."""
+    what happened); each part is then searched with it (:func:`_asked_in`)."""
     parts = [Query.of(p) for p in parts]
     if stop is not None and stop.is_set():
         return []
-    if len(parts) == 1 and (whole is None or whole.text == parts[0].text):
-        return retrieve(kb, parts[0], config, context=context)
-    # A split's parts are the model's or the cues' reading, so the whole question's ranking
-    # leads: a split (right or wrong) never loses the passages one retrieval would have given.
-    # A message's questions are its own sentences, and what is asked leads what is told (the
-    # pleasantries and the story around a question pulled other passages first).
-    rankings = [retrieve(kb, whole or Query.of(" ".join(p.text for p in parts)), config, context=context)]
-    for n, part in enumerate(parts):
-        if stop is not None and stop.is_set():
-            break
-        # "…and does it come in blue?": the part leans on the first one for what "it" is.
-        part_context = [parts[0].text] if n and points_back(part.text) else context
-        rankings.append(retrieve(kb, part, config, context=part_context))
     if whole is not None:
-        rankings = rankings[1:] + rankings[:1]
+        rankings = []
+        for part in parts:
+            if stop is not None and stop.is_set():
+                break
+            rankings.append(_asked_in(kb, part, whole, config))
+    elif len(parts) == 1:
+        return retrieve(kb, parts[0], config, context=context)
+    else:
+        # The whole question's own ranking leads: a split (right or wrong) never loses the
+        # passages one retrieval of the question would have given.
+        rankings = [retrieve(kb, " ".join(p.text for p in parts), config, context=context)]
+        for n, part in enumerate(parts):
+            if stop is not None and stop.is_set():
+                break
+            # "…and does it come in blue?": the part leans on the first one for what "it" is.
+            part_context = [parts[0].text] if n and points_back(part.text) else context
+            rankings.append(retrieve(kb, part, config, context=part_context))
     merged: dict[int, Hit] = {}
     limit = min(MAX_PASSAGES, config.top_k * len(parts))
     for rank in range(config.top_k):
