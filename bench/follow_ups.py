@@ -25,15 +25,13 @@ turn and searched as one (the textbook way, and Tsumugi's before); Tsumugi
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import random
 import re
 from pathlib import Path
 
-from bench.answers import CORPORA, RESULTS, _sample
 from bench.common import cpu_flags
-from bench.retrieval_quality import DATA, _ingested, bench_app, is_hit
+from bench.retrieval_quality import DATA, ingested_corpora, is_hit, report_main
 
 _NAME = re.compile(r"\bthe ((?:[A-Z][\w-]*\s?){2,})")
 _OF_NAME = re.compile(r"\s+(?:of|for|on|in|with|to|from|about|using)\s+the\s+(?:[A-Z][\w-]*\s?){2,}")
@@ -104,17 +102,8 @@ def refused(kb, cases: list[tuple[str, str, None]]) -> dict[str, float]:
 
 
 def run(questions: int, data: Path = DATA) -> dict:
-    from knowledge.chunk import ChunkConfig
-
-    app = bench_app(data)
     results = {}
-    for corpus in CORPORA:
-        folder = data / "docs" / corpus
-        folder.mkdir(parents=True, exist_ok=True)
-        answerable, unanswerable = CORPORA[corpus](folder)
-        items = _sample(answerable, questions)
-        _ingested(app, corpus, folder, ChunkConfig())
-        kb = app.library.get(corpus)
+    for corpus, kb, items, unanswerable in ingested_corpora(questions, data):
         kinds = {"topic change": topic_changes(items)}
         if corpus == "contoso":
             kinds.update(contoso_follow_ups(items))
@@ -161,12 +150,7 @@ def markdown(results: dict, questions: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.follow_ups")
-    parser.add_argument("--questions", type=int, default=300, help="questions sampled per corpus")
-    args = parser.parse_args()
-    text = markdown(run(args.questions), args.questions)
-    (RESULTS / "follow_ups.md").write_text(text, "utf-8")
-    print(text)
+    report_main("python -m bench.follow_ups", "follow_ups.md", 300, run, markdown)
 
 
 if __name__ == "__main__":

@@ -23,14 +23,12 @@ answers (lower is better).
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 from collections import deque
 from pathlib import Path
 
-from bench.answers import CORPORA, RESULTS, _sample
 from bench.common import cpu_flags
-from bench.retrieval_quality import DATA, _ingested, bench_app, is_hit
+from bench.retrieval_quality import DATA, ingested_corpora, is_hit, report_main
 
 MESSAGES = {
     "ja": (
@@ -89,17 +87,8 @@ def score(kb, items: list[dict], unanswerable: list[str], template: str) -> dict
 
 
 def run(questions: int, data: Path = DATA) -> dict:
-    from knowledge.chunk import ChunkConfig
-
-    app = bench_app(data)
     results = {}
-    for corpus in CORPORA:
-        folder = data / "docs" / corpus
-        folder.mkdir(parents=True, exist_ok=True)
-        answerable, unanswerable = CORPORA[corpus](folder)
-        items = _sample(answerable, questions)
-        _ingested(app, corpus, folder, ChunkConfig())
-        kb = app.library.get(corpus)
+    for corpus, kb, items, unanswerable in ingested_corpora(questions, data):
         lang = "ja" if corpus in ("jaquad", "ja-support") else "en"
         for n, template in enumerate(MESSAGES[lang], start=1):
             results[(corpus, n)] = (len(items), len(unanswerable), score(kb, items, unanswerable, template))
@@ -135,12 +124,7 @@ def markdown(results: dict, questions: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.messages")
-    parser.add_argument("--questions", type=int, default=100, help="questions sampled per corpus")
-    args = parser.parse_args()
-    text = markdown(run(args.questions), args.questions)
-    (RESULTS / "messages.md").write_text(text, "utf-8")
-    print(text)
+    report_main("python -m bench.messages", "messages.md", 100, run, markdown)
 
 
 if __name__ == "__main__":

@@ -300,6 +300,31 @@ def _ingested(app, kb: str, folder: Path, chunking) -> None:
         deque(app.ingest(kb, [folder]), maxlen=0)
 
 
+def ingested_corpora(questions: int, data: Path = DATA):
+    """Each development corpus, ingested (or kept from an earlier run cut as now): its name, its
+    knowledge base, ``questions`` answerable items sampled evenly, and its unanswerable questions."""
+    from knowledge.chunk import ChunkConfig
+
+    app = bench_app(data)
+    for corpus in CORPORA:
+        folder = data / "docs" / corpus
+        folder.mkdir(parents=True, exist_ok=True)
+        answerable, unanswerable = CORPORA[corpus](folder)
+        _ingested(app, corpus, folder, ChunkConfig())
+        yield corpus, app.library.get(corpus), _sample(answerable, questions), unanswerable
+
+
+def report_main(prog: str, report: str, questions: int, run, markdown) -> None:
+    """The command line of a bench over the corpora: ``--questions N``, ``run(N)`` scored,
+    ``markdown(results, N)`` written to ``bench/results/<report>`` and printed."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--questions", type=int, default=questions, help="questions sampled per corpus")
+    args = parser.parse_args()
+    text = markdown(run(args.questions), args.questions)
+    (RESULTS / report).write_text(text, "utf-8")
+    print(text)
+
+
 def bench_app(data: Path, model_cache: Path | None = None):
     """A Tsumugi keeping its knowledge bases under ``data``, taking a whole corpus in one
     ingest (JaQuAD has 1,431 files; an upload's limit is 500)."""
