@@ -87,7 +87,10 @@ def _words(run: str) -> list[str]:
 
 def japanese_name(text: str) -> bool:
     """Whether ``text`` is a Japanese person's name by the dictionary: a family name, with or
-    without a given name (山田太郎, 佐々木, 高橋 まゆみ); not 以上, 東京 or a given name alone."""
+    without a given name (山田太郎, 佐々木, 高橋 まゆみ); not 以上, 東京 or a given name alone.
+    A line longer than any name is none (and SudachiPy refuses input of some 49 KB)."""
+    if len(text.strip()) > 40:
+        return False
     words = [
         m.part_of_speech() for m in _analyser().tokenize(text.strip()) if m.part_of_speech()[0] != "空白"
     ]

@@ -241,6 +241,7 @@ def test_a_japanese_customer_signing_with_their_name_is_addressed_with_sama():
 
     assert customer_name(JA_EMAIL) == "山田太郎"
     assert customer_name("返品できますか？\nよろしくお願いします。\n佐々木") == "佐々木"
+    assert customer_name("返品できますか？\n" + "山田" * 30_000) == ""  # a pasted page, not a name
     for unsigned in (
         "返品できますか？",
         "返品できますか？\n以上",

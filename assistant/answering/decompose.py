@@ -87,7 +87,8 @@ def about(message: str, kb: KnowledgeBase) -> str:
             mentioned = distinctive_terms(list(dict.fromkeys(content_terms(terms(sentence)))))
             if any(kb.document_frequencies(mentioned).values()):
                 kept.append(sentence)
-    return ("" if is_japanese(message) else " ").join(kept) or message.strip()
+    # One line each: a sentence ends at a line break, and a list's items start lines.
+    return "\n".join(kept) or message.strip()
 
 
 def looks_multipart(question: str) -> bool:
