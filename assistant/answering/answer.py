@@ -213,7 +213,7 @@ def answer_question(
     # searched as one text ("I bought the rice cooker last week and want to return it. When is
     # the refund?"), the question covered too small a share of it to pass the relevance test.
     asks = sought if search is None or not config.decompose else Query.of(asked(sought.text))
-    parts = split_question(asks, model, stop) if config.decompose else [sought]
+    parts = split_question(asks, model, stop) if config.decompose else [asks]
     whole = None if asks.text == sought.text else sought
     if whole is not None:
         parts = leaning_on(whole, parts)

@@ -78,15 +78,10 @@ def about(message: str, kb: KnowledgeBase) -> str:
     check and reply later (``python -m bench.messages``). A question is always kept, so one
     about something the documents never mention still finds nothing; with nothing left, the
     whole message."""
-    kept = []
-    for line in message.splitlines():
-        for sentence in sentences(line.strip()):
-            if _is_question(sentence):
-                kept.append(sentence)
-                continue
-            mentioned = distinctive_terms(list(dict.fromkeys(content_terms(terms(sentence)))))
-            if any(kb.document_frequencies(mentioned).values()):
-                kept.append(sentence)
+    told = [s for line in message.splitlines() for s in sentences(line.strip())]
+    mentioned = {s: distinctive_terms(list(dict.fromkeys(content_terms(terms(s))))) for s in told}
+    known = kb.document_frequencies([t for named in mentioned.values() for t in named])  # one read
+    kept = [s for s in told if _is_question(s) or any(known.get(t) for t in mentioned[s])]
     # One line each: a sentence ends at a line break, and a list's items start lines.
     return "\n".join(kept) or message.strip()
 
@@ -173,7 +168,7 @@ def _asked_in(kb: KnowledgeBase, question: Query, message: Query, config: Retrie
     おります。店舗で商品を受け取ることはできますか？' was answered from the cash-on-delivery
     passage at medium confidence. A question that names nothing ('どうすればよいですか？')
     is the message itself (:func:`leaning_on`)."""
-    if question is message:
+    if question.text == message.text:
         return retrieve(kb, message, config)
     return retrieve(kb, question, config, context=[message.text])
 
