@@ -127,13 +127,18 @@ def idf(count: int, df: int) -> float:
 _HIRAGANA_ONLY = re.compile(r"^[\u3040-\u309f]+$")
 
 
+_MODALS = frozenset({"should", "shall", "must", "may", "might"})
+"""English modal verbs the stopwords do not hold (they hold can, could, will, would)."""
+
+
 def content_terms(term_list: list[str]) -> list[str]:
-    """Terms that carry meaning: hiragana-only terms are mostly particles and inflections.
+    """Terms that carry meaning: hiragana-only terms are mostly particles and inflections, and
+    a modal verb says nothing of the subject ('What should I do?' names nothing).
 
     They stay in the BM25 index (IDF keeps them harmless there) but are left out when
     judging whether a passage covers a question.
     """
-    return [t for t in term_list if not _HIRAGANA_ONLY.match(t)]
+    return [t for t in term_list if not _HIRAGANA_ONLY.match(t) and t not in _MODALS]
 
 
 def distinctive_terms(term_list: list[str]) -> list[str]:

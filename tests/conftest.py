@@ -97,6 +97,21 @@ def contoso_kb(tmp_path_factory, shared_data, embedder):
 
 
 @pytest.fixture(scope="session")
+def support_sets(tmp_path_factory, embedder):
+    """The English IT-support and Japanese shop sets, each ingested, with their questions."""
+    from knowledge.ingest import collect_sources, ingest_files
+    from knowledge.library import Library
+
+    library = Library(tmp_path_factory.mktemp("sets"))
+    sets = {}
+    for name in ("en-support", "ja-support"):
+        kb = library.create(name)
+        drain(ingest_files(kb, collect_sources([DATA / name])))
+        sets[name] = (kb, json.loads((DATA / name / "questions.json").read_text("utf-8")))
+    return sets
+
+
+@pytest.fixture(scope="session")
 def chat_model(model_cache):
     from assistant.generation.cache import load_chat_model
     from assistant.generation.config import ModelConfig

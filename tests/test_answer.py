@@ -87,3 +87,12 @@ def test_follow_up_question_uses_history(contoso_kb, chat_model):
         contoso_kb, chat_model, "How much does it weigh?", history, AnswerConfig(max_new_tokens=48)
     )
     assert answer.covered and answer.passages[0].doc == "product_info_1.md"
+
+
+def test_a_question_that_names_nothing_is_answered_from_the_turn_before(support_sets):
+    """'どうすればいいですか？' after an error report: the evidence is chosen for the report
+    with it; chosen for the bare question, the quote was the rice cooker's cleaning sentences."""
+    kb, _ = support_sets["ja-support"]
+    history = [("KAMADO-5の画面にE01と表示されました。", "")]
+    *_, answer = answer_question(kb, None, "どうすればいいですか？", history, AnswerConfig(style="quote"))
+    assert answer.covered and "E01" in answer.text and "たわし" not in answer.text, answer.text

@@ -182,6 +182,21 @@ def test_a_cross_encoder_reads_what_a_follow_up_points_back_to(contoso_kb, cross
     assert texts != sorted(texts, key=lambda t: -alone[t])
 
 
+def test_a_cross_encoder_orders_a_new_topic_in_a_conversation(contoso_kb, cross_encoder_dir):
+    """A question searched alone and with the turn before keeps the model's order: breaking
+    the fusion's ties after it would put the fused order back."""
+    question, context = (
+        "Is there a warranty on the TrailMaster X4 Tent?",
+        ["How do I wash the RainGuard jacket?"],
+    )
+    config = RetrievalConfig(top_k=8, cutoff=False, rerank_model=str(cross_encoder_dir), rerank_depth=8)
+    hits = retrieve(contoso_kb, question, config, context=context)
+    assert len(hits) == 8 and all(h.rerank is not None for h in hits)
+    for relevant in (True, False):  # without the cut-off, the relevant come first
+        scores = [h.rerank for h in hits if h.relevant is relevant]
+        assert scores == sorted(scores, reverse=True), scores
+
+
 def test_the_deployment_setting_reaches_search_and_a_missing_model_is_one_sentence(
     tmp_path, cross_encoder_dir, embedder
 ):

@@ -236,13 +236,10 @@ def answer_question(
         yield answer
         return answer
     embedder = get_embedder(kb.embed_model)
-    evidence = gather_evidence(
-        kb,
-        parts if len(parts) > 1 or whole is not None else [Query.of(asked(sought.text))],
-        hits,
-        embedder,
-        config.style,
-    )
+    read = parts if len(parts) > 1 or whole is not None else [Query.of(asked(sought.text))]
+    if context:  # "What should I do?" asks about the turn before, as retrieval took it
+        read = leaning_on(Query.of(f"{context[-1]} {sought.text}"), read)
+    evidence = gather_evidence(kb, read, hits, embedder, config.style)
     answer.timings["evidence_s"] = time.perf_counter() - start - answer.timings["retrieval_s"]
     yield answer
     messages = messages_fn(sought.text, hits, history, lang)
