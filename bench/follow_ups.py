@@ -1,14 +1,21 @@
 """Retrieval inside a conversation: a question asked after another one.
 
-Three kinds of question, each with the previous user turn as the conversation:
+Questions, each with the previous user turn as the conversation:
 
 - **topic change** (every corpus): a development question after another question of the same
   corpus on another document. The previous turn should not matter.
+- **topic change, every pair** (the support sets, small enough): each question after each
+  other one on another document.
 - **pointing back** (contoso): an FAQ question with its product replaced by "it" ("Can it be
   used in winter conditions?"), after "Tell me about the <product>."
 - **no subject** (contoso): an FAQ question with "of/on/for… the <product>" removed ("Is there
   a warranty?"), after the same.
-
+- **no subject** (JaQuAD): a question opening with its article's title, the title taken out
+  ("何科の魚類ですか?"), after "<title>について教えてください。".
+- **what to do** (the support sets): a problem told as a statement ("Paper is stuck in the
+  printer", 「E01というエラーが表示されました」), then "What should I do?" /
+  「どうすればいいですか？」, which names nothing of its own. Scored with the relevance cut-off
+  on: a follow-up that finds nothing is refused, which is what a user would meet.
 - **unanswerable** (every corpus with such questions): one the documents do not cover, after
   a development question. Scored as the share that finds no passage (the relevance cut-off
   on), which is what lets an answer say "not covered".
@@ -38,6 +45,11 @@ _OF_NAME = re.compile(r"\s+(?:of|for|on|in|with|to|from|about|using)\s+the\s+(?:
 RANKERS = ("question alone", "joined to the previous turn", "Tsumugi")
 
 
+def every_pair(items: list[dict]) -> list[tuple[str, str, dict]]:
+    """Each question after each other question on another document."""
+    return [(item["q"], other["q"], item) for item in items for other in items if other["doc"] != item["doc"]]
+
+
 def topic_changes(items: list[dict], seed: int = 0) -> list[tuple[str, str, dict]]:
     """(question, previous question on another document, the question's item)."""
     rng = random.Random(seed)
@@ -65,10 +77,33 @@ def contoso_follow_ups(items: list[dict]) -> dict[str, list[tuple[str, str, dict
     return {"pointing back": pointing, "no subject": bare}
 
 
-def score(kb, cases: list[tuple[str, str, dict]]) -> dict[str, tuple[float, float, float]]:
+def jaquad_follow_ups(items: list[dict], folder: Path) -> dict[str, list[tuple[str, str, dict]]]:
+    bare = []
+    for item in items:
+        title = (folder / item["doc"]).read_text("utf-8").split("\n", 1)[0].strip()
+        opening = re.match(re.escape(title) + "[のはがをにでも]", item["q"]) if title else None
+        if opening and len(item["q"]) > opening.end() + 2:
+            bare.append((item["q"][opening.end() :], f"{title}について教えてください。", item))
+    return {"no subject": bare}
+
+
+def what_to_do(items: list[dict]) -> dict[str, list[tuple[str, str, dict]]]:
+    endings = ("?", "？", "か", "か。", "ください")  # a question, or a request ("…を教えてください")
+    told = [item for item in items if not item["q"].rstrip().endswith(endings)]
+    ask = (
+        "どうすればいいですか？"
+        if told and re.search(r"[ぁ-んァ-ン一-龥]", told[0]["q"])
+        else "What should I do?"
+    )
+    return {"what to do": [(ask, item["q"], item) for item in told]}
+
+
+def score(
+    kb, cases: list[tuple[str, str, dict]], cutoff: bool = False
+) -> dict[str, tuple[float, float, float]]:
     from knowledge.retrieve import RetrievalConfig, retrieve
 
-    config = RetrievalConfig(top_k=5, cutoff=False)
+    config = RetrievalConfig(top_k=5, cutoff=cutoff)
     searches = {
         "question alone": lambda q, previous: retrieve(kb, q, config),
         "joined to the previous turn": lambda q, previous: retrieve(kb, f"{previous} {q}", config),
@@ -107,8 +142,13 @@ def run(questions: int, data: Path = DATA) -> dict:
         kinds = {"topic change": topic_changes(items)}
         if corpus == "contoso":
             kinds.update(contoso_follow_ups(items))
+        if corpus == "jaquad":
+            kinds.update(jaquad_follow_ups(items, data / "docs" / corpus))
+        if corpus.endswith("-support"):
+            kinds["topic change, every pair"] = every_pair(items)
+            kinds.update(what_to_do(items))
         for kind, cases in kinds.items():
-            results[(corpus, kind)] = (len(cases), score(kb, cases))
+            results[(corpus, kind)] = (len(cases), score(kb, cases, cutoff=kind == "what to do"))
             print(corpus, kind, results[(corpus, kind)], flush=True)
         if unanswerable:
             rng = random.Random(1)
