@@ -306,6 +306,23 @@ def test_a_sentence_beside_the_answer_that_bounds_another_number_stays_out(embed
     assert "2-year warranty" in quote and "12 lbs" not in quote, quote
 
 
+def test_what_to_do_after_a_japanese_statement_comes_with_it(embedder):
+    """The answer to an error was its cause alone: the instruction after it shares no word
+    with the question. An instruction chosen on its own brings no other, a statement followed
+    by another statement brings nothing, and the instruction before a statement is not its."""
+    passage = (
+        "エラー表示「E01」が出た場合は、内釜が正しくセットされていません。一度取り出してからセットし直してください。"
+        "\n内釜はフッ素加工のため、金属たわしは使わないでください。蒸気口は月に一度洗ってください。"
+        "\n電源プラグを差し込んでください。予約は最大13時間後まで設定できます。炊き上がりまでの時間は約45分です。"
+    )
+    quote = select("E01と表示されました。どうすればいいですか？", [_hit(1, passage)], embedder).quote(True)
+    assert "E01" in quote and "セットし直してください" in quote, quote
+    quote = select("金属たわしは使えますか？", [_hit(1, passage)], embedder).quote(True)
+    assert "たわし" in quote and "蒸気口" not in quote, quote
+    quote = select("予約は何時間後まで設定できますか？", [_hit(1, passage)], embedder).quote(True)
+    assert "13時間" in quote and "45分" not in quote and "電源" not in quote, quote
+
+
 def test_a_written_sentence_may_not_drop_the_condition_on_a_number():
     """ "ご注文金額が5,000円です" passed every other test at high confidence: the passage says
     orders of 5,000 yen or more ship free."""

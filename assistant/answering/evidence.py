@@ -260,17 +260,26 @@ def select(
     )
 
 
+_INSTRUCTION_JA = re.compile(r"(?:ください|下さい)[。！!]?$")
+
+
 def _other_sides(chosen: list[Unit], units: dict[int, Unit]) -> list[Unit]:
-    """The sentences next to a chosen one, in the same paragraph, that bound the same number:
-    the threshold's other side. "Orders of 5,000 yen or more ship free." alone answered "What
-    does shipping cost on a 3,000 yen order?" as if it were free; the next sentence says
-    orders under 5,000 yen pay 550."""
+    """The sentences next to a chosen one, in the same paragraph, that complete it: one bounding
+    the same number, the threshold's other side ("Orders of 5,000 yen or more ship free." alone
+    answered "What does shipping cost on a 3,000 yen order?" as if it were free; the next
+    sentence says orders under 5,000 yen pay 550), and the instruction after a Japanese
+    statement, what to do about it (「「E01」が出た場合は、内釜が正しくセットされていません。」
+    was the whole answer to 「どうすればいいですか？」; 「一度取り出してからセットし直して
+    ください。」 follows it). English marks no instruction that a rule could tell."""
     found = []
     index = {(u.n, u.order): i for i, u in units.items()}
     for unit in chosen:
         i = index.get((unit.n, unit.order))
-        bounds = numbers(unit.text, bounded=True) if i is not None and not unit.is_list else set()
-        for step in (-1, 1) if bounds else ():
+        if i is None or unit.is_list:
+            continue
+        bounds = numbers(unit.text, bounded=True)
+        states = not _INSTRUCTION_JA.search(unit.text)
+        for step in (-1, 1):
             other = units.get(i + step)
             if (
                 other is not None
@@ -279,7 +288,10 @@ def _other_sides(chosen: list[Unit], units: dict[int, Unit]) -> list[Unit]:
                 and other.order == unit.order + step  # a sentence of the same line
                 and other not in chosen
                 and other not in found
-                and bounds & numbers(other.text, bounded=True)
+                and (
+                    bounds & numbers(other.text, bounded=True)
+                    or (step == 1 and states and _INSTRUCTION_JA.search(other.text))
+                )
             ):
                 found.append(other)
     return found
