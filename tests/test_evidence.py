@@ -152,10 +152,26 @@ def test_which_short_lines_state_a_value():
         "１．設置方法",
         "TrailMaster X4 Tent",
         "Q1 返品",
+        "炊飯器 KAMADO-5 取扱説明書",
     ):
         assert not _states_value(title), title
     # What a model writes that only echoes a title is still dropped as an echo.
     assert _looks_like_heading("TrailMaster X4 Tent")
+    # A model name counts as one character of a Japanese title, not six.
+    assert _looks_like_heading("炊飯器 KAMADO-5 取扱説明書")
+    assert not _looks_like_heading("KAMADO-5は5.5合炊きの圧力IH炊飯器で、内釜と内ぶたがあります")
+
+
+def test_a_japanese_manuals_title_is_not_quoted_as_a_statement(embedder):
+    """A manual's title line opens its first passage. Eighteen characters long with a model
+    name, and the model's number read as a value, it was quoted as the first sentence of the
+    answer (「炊飯器 KAMADO-5 取扱説明書 [1]KAMADO-5は…」)."""
+    passage = (
+        "炊飯器 KAMADO-5 取扱説明書\n\n各部の名称\n\n"
+        "KAMADO-5は5.5合炊きの圧力IH炊飯器です。本体、内釜、内ぶた、計量カップ、しゃもじで構成されています。"
+    )
+    quote = select("KAMADO-5の付属品は何ですか？", [_hit(1, passage)], embedder).quote(True)
+    assert "KAMADO-5は5.5合炊き" in quote and "取扱説明書" not in quote, quote
 
 
 def _shown_sentences_supported(answer, embedder) -> None:

@@ -142,15 +142,17 @@ _ENUMERATOR = re.compile(
     r"^(?:\d+[.)](?!\d)|(?:step|part|section|chapter|appendix)\s*\d+\b|(?:第|手順)\s*\d+)", re.I
 )
 _LABELLED = re.compile(r"^[^:：]{1,40}[:：]\s*\S")
-_NUMBER_VALUE = re.compile(r"(?<![^\W\d_])[$€£¥]?\d")
-"""A number standing alone ("12 lbs", "$250"), not one inside a name ("X4", "Q1")."""
+_NUMBER_VALUE = re.compile(r"(?<![^\W\d_])(?<![^\W\d_]-)[$€£¥]?\d")
+"""A number standing alone ("12 lbs", "$250"), not one inside a name ("X4", "Q1", "KAMADO-5")."""
+_LATIN_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*")
 
 
 def _looks_like_heading(line: str) -> bool:
     """A short line with no sentence end, such as a section title kept in the passage text."""
     if line.endswith(tuple(".!?。！？:：")):
         return False
-    return len(line) <= 16 if is_japanese(line) else len(line.split()) <= 6
+    # A Latin word in a Japanese line (a model name) counts as one character.
+    return len(_LATIN_WORD.sub("W", line)) <= 16 if is_japanese(line) else len(line.split()) <= 6
 
 
 def _states_value(line: str) -> bool:
