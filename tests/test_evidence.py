@@ -174,6 +174,15 @@ def test_a_japanese_manuals_title_is_not_quoted_as_a_statement(embedder):
     assert "KAMADO-5は5.5合炊き" in quote and "取扱説明書" not in quote, quote
 
 
+def test_a_short_japanese_sentence_the_model_writes_with_a_model_name_is_kept(embedder):
+    """A model name counts as one character of a document's title line only: a sentence the
+    model wrote without its full stop is measured as written, not dropped as a title echo."""
+    hits = [_hit(1, "SORA-AIRのフィルターを水で洗う場合は、よく乾かしてからセットしてください。")]
+    check = SupportCheck(hits, select("フィルターは洗えますか？", hits, embedder), embedder)
+    check.add("SORA-AIRのフィルターを水で洗う")
+    assert check.result.kept == 1 and "SORA-AIRのフィルターを水で洗う" in check.text(True), check.text(True)
+
+
 def _shown_sentences_supported(answer, embedder) -> None:
     marks: list[int] = []
     for sentence in reversed(sentences(answer.text)):

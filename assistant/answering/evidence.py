@@ -147,12 +147,13 @@ _NUMBER_VALUE = re.compile(r"(?<![^\W\d_])(?<![^\W\d_]-)[$€£¥]?\d")
 _LATIN_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*")
 
 
-def _looks_like_heading(line: str) -> bool:
-    """A short line with no sentence end, such as a section title kept in the passage text."""
+def _looks_like_heading(line: str, written: bool = False) -> bool:
+    """A short line with no sentence end (a title in the passage text). A Latin word (a model
+    name) counts as one character of a document's Japanese line, not of a line the model wrote."""
     if line.endswith(tuple(".!?。！？:：")):
         return False
-    # A Latin word in a Japanese line (a model name) counts as one character.
-    return len(_LATIN_WORD.sub("W", line)) <= 16 if is_japanese(line) else len(line.split()) <= 6
+    short = len(line if written else _LATIN_WORD.sub("W", line)) <= 16
+    return short if is_japanese(line) else len(line.split()) <= 6
 
 
 def _states_value(line: str) -> bool:
@@ -442,7 +443,7 @@ class SupportCheck:
         """The passage's label ("(guide.md, Battery)") or a bare heading the model copied."""
         if any(hit.doc and hit.doc in plain for hit in self.hits):
             return True
-        return not re.search(r"[.!?。！？]$", plain) and _looks_like_heading(plain)
+        return not re.search(r"[.!?。！？]$", plain) and _looks_like_heading(plain, written=True)
 
     def text(self, japanese: bool) -> str:
         joined = ("" if japanese else " ").join(s for s, _ in self.result.sentences)
