@@ -44,6 +44,7 @@ def _mount(server, app, path: str, logins, public: bool) -> None:
     from assistant.serving.logins import SessionTokens
     from assistant.ui import build_app
     from assistant.ui.common import EVENTS_AT_ONCE
+    from assistant.ui.locale import I18N
 
     demo = build_app(app, public=public).queue(
         default_concurrency_limit=EVENTS_AT_ONCE, max_size=app.access.limits.queue_size
@@ -59,6 +60,7 @@ def _mount(server, app, path: str, logins, public: bool) -> None:
         demo,
         path=path,
         ssr_mode=False,
+        i18n=I18N,
         auth=logins.check if logins else None,
         auth_message=message,
         # The visitors' page has no file input: its upload route takes nothing of size.

@@ -25,6 +25,7 @@ def build_app(app: Tsumugi, public: bool = False) -> gr.Blocks:
         tune_tab,
     )
     from assistant.ui.guard import guard_functions
+    from assistant.ui.locale import t
 
     access = app.access
     users = access.users
@@ -35,25 +36,33 @@ def build_app(app: Tsumugi, public: bool = False) -> gr.Blocks:
 
     names = kb_names()
     with gr.Blocks(title="Tsumugi") as demo:
-        gr.Markdown("# 紡 Tsumugi\nYour documents, a small language model, and answers with sources.")
+        gr.Markdown(t("# 紡 Tsumugi\nYour documents, a small language model, and answers with sources."))
         if not storage_is_persistent(app.settings.data_dir):
             gr.Markdown(
-                "⚠️ **Temporary storage**: this Space has no persistent storage, so uploads, adapters and "
-                "drafts are lost when it restarts. Add persistent storage in the Space settings to keep them."
+                t(
+                    "⚠️ **Temporary storage**: this Space has no persistent storage, so uploads, adapters "
+                    "and drafts are lost when it restarts. Add persistent storage in the Space settings to "
+                    "keep them."
+                )
             )
         if public:
             gr.Markdown(
-                "This is a public demo: ask questions and draft replies from the sample documents. "
-                "Answers are kept short. The team's admin manages documents and tuning at "
-                "[/admin](/admin)."
+                t(
+                    "This is a public demo: ask questions and draft replies from the sample documents. "
+                    "Answers are kept short. The team's admin manages documents and tuning at "
+                    "[/admin](/admin)."
+                )
             )
         if app.settings.demo:
             gr.Markdown(
-                "👋 **Demo**: a sample knowledge base of outdoor-gear manuals is loaded. Ask “How many "
-                "people fit in the TrailMaster X4 Tent?” in Chat, or paste a customer email in Draft reply."
+                t(
+                    "👋 **Demo**: a sample knowledge base of outdoor-gear manuals is loaded. Ask “How many "
+                    "people fit in the TrailMaster X4 Tent?” in Chat, or paste a customer email in Draft "
+                    "reply."
+                )
             )
         kb_selector = gr.Dropdown(
-            label="Knowledge base",
+            label=t("Knowledge base"),
             choices=names,
             value=names[0] if names else None,
             interactive=True,
@@ -68,24 +77,24 @@ def build_app(app: Tsumugi, public: bool = False) -> gr.Blocks:
         admin_fns: set = set()
         admin_tabs = []
         with gr.Tabs(selected="chat" if names else "knowledge"):
-            with gr.Tab("Chat", id="chat"):
+            with gr.Tab(t("Chat"), id="chat"):
                 before = set(demo.fns)
                 chat_tab.build(app, kb_selector, adapters_changed)
-            with gr.Tab("Draft reply", id="draft"):
+            with gr.Tab(t("Draft reply"), id="draft"):
                 draft_tab.build(app, kb_selector, adapters_changed, public=public)
             if access.mode != "local" and not public:
-                with gr.Tab("Account", id="account"):
+                with gr.Tab(t("Account"), id="account"):
                     account_tab.build(users)
             agent_fns |= set(demo.fns) - before
             for label, tab_id, module in (
                 ()
                 if public
                 else (
-                    ("Knowledge", "knowledge", knowledge_tab),
-                    ("Tune", "tune", tune_tab),
-                    ("Evaluate", "evaluate", evaluate_tab),
-                    ("Models", "models", models_tab),
-                    ("Admin", "admin", admin_tab),
+                    (t("Knowledge"), "knowledge", knowledge_tab),
+                    (t("Tune"), "tune", tune_tab),
+                    (t("Evaluate"), "evaluate", evaluate_tab),
+                    (t("Models"), "models", models_tab),
+                    (t("Admin"), "admin", admin_tab),
                 )
             ):
                 with gr.Tab(label, id=tab_id) as tab:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from assistant.ui.common import handler
+from assistant.ui.locale import t
 from knowledge.errors import TsumugiError
 
 
@@ -21,12 +22,12 @@ def change_password(users, old, new, again, *, caller=None):
 
 
 def build(users) -> None:
-    gr.Markdown("#### Change your password")
+    gr.Markdown(t("#### Change your password"))
     with gr.Row():
-        old = gr.Textbox(label="Current password", type="password")
-        new = gr.Textbox(label="New password (8+ characters)", type="password")
-        again = gr.Textbox(label="New password again", type="password")
-    change = gr.Button("Change password", variant="primary")
+        old = gr.Textbox(label=t("Current password"), type="password")
+        new = gr.Textbox(label=t("New password (8+ characters)"), type="password")
+        again = gr.Textbox(label=t("New password again"), type="password")
+    change = gr.Button(t("Change password"), variant="primary")
     outcome = gr.Markdown("")
     change.click(
         handler(change_password, users),

@@ -22,6 +22,7 @@ from assistant.ui.common import (
     sources_markdown,
     stop_now,
 )
+from assistant.ui.locale import choices, t
 from assistant.ui.pages import paced
 from knowledge.errors import TsumugiError
 from knowledge.retrieve import RetrievalConfig
@@ -37,6 +38,7 @@ def _text(content) -> str:
 
 
 TYPE_FIRST = "Type a question first."
+NO_SOURCES = t("_Sources appear here with each answer._")
 
 
 def question_ready(app, message, kb_name, adapter_name=""):
@@ -85,7 +87,7 @@ def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choic
         return shown, "", panel
 
     stop = StopSignal(flag)
-    searching = (history + [{"role": "assistant", "content": "…"}], "", "_Searching the documents…_")
+    searching = (history + [{"role": "assistant", "content": "…"}], "", t("_Searching the documents…_"))
     try:
         if stop.is_set():  # stopped while it waited its turn: nothing is started
             yield history + [{"role": "assistant", "content": STOPPED}], "", ""
@@ -119,45 +121,48 @@ def build(app, kb_selector: gr.Dropdown, adapters_changed: gr.State) -> None:
     """``adapters_changed``: set by the Tune tab when it renames or deletes an adapter."""
     with gr.Row():
         with gr.Column(scale=3):
-            chatbot = gr.Chatbot(label="Assistant", height=480)
+            chatbot = gr.Chatbot(label=t("Assistant"), height=480)
             with gr.Row():
                 question = gr.Textbox(
-                    placeholder="Ask a question about your documents…",
+                    placeholder=t("Ask a question about your documents…"),
                     show_label=False,
                     scale=5,
                     submit_btn=False,
                 )
-                send = gr.Button("Send", variant="primary", scale=1, min_width=80)
-                stop = gr.Button("Stop", scale=1, min_width=80)
-            clear = gr.Button("New conversation", size="sm")
+                send = gr.Button(t("Send"), variant="primary", scale=1, min_width=80)
+                stop = gr.Button(t("Stop"), scale=1, min_width=80)
+            clear = gr.Button(t("New conversation"), size="sm")
         with gr.Column(scale=2):
             sources = gr.Markdown(
-                "_Sources appear here with each answer._",
-                label="Sources",
+                NO_SOURCES,
+                label=t("Sources"),
                 max_height=560,
                 container=True,
             )
-    with gr.Accordion("Settings", open=False):
+    with gr.Accordion(t("Settings"), open=False):
         with gr.Row():
-            top_k = gr.Slider(1, 10, value=5, step=1, label="Passages to retrieve (top-k)")
-            temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.1, label="Temperature (0 = most precise)")
-            max_new = gr.Slider(32, 1024, value=256, step=32, label="Longest answer (tokens)")
+            top_k = gr.Slider(1, 10, value=5, step=1, label=t("Passages to retrieve (top-k)"))
+            temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.1, label=t("Temperature (0 = most precise)"))
+            max_new = gr.Slider(32, 1024, value=256, step=32, label=t("Longest answer (tokens)"))
         with gr.Row():
             style = gr.Radio(
-                STYLE_CHOICES,
+                choices(STYLE_CHOICES),
                 value=DEFAULT_STYLE,
-                label="Answer style",
-                info="Every sentence shown is checked against the passage it cites; the documents' own words are shown indented.",
+                label=t("Answer style"),
+                info=t(
+                    "Every sentence shown is checked against the passage it cites; the documents' own "
+                    "words are shown indented."
+                ),
             )
         with gr.Row():
             adapter = gr.Dropdown(
-                label="Tuned adapter",
+                label=t("Tuned adapter"),
                 choices=adapter_choices(app),
                 value="",
-                info="Adapters come from the Tune tab.",
+                info=t("Adapters come from the Tune tab."),
             )
             precision = gr.Dropdown(
-                label="Precision",
+                label=t("Precision"),
                 choices=[
                     (f"auto ({app.settings.model.resolved_precision()} here)", "auto"),
                     ("fp32 (exact, slowest on CPU)", "fp32"),
@@ -166,7 +171,7 @@ def build(app, kb_selector: gr.Dropdown, adapters_changed: gr.State) -> None:
                     ("4-bit NF4 (bitsandbytes, least memory)", "4bit"),
                 ],
                 value=app.settings.model.precision,
-                info="Changing it loads the model again (seconds for the default model).",
+                info=t("Changing it loads the model again (seconds for the default model)."),
             )
             gr.Markdown(lambda: model_line(app))  # read at each page load: admins switch models
 
@@ -191,4 +196,4 @@ def build(app, kb_selector: gr.Dropdown, adapters_changed: gr.State) -> None:
     stop.click(handler(stop_now, app), [stop_flag], None, queue=False)
     adapter.focus(lambda: gr.update(choices=adapter_choices(app)), None, [adapter])
     adapters_changed.change(handler(follow_adapters, app), [adapters_changed, adapter], [adapter])
-    clear.click(lambda: ([], "_Sources appear here with each answer._"), None, [chatbot, sources])
+    clear.click(lambda: ([], NO_SOURCES), None, [chatbot, sources])

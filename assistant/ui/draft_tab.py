@@ -23,6 +23,7 @@ from assistant.ui.common import (
     sources_markdown,
     stop_now,
 )
+from assistant.ui.locale import choices, t
 from assistant.ui.pages import paced
 from knowledge.errors import TsumugiError
 from knowledge.text import strip_citations
@@ -158,61 +159,64 @@ def recent_drafts(app, kb_name, *, caller=None):
 def build(app, kb_selector: gr.Dropdown, adapters_changed: gr.State, public: bool = False) -> None:
     """``adapters_changed``: set by the Tune tab when it renames or deletes an adapter."""
     gr.Markdown(
-        "Paste a customer's email or chat message. Tsumugi drafts a reply from your documents, in the "
-        "customer's language, with the passages it used. Edit it, then accept it (it becomes training "
-        "data) or reject it with a reason."
+        t(
+            "Paste a customer's email or chat message. Tsumugi drafts a reply from your documents, in "
+            "the customer's language, with the passages it used. Edit it, then accept it (it becomes "
+            "training data) or reject it with a reason."
+        )
     )
     with gr.Row():
         with gr.Column(scale=3):
             message = gr.Textbox(
-                label="Customer message",
+                label=t("Customer message"),
                 lines=7,
-                placeholder="Hello, I bought the … and …",
+                placeholder=t("Hello, I bought the … and …"),
             )
             with gr.Row():
-                tone = gr.Radio(TONE_CHOICES, value="formal", label="Tone")
-                style = gr.Radio(STYLE_CHOICES, value=DEFAULT_STYLE, label="Answer style")
+                tone = gr.Radio(choices(TONE_CHOICES), value="formal", label=t("Tone"))
+                style = gr.Radio(choices(STYLE_CHOICES), value=DEFAULT_STYLE, label=t("Answer style"))
                 adapter = gr.Dropdown(
-                    label="Tuned adapter", choices=adapter_choices(app), value="", allow_custom_value=True
+                    label=t("Tuned adapter"), choices=adapter_choices(app), value="", allow_custom_value=True
                 )
-            with gr.Accordion("Signature and reply template", open=False):
+            with gr.Accordion(t("Signature and reply template"), open=False):
                 signature = gr.Textbox(
-                    label="Signature", lines=2, placeholder="Aiko Tanaka\nCustomer Support"
+                    label=t("Signature"), lines=2, placeholder=t("Aiko Tanaka\nCustomer Support")
                 )
                 template = gr.Textbox(
-                    label="Reply template (optional)",
+                    label=t("Reply template (optional)"),
                     lines=4,
                     placeholder="Dear {name},\n\n{reply}\n\nBest regards,\n{signature}",
+                    # Not translated: the browser reads braces as a translation's placeholders.
                     info="Put {reply} where the drafted answer goes and {signature} for the signature; "
                     "empty uses a greeting and closing suited to the tone and language.",
                 )
             with gr.Row():
-                draft_btn = gr.Button("Draft reply", variant="primary")
-                stop_btn = gr.Button("Stop")
+                draft_btn = gr.Button(t("Draft reply"), variant="primary")
+                stop_btn = gr.Button(t("Stop"))
             status = gr.Markdown("")
             reply = gr.Textbox(
-                label="Reply (edit freely before accepting)", lines=12, interactive=True, buttons=["copy"]
+                label=t("Reply (edit freely before accepting)"), lines=12, interactive=True, buttons=["copy"]
             )
             with gr.Row():
-                remove_marks = gr.Button("Remove citation marks", size="sm")
-                strip_on_accept = gr.Checkbox(value=True, label="Remove [n] marks from the accepted reply")
+                remove_marks = gr.Button(t("Remove citation marks"), size="sm")
+                strip_on_accept = gr.Checkbox(value=True, label=t("Remove [n] marks from the accepted reply"))
             with gr.Row():
-                accept_btn = gr.Button("Accept reply", variant="primary")
+                accept_btn = gr.Button(t("Accept reply"), variant="primary")
                 reason = gr.Textbox(
-                    placeholder="Why is it wrong? (facts, tone, missing part…)", show_label=False, scale=3
+                    placeholder=t("Why is it wrong? (facts, tone, missing part…)"), show_label=False, scale=3
                 )
-                reject_btn = gr.Button("Reject", variant="stop")
+                reject_btn = gr.Button(t("Reject"), variant="stop")
             decision = gr.Markdown("")
             draft_id = gr.Textbox(visible=False)
         with gr.Column(scale=2):
             sources = gr.Markdown(
-                "_The passages used for the draft appear here._",
-                label="Sources",
+                t("_The passages used for the draft appear here._"),
+                label=t("Sources"),
                 max_height=640,
                 container=True,
             )
     # Visitors of a public page never see other people's drafts (customers' messages).
-    with gr.Accordion("Recent drafts", open=False, visible=not public):
+    with gr.Accordion(t("Recent drafts"), open=False, visible=not public):
         stats = gr.Markdown(None if public else stats_markdown(app, None))
         recent = gr.Dataframe(
             headers=["when", "status", "confidence", "escalated", "message", "reply or reason"],

@@ -7,6 +7,7 @@ from itertools import islice
 import gradio as gr
 
 from assistant.ui.common import CancelFlag, arm_cancel, handler, refuse_untyped, shown_progress, upload_path
+from assistant.ui.locale import choices, t
 from knowledge.embed import reads
 from knowledge.errors import TsumugiError
 from knowledge.ingest import Source
@@ -197,49 +198,46 @@ def delete_kb(app, kb_name, typed):
 
 def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
     with gr.Row():
-        new_name = gr.Textbox(label="New knowledge base", placeholder="e.g. support-manuals", scale=3)
+        new_name = gr.Textbox(label=t("New knowledge base"), placeholder=t("e.g. support-manuals"), scale=3)
         chunk_size = gr.Dropdown(
-            [
-                ("Short passages (112 tokens)", 112),
-                ("Standard (224 tokens)", 224),
-            ],
+            choices([("Short passages (112 tokens)", 112), ("Standard (224 tokens)", 224)]),
             value=224,
-            label="Passage size",
-            info="Compare sizes in the Evaluate tab with two knowledge bases.",
+            label=t("Passage size"),
+            info=t("Compare sizes in the Evaluate tab with two knowledge bases."),
             scale=2,
         )
-        create_btn = gr.Button("Create", scale=1)
+        create_btn = gr.Button(t("Create"), scale=1)
     summary = gr.Markdown()
-    files = gr.File(label="Documents (PDF, DOCX, XLSX, HTML, Markdown, text, CSV)", file_count="multiple")
+    files = gr.File(label=t("Documents (PDF, DOCX, XLSX, HTML, Markdown, text, CSV)"), file_count="multiple")
     with gr.Row():
-        add_btn = gr.Button("Add to knowledge base", variant="primary")
-        cancel_btn = gr.Button("Cancel", variant="stop")
+        add_btn = gr.Button(t("Add to knowledge base"), variant="primary")
+        cancel_btn = gr.Button(t("Cancel"), variant="stop")
     results = gr.Dataframe(
         headers=["File", "Result", "Chunks", "Details"],
-        label="Upload results",
+        label=t("Upload results"),
         interactive=False,
         wrap=True,
     )
     docs = gr.Dataframe(
         headers=["Document", "Type", "Pages", "Chunks", "Added (UTC)"],
-        label="Documents",
+        label=t("Documents"),
         interactive=False,
         wrap=True,
     )
     with gr.Row():
-        doc_pick = gr.Dropdown(label="Document to delete", choices=[], scale=3)
-        delete_btn = gr.Button("Delete document", variant="stop", scale=1)
-    with gr.Accordion("Knowledge base settings", open=False):
+        doc_pick = gr.Dropdown(label=t("Document to delete"), choices=[], scale=3)
+        delete_btn = gr.Button(t("Delete document"), variant="stop", scale=1)
+    with gr.Accordion(t("Knowledge base settings"), open=False):
         with gr.Row():
             embed_model = gr.Textbox(
-                label="Embedding model (a local folder, or all-MiniLM-L6-v2)",
+                label=t("Embedding model (a local folder, or all-MiniLM-L6-v2)"),
                 scale=3,
-                info="Changing it re-embeds every passage; the old vectors stay in use until it finishes.",
+                info=t("Changing it re-embeds every passage; the old vectors stay in use until it finishes."),
             )
-            reembed_btn = gr.Button("Re-embed with this model", scale=1)
+            reembed_btn = gr.Button(t("Re-embed with this model"), scale=1)
         with gr.Row():
-            confirm_name = gr.Textbox(label="Type the knowledge base's name to delete it", scale=3)
-            delete_kb_btn = gr.Button("Delete knowledge base", variant="stop", scale=1)
+            confirm_name = gr.Textbox(label=t("Type the knowledge base's name to delete it"), scale=3)
+            delete_kb_btn = gr.Button(t("Delete knowledge base"), variant="stop", scale=1)
 
     create_btn.click(handler(create, app), [new_name, chunk_size], [kb_selector, new_name])
     cancel_flag = gr.State(CancelFlag())

@@ -96,7 +96,8 @@ def page(server):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = launch(p)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        # English, whatever the machine's language: the steps read the English page.
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
         page.set_default_timeout(60_000)
         yield page
         browser.close()
@@ -436,6 +437,18 @@ def test_9_a_base_made_before_the_server_started_is_listed_when_the_page_opens(p
         assert "henpin.md" in other.inner_text("body")
         assert "does not read" in other.inner_text("body"), "the Japanese document's notice"
         shot(other, "10-knowledge-on-open")
+        # A Japanese browser gets the page in Japanese, and asks there as anyone would.
+        japanese = page.context.browser.new_context(viewport={"width": 1400, "height": 1000}, locale="ja-JP")
+        ja = japanese.new_page()
+        ja.goto(url)
+        ja.get_by_role("tab", name="ナレッジ", exact=True).wait_for(timeout=60_000)
+        assert ja.get_by_role("tab", name="Knowledge", exact=True).count() == 0
+        ja.get_by_role("tab", name="チャット", exact=True).click()
+        ja.get_by_placeholder("文書について質問してください…").fill("返品はいつまでできますか？")
+        ja.get_by_role("button", name="送信", exact=True).click()
+        ja.locator(".message.bot, [data-testid='bot']").last.get_by_text("30日以内").wait_for(timeout=120_000)
+        shot(ja, "11-japanese-page")
+        japanese.close()
     finally:
         other.close()
         proc.terminate()

@@ -1,0 +1,75 @@
+"""The page in Japanese: every text the UI marks for translation has its Japanese, and no
+translation is left over from a text the page no longer shows. The browser's side (a Japanese
+browser reading チャット, 送信) is in tests/e2e/test_browser.py."""
+
+from __future__ import annotations
+
+import ast
+import json
+
+import pytest
+
+from tests.conftest import ROOT
+
+UI = ROOT / "assistant" / "ui"
+
+
+def _keys_in(value) -> set[str]:
+    """The translation keys in a page's configuration, however Gradio stored them."""
+    from gradio.i18n import I18nData
+
+    if isinstance(value, I18nData):
+        return {value.key}
+    if isinstance(value, str) and value.startswith("__i18n__"):
+        return {json.loads(value[len("__i18n__") :])["key"]}
+    if isinstance(value, dict):
+        return set().union(*(_keys_in(v) for v in value.values()))
+    if isinstance(value, list | tuple):
+        return set().union(*(_keys_in(v) for v in value))
+    return set()
+
+
+def _written_keys() -> set[str]:
+    """Texts passed to ``t("…")`` in the UI's code, also those shown only in some modes (the
+    Account tab, a Space's storage notice) or returned by an event (the Chat's "Searching")."""
+    found = set()
+    for path in UI.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "t" and node.args:
+                if isinstance(node.args[0], ast.Constant):
+                    found.add(node.args[0].value)
+    return found
+
+
+@pytest.fixture(scope="module")
+def page_keys(tmp_path_factory, model_cache):
+    from assistant.config import Settings
+    from assistant.serving.service import Tsumugi
+    from assistant.ui import build_app
+
+    data = tmp_path_factory.mktemp("locale-data")
+    demo = build_app(Tsumugi(Settings(data_dir=data, model_cache=model_cache)))
+    return _keys_in(demo.get_config_file())
+
+
+def test_every_text_marked_for_translation_has_its_japanese_and_none_is_stale(page_keys):
+    from assistant.ui.locale import JAPANESE_FILE
+
+    japanese = json.loads(JAPANESE_FILE.read_text(encoding="utf-8"))
+    # The page's own choices (answer styles, tones, passage sizes) are found in the page built.
+    assert {"Chat", "Send", "Quote the documents (most faithful)", "Friendly"} <= page_keys
+    marked = page_keys | _written_keys()
+    assert sorted(marked - set(japanese)) == [], "texts shown in English to a Japanese reader"
+    assert sorted(set(japanese) - marked) == [], "translations of texts the page no longer shows"
+    untranslated = [k for k, v in japanese.items() if not v.strip() or v == k]
+    assert untranslated == []
+    # The browser formats a translation as an ICU message: braces would be placeholders.
+    assert [v for v in japanese.values() if "{" in v or "}" in v] == []
+
+
+def test_a_text_with_braces_is_refused_as_a_translation_key():
+    from assistant.ui.locale import t
+
+    assert t("Send").key == "Send"
+    with pytest.raises(ValueError, match="braces"):
+        t("Put {reply} where the drafted answer goes")
