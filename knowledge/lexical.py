@@ -130,15 +130,25 @@ _HIRAGANA_ONLY = re.compile(r"^[\u3040-\u309f]+$")
 _MODALS = frozenset({"should", "shall", "must", "may", "might"})
 """English modal verbs the stopwords do not hold (they hold can, could, will, would)."""
 
+_INTERROGATIVE = re.compile(r"[何誰幾]")
+"""Kanji of Japanese question words (何日, 何年, 誰, 幾ら): what English's stopwords what, who and
+how are. The hiragana ones (いつ, どこ, どう) are left out as hiragana."""
+
 
 def content_terms(term_list: list[str]) -> list[str]:
-    """Terms that carry meaning: hiragana-only terms are mostly particles and inflections, and
-    a modal verb says nothing of the subject ('What should I do?' names nothing).
+    """Terms that carry meaning: hiragana-only terms are mostly particles and inflections, a
+    modal verb says nothing of the subject ('What should I do?' names nothing), and a Japanese
+    question word asks rather than names (返品は何日以内: 何日 is in no passage, and weighed as
+    the rarest term it outweighed 返品 and 以内 in a passage holding both).
 
     They stay in the BM25 index (IDF keeps them harmless there) but are left out when
     judging whether a passage covers a question.
     """
-    return [t for t in term_list if not _HIRAGANA_ONLY.match(t) and t not in _MODALS]
+    return [
+        t
+        for t in term_list
+        if not _HIRAGANA_ONLY.match(t) and t not in _MODALS and not _INTERROGATIVE.search(t)
+    ]
 
 
 def distinctive_terms(term_list: list[str]) -> list[str]:

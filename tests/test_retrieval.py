@@ -7,7 +7,7 @@ import re
 import pytest
 
 from knowledge.retrieve import RetrievalConfig, retrieve
-from tests.conftest import CONTOSO
+from tests.conftest import CONTOSO, DATA, drain
 
 UNRELATED_EN = [
     "What is the capital of France?",
@@ -81,6 +81,20 @@ def test_an_embedder_that_cannot_read_the_question_gets_no_weight(support_sets):
 def test_unrelated_questions_find_nothing(support_sets, contoso_kb, question):
     for kb in (contoso_kb, support_sets["ja-support"][0], support_sets["en-support"][0]):
         assert retrieve(kb, question) == [], (kb.name, question)
+
+
+def test_a_japanese_question_word_is_not_a_term_the_documents_lack(tmp_path, embedder):
+    """何日 asks rather than names, as English's 'how' does. Counted as a term of the question that
+    no passage holds, it weighed most, and in a knowledge base of one returns policy (返品 and 以内
+    in both passages, so weighing little) it kept the answer's passage under the cut-off: a
+    new user's first question about their own document was refused."""
+    from knowledge.ingest import collect_sources, ingest_files
+    from knowledge.library import Library
+
+    kb = Library(tmp_path).create("returns")
+    drain(ingest_files(kb, collect_sources([DATA / "ja-support" / "henpin.md"])))
+    hits = retrieve(kb, "返品は何日以内ならできますか？")
+    assert hits and "30日以内" in hits[0].text, [h.text[:40] for h in hits]
 
 
 @pytest.mark.parametrize("name", ["en-support", "ja-support"])
