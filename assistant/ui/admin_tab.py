@@ -11,6 +11,7 @@ from assistant.serving import status
 from assistant.serving.keys import ApiKeyStore
 from assistant.serving.users import UserStore
 from assistant.ui.common import handler
+from assistant.ui.locale import t
 from knowledge.errors import TsumugiError
 
 
@@ -97,48 +98,50 @@ def build(app) -> None:
     users = UserStore(app.settings.data_dir)
     keys = ApiKeyStore(app.settings.data_dir)
     with gr.Row():
-        gr.Markdown("#### Server status")
-        refresh = gr.Button("Refresh", size="sm", scale=0)
+        gr.Markdown(t("#### Server status"))
+        refresh = gr.Button(t("Refresh"), size="sm", scale=0)
     panel = gr.Markdown(status_markdown(app))
     with gr.Row():
         with gr.Column():
             gr.Markdown(
-                "#### Users\nWith at least one user, everyone logs in (from the next start; on a "
-                "public Space, visitors stay anonymous agents and admins log in at /admin). Admins "
-                "manage documents, tuning and users; agents chat and draft replies."
+                t(
+                    "#### Users\nWith at least one user, everyone logs in (from the next start; on a "
+                    "public Space, visitors stay anonymous agents and admins log in at /admin). Admins "
+                    "manage documents, tuning and users; agents chat and draft replies."
+                )
             )
             user_table = gr.Dataframe(
                 headers=["user", "role", "created"], value=_users_rows(users), interactive=False
             )
             with gr.Row():
-                new_user = gr.Textbox(label="Name")
-                new_password = gr.Textbox(label="Password (8+ characters)", type="password")
-                new_role = gr.Radio(["agent", "admin"], value="agent", label="Role")
+                new_user = gr.Textbox(label=t("Name"))
+                new_password = gr.Textbox(label=t("Password (8+ characters)"), type="password")
+                new_role = gr.Radio(["agent", "admin"], value="agent", label=t("Role"))
             with gr.Row():
-                add_btn = gr.Button("Add user", variant="primary")
-                remove_btn = gr.Button("Delete user", variant="stop")
+                add_btn = gr.Button(t("Add user"), variant="primary")
+                remove_btn = gr.Button(t("Delete user"), variant="stop")
         with gr.Column():
-            gr.Markdown("#### API keys\nFor the OpenAI-compatible API at `/v1`. A key is shown once.")
+            gr.Markdown(t("#### API keys\nFor the OpenAI-compatible API at `/v1`. A key is shown once."))
             key_table = gr.Dataframe(
                 headers=["name", "role", "knowledge bases", "adapters", "expires", "created"],
                 value=_keys_rows(keys),
                 interactive=False,
             )
             with gr.Row():
-                key_name = gr.Textbox(label="Key name")
-                key_role = gr.Radio(["agent", "admin"], value="agent", label="Role")
+                key_name = gr.Textbox(label=t("Key name"))
+                key_role = gr.Radio(["agent", "admin"], value="agent", label=t("Role"))
             with gr.Row():
                 key_kbs = gr.Dropdown(
-                    app.library.names(), multiselect=True, label="Only these knowledge bases (empty: all)"
+                    app.library.names(), multiselect=True, label=t("Only these knowledge bases (empty: all)")
                 )
                 key_adapters = gr.Dropdown(
-                    app.adapters.names(), multiselect=True, label="Only these adapters (empty: all)"
+                    app.adapters.names(), multiselect=True, label=t("Only these adapters (empty: all)")
                 )
-                key_days = gr.Number(label="Expires after (days; empty: never)", minimum=0, precision=0)
+                key_days = gr.Number(label=t("Expires after (days; empty: never)"), minimum=0, precision=0)
             with gr.Row():
-                create_btn = gr.Button("Create key", variant="primary")
-                revoke_btn = gr.Button("Revoke key", variant="stop")
-            new_key = gr.Textbox(label="New key (copy it now)", interactive=False, buttons=["copy"])
+                create_btn = gr.Button(t("Create key"), variant="primary")
+                revoke_btn = gr.Button(t("Revoke key"), variant="stop")
+            new_key = gr.Textbox(label=t("New key (copy it now)"), interactive=False, buttons=["copy"])
 
     refresh.click(lambda: status_markdown(app), None, [panel], api_name="admin_status")
     add_btn.click(

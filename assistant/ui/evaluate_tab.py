@@ -18,6 +18,7 @@ from assistant.ui.common import (
     shown_progress,
     upload_path,
 )
+from assistant.ui.locale import t
 from knowledge.errors import TsumugiError
 from knowledge.progress import drive_events
 
@@ -307,31 +308,37 @@ def follow_models(app, change, chosen):
 def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown, adapters_changed: gr.State) -> None:
     """``adapters_changed``: set by the Tune tab when it renames or deletes an adapter."""
     gr.Markdown(
-        "Measure how well the assistant answers **your** questions from **your** documents, "
-        "and compare models, adapters and settings on the same questions."
+        t(
+            "Measure how well the assistant answers **your** questions from **your** documents, "
+            "and compare models, adapters and settings on the same questions."
+        )
     )
     with gr.Row():
         with gr.Column():
-            gr.Markdown("#### 1. Question set")
+            gr.Markdown(t("#### 1. Question set"))
             upload = gr.File(
-                label="Questions with expected answers (CSV, XLSX, JSONL or Parquet: question, answer, "
-                "optional source and unanswerable columns)",
+                label=t(
+                    "Questions with expected answers (CSV, XLSX, JSONL or Parquet: question, answer, "
+                    "optional source and unanswerable columns)"
+                ),
                 file_types=list(RECORD_EXTENSIONS),
             )
             with gr.Row():
-                set_name = gr.Textbox(label="Save as", placeholder="e.g. faq-2026", scale=3)
-                save_btn = gr.Button("Save set", scale=1)
-            with gr.Accordion("Or draft questions from the documents", open=False):
+                set_name = gr.Textbox(label=t("Save as"), placeholder=t("e.g. faq-2026"), scale=3)
+                save_btn = gr.Button(t("Save set"), scale=1)
+            with gr.Accordion(t("Or draft questions from the documents"), open=False):
                 gr.Markdown(
-                    "The model writes one question and answer per sampled passage. "
-                    "Review and correct them in the table, then save."
+                    t(
+                        "The model writes one question and answer per sampled passage. "
+                        "Review and correct them in the table, then save."
+                    )
                 )
                 with gr.Row():
-                    draft_count = gr.Slider(3, 50, value=10, step=1, label="Questions to draft")
-                    draft_btn = gr.Button("Draft questions")
+                    draft_count = gr.Slider(3, 50, value=10, step=1, label=t("Questions to draft"))
+                    draft_btn = gr.Button(t("Draft questions"))
             items = gr.Dataframe(
                 headers=["question", "expected answer", "source", "unanswerable"],
-                label="Questions (editable)",
+                label=t("Questions (editable)"),
                 interactive=True,
                 wrap=True,
                 column_widths=["38%", "38%", "14%", "10%"],
@@ -339,49 +346,49 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown, adapters_changed: gr.S
             )
             shown = gr.State(None)  # the set the table shows the first rows of, kept on the server
         with gr.Column():
-            gr.Markdown("#### 2. Run")
-            set_pick = gr.Dropdown(label="Question set", choices=[], allow_custom_value=True)
+            gr.Markdown(t("#### 2. Run"))
+            set_pick = gr.Dropdown(label=t("Question set"), choices=[], allow_custom_value=True)
             models = gr.CheckboxGroup(
-                label="Models to compare", choices=[BASE, *app.adapters.names()], value=[BASE]
+                label=t("Models to compare"), choices=[BASE, *app.adapters.names()], value=[BASE]
             )
             top_ks = gr.CheckboxGroup(
-                label="Passages to retrieve (top-k)", choices=["3", "5", "10"], value=["5"]
+                label=t("Passages to retrieve (top-k)"), choices=["3", "5", "10"], value=["5"]
             )
             other_kbs = gr.Dropdown(
-                label="Also answer from these knowledge bases",
-                info="Same questions on bases built with another passage size or embedding model.",
+                label=t("Also answer from these knowledge bases"),
+                info=t("Same questions on bases built with another passage size or embedding model."),
                 choices=app.library.names(),
                 multiselect=True,
                 allow_custom_value=True,
             )
             closed_book = gr.Checkbox(
-                False, label="Also without retrieval (closed book): what the model knows by itself"
+                False, label=t("Also without retrieval (closed book): what the model knows by itself")
             )
             variants = gr.CheckboxGroup(
-                label="Also compare",
+                label=t("Also compare"),
                 choices=[NO_DECOMPOSE, WITH_ESCALATION],
                 value=[],
-                info="Each ticked variant adds runs; escalation needs a larger model in settings.",
+                info=t("Each ticked variant adds runs; escalation needs a larger model in settings."),
             )
-            limit = gr.Number(0, label="Only the first N questions (0 = all)", precision=0, minimum=0)
+            limit = gr.Number(0, label=t("Only the first N questions (0 = all)"), precision=0, minimum=0)
             with gr.Row():
-                run_btn = gr.Button("Run evaluation", variant="primary")
-                cancel_btn = gr.Button("Cancel", variant="stop")
+                run_btn = gr.Button(t("Run evaluation"), variant="primary")
+                cancel_btn = gr.Button(t("Cancel"), variant="stop")
             job_id = gr.State("")
             status = gr.HTML()
             timer = gr.Timer(1.5)
-    gr.Markdown("#### 3. Results")
+    gr.Markdown(t("#### 3. Results"))
     with gr.Row():
         runs_pick = gr.Dropdown(
-            label="Runs to compare",
+            label=t("Runs to compare"),
             multiselect=True,
             choices=_run_choices(app, None),
             allow_custom_value=True,  # run ids from the API, and runs finished since the page loaded
             scale=5,
         )
-        refresh_btn = gr.Button("Refresh", scale=1)
+        refresh_btn = gr.Button(t("Refresh"), scale=1)
     table = gr.Dataframe(
-        headers=["Metric", "Run", "What it means"], label="Metrics", interactive=False, wrap=True
+        headers=["Metric", "Run", "What it means"], label=t("Metrics"), interactive=False, wrap=True
     )
     chart = gr.BarPlot(
         # No colour per run: Gradio 6.31 draws a series that was not in a chart's first value
@@ -391,15 +398,15 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown, adapters_changed: gr.S
     )  # fmt: skip
     diff = gr.Dataframe(
         headers=["Question", "Expected", "Answers"],
-        label="Questions where the runs differ most",
+        label=t("Questions where the runs differ most"),
         interactive=False,
         wrap=True,
     )
     with gr.Row():
-        export_format = gr.Radio(EXPORT_FORMATS, value=".parquet", label="Export as", scale=2)
-        export_set_btn = gr.Button("Export the question set", scale=1)
-        export_runs_btn = gr.Button("Export the chosen runs", scale=1)
-    export_download = gr.File(label="Export", visible=False)
+        export_format = gr.Radio(EXPORT_FORMATS, value=".parquet", label=t("Export as"), scale=2)
+        export_set_btn = gr.Button(t("Export the question set"), scale=1)
+        export_runs_btn = gr.Button(t("Export the chosen runs"), scale=1)
+    export_download = gr.File(label=t("Export"), visible=False)
 
     upload.change(handler(load_file, app), [upload, shown], [items, set_name, shown])
     save_inputs = [kb_selector, set_name, items, shown]

@@ -9,6 +9,7 @@ import gradio as gr
 
 from assistant.generation.catalog import free_memory_mb
 from assistant.ui.common import CancelFlag, StopSignal, arm_cancel, handler, shown_progress, stop_now
+from assistant.ui.locale import t
 from knowledge.errors import TsumugiError
 from knowledge.progress import drive_events
 
@@ -98,31 +99,33 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
     summary = gr.Markdown()
     table = gr.Dataframe(
         headers=HEADERS,
-        label="Models",
+        label=t("Models"),
         interactive=False,
         wrap=True,
         column_widths=["6%", "9%", "25%", "9%", "9%", "8%", "24%", "10%"],
     )
     with gr.Row():
-        chat_pick = gr.Dropdown(label="Chat model", choices=[], allow_custom_value=True, scale=3)
-        chat_btn = gr.Button("Answer with this model", variant="primary", scale=1)
+        chat_pick = gr.Dropdown(label=t("Chat model"), choices=[], allow_custom_value=True, scale=3)
+        chat_btn = gr.Button(t("Answer with this model"), variant="primary", scale=1)
     with gr.Row():
-        embed_pick = gr.Dropdown(label="Embedding model", choices=[], allow_custom_value=True, scale=3)
-        embed_btn = gr.Button("Use for new knowledge bases", scale=1)
+        embed_pick = gr.Dropdown(label=t("Embedding model"), choices=[], allow_custom_value=True, scale=3)
+        embed_btn = gr.Button(t("Use for new knowledge bases"), scale=1)
     gr.Markdown(
-        "<sub>Memory needed is an estimate: parameters × bytes per parameter × 1.2 + 300 MB. A model "
-        "that does not fit at the chosen precision is refused before it loads. Folders are listed "
-        "from the models directory (TSUMUGI_MODELS_DIR) and merged adapter exports.</sub>"
+        t(
+            "<sub>Memory needed is an estimate: parameters × bytes per parameter × 1.2 + 300 MB. A model "
+            "that does not fit at the chosen precision is refused before it loads. Folders are listed "
+            "from the models directory (TSUMUGI_MODELS_DIR) and merged adapter exports.</sub>"
+        )
     )
-    with gr.Accordion("Download a model from the Hugging Face Hub", open=False):
+    with gr.Accordion(t("Download a model from the Hugging Face Hub"), open=False):
         with gr.Row():
             repo = gr.Textbox(
-                label="Hub model id", placeholder="HuggingFaceTB/SmolLM2-360M-Instruct", scale=3
+                label=t("Hub model id"), placeholder="HuggingFaceTB/SmolLM2-360M-Instruct", scale=3
             )
-            pull_btn = gr.Button("Download", scale=1)
-            cancel_btn = gr.Button("Cancel", variant="stop", scale=1)
+            pull_btn = gr.Button(t("Download"), scale=1)
+            cancel_btn = gr.Button(t("Cancel"), variant="stop", scale=1)
         pulled = gr.Markdown()
-    refresh_btn = gr.Button("Refresh", size="sm")
+    refresh_btn = gr.Button(t("Refresh"), size="sm")
 
     outputs = [summary, table, chat_pick, embed_pick]
     demo.load(handler(list_models, app), None, outputs)

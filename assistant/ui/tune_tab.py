@@ -31,6 +31,7 @@ from assistant.ui.common import (
     job_progress_html,
     upload_path,
 )
+from assistant.ui.locale import choices, t
 from knowledge.errors import TsumugiError
 
 FILE_SOURCE = "Question/answer file"
@@ -238,56 +239,66 @@ def on_load(app):
 def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown, adapters_changed: gr.State) -> None:
     """``adapters_changed``: set here on a rename or delete, for the other tabs' selectors."""
     gr.Markdown(
-        "Teach the model your wording and facts with a small **adapter** (LoRA). "
-        "The base model is not changed; choose the adapter in the Chat tab to use it."
+        t(
+            "Teach the model your wording and facts with a small **adapter** (LoRA). "
+            "The base model is not changed; choose the adapter in the Chat tab to use it."
+        )
     )
     with gr.Row():
         with gr.Column():
-            gr.Markdown("#### 1. Training data")
-            source = gr.Radio([FILE_SOURCE, DRAFTS_SOURCE, KB_SOURCE], value=FILE_SOURCE, label="Learn from")
+            gr.Markdown(t("#### 1. Training data"))
+            source = gr.Radio(
+                choices([(s, s) for s in (FILE_SOURCE, DRAFTS_SOURCE, KB_SOURCE)]),
+                value=FILE_SOURCE,
+                label=t("Learn from"),
+            )
             upload = gr.File(
-                label="Question/answer pairs (CSV, TSV, XLSX, JSONL or Parquet)",
+                label=t("Question/answer pairs (CSV, TSV, XLSX, JSONL or Parquet)"),
                 file_types=list(RECORD_EXTENSIONS),
             )
             with gr.Row():
-                q_col = gr.Dropdown([AUTO], value=AUTO, label="Question column")
-                a_col = gr.Dropdown([AUTO], value=AUTO, label="Answer column")
-            check_btn = gr.Button("Check data")
+                q_col = gr.Dropdown([AUTO], value=AUTO, label=t("Question column"))
+                a_col = gr.Dropdown([AUTO], value=AUTO, label=t("Answer column"))
+            check_btn = gr.Button(t("Check data"))
             report = gr.Markdown()
-            preview = gr.Dataframe(label="First rows", interactive=False, wrap=True, visible=False)
-            with gr.Accordion("Export the accepted drafts of this knowledge base", open=False):
+            preview = gr.Dataframe(label=t("First rows"), interactive=False, wrap=True, visible=False)
+            with gr.Accordion(t("Export the accepted drafts of this knowledge base"), open=False):
                 with gr.Row():
-                    export_format = gr.Radio(EXPORT_FORMATS, value=".parquet", label="As", scale=3)
-                    export_btn = gr.Button("Export accepted drafts", scale=1)
-                export_download = gr.File(label="Accepted drafts", visible=False)
+                    export_format = gr.Radio(EXPORT_FORMATS, value=".parquet", label=t("As"), scale=3)
+                    export_btn = gr.Button(t("Export accepted drafts"), scale=1)
+                export_download = gr.File(label=t("Accepted drafts"), visible=False)
         with gr.Column():
-            gr.Markdown("#### 2. Settings")
-            name = gr.Textbox(label="Adapter name", placeholder="e.g. support-tone-v1")
+            gr.Markdown(t("#### 2. Settings"))
+            name = gr.Textbox(label=t("Adapter name"), placeholder=t("e.g. support-tone-v1"))
             preset = gr.Radio(
-                [(PRESET_HELP[p], p) for p in PRESETS], value="quick", label="How much to train"
+                choices([(PRESET_HELP[p], p) for p in PRESETS]), value="quick", label=t("How much to train")
             )
-            quant = gr.Radio(QUANT_CHOICES, value="4bit", label="Base model in memory as")
-            base = gr.Textbox(label="Base model", value=app.settings.model.name)
-            with gr.Accordion("Advanced", open=False):
+            quant = gr.Radio(choices(QUANT_CHOICES), value="4bit", label=t("Base model in memory as"))
+            base = gr.Textbox(label=t("Base model"), value=app.settings.model.name)
+            with gr.Accordion(t("Advanced"), open=False):
                 q = PRESETS["quick"]
                 with gr.Row():
-                    rank = gr.Number(q["rank"], label="LoRA rank", precision=0, minimum=1)
-                    alpha = gr.Number(q["alpha"], label="LoRA alpha", precision=0, minimum=1)
-                    dropout = gr.Number(0.05, label="Dropout", minimum=0, maximum=0.9)
+                    rank = gr.Number(q["rank"], label=t("LoRA rank"), precision=0, minimum=1)
+                    alpha = gr.Number(q["alpha"], label=t("LoRA alpha"), precision=0, minimum=1)
+                    dropout = gr.Number(0.05, label=t("Dropout"), minimum=0, maximum=0.9)
                 with gr.Row():
-                    lr = gr.Number(q["learning_rate"], label="Learning rate")
-                    epochs = gr.Number(q["epochs"], label="Epochs", precision=0, minimum=1)
-                    max_length = gr.Number(512, label="Maximum length (tokens)", precision=0)
+                    lr = gr.Number(q["learning_rate"], label=t("Learning rate"))
+                    epochs = gr.Number(q["epochs"], label=t("Epochs"), precision=0, minimum=1)
+                    max_length = gr.Number(512, label=t("Maximum length (tokens)"), precision=0)
                 with gr.Row():
-                    batch = gr.Number(4, label="Batch size", precision=0, minimum=1)
-                    accum = gr.Number(1, label="Gradient accumulation", precision=0, minimum=1)
-                    checkpointing = gr.Checkbox(False, label="Gradient checkpointing (less memory, slower)")
-                targets = gr.Textbox("all-linear", label="Target modules (all-linear or e.g. q_proj,v_proj)")
-            start_btn = gr.Button("Start tuning", variant="primary")
-    gr.Markdown("#### 3. Progress")
+                    batch = gr.Number(4, label=t("Batch size"), precision=0, minimum=1)
+                    accum = gr.Number(1, label=t("Gradient accumulation"), precision=0, minimum=1)
+                    checkpointing = gr.Checkbox(
+                        False, label=t("Gradient checkpointing (less memory, slower)")
+                    )
+                targets = gr.Textbox(
+                    "all-linear", label=t("Target modules (all-linear or e.g. q_proj,v_proj)")
+                )
+            start_btn = gr.Button(t("Start tuning"), variant="primary")
+    gr.Markdown(t("#### 3. Progress"))
     with gr.Row():
-        job_pick = gr.Dropdown(label="Job", choices=_job_choices(app), scale=4)
-        cancel_btn = gr.Button("Cancel job", variant="stop", scale=1)
+        job_pick = gr.Dropdown(label=t("Job"), choices=_job_choices(app), scale=4)
+        cancel_btn = gr.Button(t("Cancel job"), variant="stop", scale=1)
     status = gr.HTML(job_progress_html(None, "No tuning job yet."))
     plot = gr.LinePlot(
         None,
@@ -300,28 +311,28 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown, adapters_changed: gr.S
     )
     plot_cache = gr.State({})
     timer = gr.Timer(1.0)
-    gr.Markdown("#### 4. Adapters")
+    gr.Markdown(t("#### 4. Adapters"))
     with gr.Row():
-        adapter_pick = gr.Dropdown(label="Adapter", choices=adapter_names(app), scale=3)
-        refresh_btn = gr.Button("Refresh", scale=1)
+        adapter_pick = gr.Dropdown(label=t("Adapter"), choices=adapter_names(app), scale=3)
+        refresh_btn = gr.Button(t("Refresh"), scale=1)
     card = gr.Markdown()
     comparison = gr.Dataframe(
         headers=["Question", "Expected", "Base model", "Tuned model"],
-        label="Held-out questions, answered before and after tuning",
+        label=t("Held-out questions, answered before and after tuning"),
         interactive=False,
         wrap=True,
         column_widths=["20%", "24%", "28%", "28%"],
     )
     with gr.Row():
-        new_name = gr.Textbox(label="New name", scale=3)
-        rename_btn = gr.Button("Rename", scale=1)
+        new_name = gr.Textbox(label=t("New name"), scale=3)
+        rename_btn = gr.Button(t("Rename"), scale=1)
     with gr.Row():
-        confirm_name = gr.Textbox(label="Type the adapter's name to delete it", scale=3)
-        delete_btn = gr.Button("Delete adapter", variant="stop", scale=1)
+        confirm_name = gr.Textbox(label=t("Type the adapter's name to delete it"), scale=3)
+        delete_btn = gr.Button(t("Delete adapter"), variant="stop", scale=1)
     with gr.Row():
-        zip_btn = gr.Button("Download adapter (.zip)")
-        merge_btn = gr.Button("Save merged model on the server")
-    download = gr.File(label="Download", visible=False)
+        zip_btn = gr.Button(t("Download adapter (.zip)"))
+        merge_btn = gr.Button(t("Save merged model on the server"))
+    download = gr.File(label=t("Download"), visible=False)
     export_note = gr.Markdown()
 
     data_inputs = [source, upload, kb_selector, q_col, a_col]
