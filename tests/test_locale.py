@@ -29,16 +29,23 @@ def _keys_in(value) -> set[str]:
     return set()
 
 
-def _written_keys() -> set[str]:
-    """Texts passed to ``t("…")`` in the UI's code, also those shown only in some modes (the
-    Account tab, a Space's storage notice) or returned by an event (the Chat's "Searching")."""
+def _written_keys(function: str = "t") -> set[str]:
+    """Texts passed to ``t("…")`` (or ``say``) in the UI's code, also those shown only in some
+    modes (the Account tab, a Space's storage notice) or returned by an event (the Chat's
+    "Searching")."""
     found = set()
     for path in UI.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "t" and node.args:
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == function and node.args:
                 if isinstance(node.args[0], ast.Constant):
                     found.add(node.args[0].value)
     return found
+
+
+def _japanese(section: str) -> dict[str, str]:
+    from assistant.ui.locale import JAPANESE_FILE
+
+    return json.loads(JAPANESE_FILE.read_text(encoding="utf-8"))[section]
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +60,7 @@ def page_keys(tmp_path_factory, model_cache):
 
 
 def test_every_text_marked_for_translation_has_its_japanese_and_none_is_stale(page_keys):
-    from assistant.ui.locale import JAPANESE_FILE
-
-    japanese = json.loads(JAPANESE_FILE.read_text(encoding="utf-8"))
+    japanese = _japanese("page")
     # The page's own choices (answer styles, tones, passage sizes) are found in the page built.
     assert {"Chat", "Send", "Quote the documents (most faithful)", "Friendly"} <= page_keys
     marked = page_keys | _written_keys()
@@ -73,3 +78,40 @@ def test_a_text_with_braces_is_refused_as_a_translation_key():
     assert t("Send").key == "Send"
     with pytest.raises(ValueError, match="braces"):
         t("Put {reply} where the drafted answer goes")
+
+
+def test_every_message_the_server_builds_has_its_japanese_with_the_same_values():
+    from string import Formatter
+
+    from assistant.ui.common import _BADGE_COLOURS
+
+    japanese = _japanese("messages")
+    # The confidence words are passed by name, not written at the call.
+    used = _written_keys("say") | set(_BADGE_COLOURS)
+    assert sorted(used - set(japanese)) == [] and sorted(set(japanese) - used) == []
+
+    def fields(text: str) -> set:
+        return {name for _, name, _, _ in Formatter().parse(text) if name is not None}
+
+    # A value the Japanese forgets (or names differently) would be lost or fail to format.
+    assert [k for k, v in japanese.items() if fields(k) != fields(v)] == []
+
+
+def test_the_sources_panel_speaks_the_questions_language():
+    """The panel's notes (how sure, who wrote it, how long) follow the question, as the answer
+    and its refusal do: a Japanese agent read 「確信度」 nowhere, only "confidence high"."""
+    from assistant.answering.answer import Answer
+    from assistant.ui.common import answer_footer, sources_markdown
+    from knowledge.retrieve import Hit
+
+    def footer(question: str) -> str:
+        fields = dict(done=True, model="m", confidence=0.8, style="quote", method="quoted")
+        return answer_footer(Answer(question, timings={"total_s": 1.25}, **fields))
+
+    japanese, english = footer("返品はいつまでできますか？"), footer("How long can I return it?")
+    assert "確信度 高 0.80" in japanese and "文書からの引用で" in japanese and "合計 1.2 秒" in japanese
+    assert "confidence high 0.80" in english and "no model wrote it" in english and "total 1.2 s" in english
+    hits = [Hit(chunk_id=1, doc="henpin.md", page=None, heading="", text="30日以内", score=1.0)] * 2
+    assert "引用元" in sources_markdown(hits, [1], japanese=True)
+    assert "ほかに検索された文節 1 件" in sources_markdown(hits, [1], japanese=True)
+    assert "Cited sources" in sources_markdown(hits, [1]) and "引用元" not in sources_markdown(hits, [1])

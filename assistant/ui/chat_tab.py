@@ -25,6 +25,7 @@ from assistant.ui.common import (
 from assistant.ui.locale import choices, t
 from assistant.ui.pages import paced
 from knowledge.errors import TsumugiError
+from knowledge.lexical import is_japanese
 from knowledge.retrieve import RetrievalConfig
 
 
@@ -81,7 +82,7 @@ def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choic
     def page(answer):
         last[:] = [answer]
         shown = history + [{"role": "assistant", "content": shown_answer(answer) or "…"}]
-        panel = sources_markdown(answer.passages, answer.cited, answer.done)
+        panel = sources_markdown(answer.passages, answer.cited, answer.done, is_japanese(message))
         if answer.done:  # on top: under the sources, the panel's scroll hid how sure it is
             panel = answer_footer(answer) + "\n\n---\n\n" + panel
         return shown, "", panel
@@ -97,7 +98,9 @@ def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choic
         if stop.pressed and not (last and last[0].done):
             written = shown_answer(last[0]).strip() if last else ""
             content = f"{written}\n\n{STOPPED}" if written else STOPPED
-            panel = sources_markdown(last[0].passages, last[0].cited, done=False) if last else ""
+            panel = (
+                sources_markdown(last[0].passages, last[0].cited, False, is_japanese(message)) if last else ""
+            )
             yield history + [{"role": "assistant", "content": content}], "", panel
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc

@@ -8,6 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+from assistant.ui.locale import say
+from knowledge.lexical import is_japanese
 from knowledge.progress import format_seconds
 from knowledge.retrieve import Hit
 
@@ -59,21 +61,24 @@ def _passage_block(n: int, hit: Hit, limit: int) -> str:
     return f"**[{n}] {html.escape(passage_location(hit))}**\n\n{quoted}"
 
 
-def sources_markdown(passages: list[Hit], cited: list[int], done: bool = True) -> str:
+def sources_markdown(passages: list[Hit], cited: list[int], done: bool = True, japanese: bool = False) -> str:
     """The sources panel: cited passages in full view, the other retrieved ones folded away.
-    Until the answer is ``done``, an answer citing nothing yet is not said to cite nothing."""
+    Until the answer is ``done``, an answer citing nothing yet is not said to cite nothing.
+    ``japanese``: the question was, so the panel's notes are too."""
     if not passages:
-        return "_No passages from the documents were relevant to this question._" if done else ""
+        return (
+            say("_No passages from the documents were relevant to this question._", japanese) if done else ""
+        )
     shown = [_passage_block(n, passages[n - 1], 700) for n in cited]
     others = [n for n in range(1, len(passages) + 1) if n not in cited]
-    nothing = "_The answer cites no passage._" if done else "_No passage cited yet._"
-    parts = ["### Cited sources", *shown] if shown else [nothing]
+    nothing = (
+        say("_The answer cites no passage._", japanese) if done else say("_No passage cited yet._", japanese)
+    )
+    parts = [say("### Cited sources", japanese), *shown] if shown else [nothing]
     if others:
         folded = "\n\n".join(_passage_block(n, passages[n - 1], 300) for n in others)
-        parts.append(
-            f"<details><summary>{len(others)} more retrieved passage(s), not cited</summary>\n\n"
-            f"{folded}\n\n</details>"
-        )
+        summary = say("{n} more retrieved passage(s), not cited", japanese, n=len(others))
+        parts.append(f"<details><summary>{summary}</summary>\n\n{folded}\n\n</details>")
     return "\n\n".join(parts)
 
 
@@ -116,21 +121,25 @@ def confidence_badge(answer) -> str:
     """Confidence as a coloured badge, with the review and escalation marks."""
     from assistant.answering.confidence import label
 
+    japanese = is_japanese(answer.question)
     word = label(answer.confidence)
     value = "" if answer.confidence is None else f" {answer.confidence:.2f}"
     badges = [
         f"<span style='background:{_BADGE_COLOURS[word]};color:white;border-radius:4px;padding:1px 6px'>"
-        f"confidence {word}{value}</span>"
+        + say("confidence {word}{value}", japanese, word=say(word, japanese), value=value)
+        + "</span>"
     ]
     if answer.needs_review:
         badges.append(
             "<span style='background:#fef3c7;color:#92400e;border-radius:4px;padding:1px 6px'>"
-            "⚠ needs review</span>"
+            + say("⚠ needs review", japanese)
+            + "</span>"
         )
     if answer.escalated:
         badges.append(
             "<span style='background:#e0e7ff;color:#3730a3;border-radius:4px;padding:1px 6px'>"
-            f"↗ escalated to {html.escape(answer.model)}</span>"
+            + say("↗ escalated to {model}", japanese, model=html.escape(answer.model))
+            + "</span>"
         )
     return " ".join(badges)
 
@@ -155,29 +164,35 @@ def answer_footer(answer) -> str:
     """Which model answered, how sure and how fast, under the sources."""
     # The quote style itself: no model ran (a concise or detailed answer replaced by quotes did).
     quote_style = answer.style == "quote" and answer.method == "quoted" and not answer.escalated
+    japanese = is_japanese(answer.question)
     if not answer.covered:
-        parts = ["Not sent to the model"]
+        parts = [say("Not sent to the model", japanese)]
     elif quote_style:
         # Not "answered by" the model and adapter chosen: neither ran, so a user comparing
         # adapters here would see no difference and conclude tuning did nothing.
         parts = [
-            "Quoted from the documents; no model wrote it. For an answer written by "
-            f"`{answer.model}`, choose Concise or Detailed as the Answer style (in Chat, under Settings)"
+            say(
+                "Quoted from the documents; no model wrote it. For an answer written by `{model}`, "
+                "choose Concise or Detailed as the Answer style (in Chat, under Settings)",
+                japanese,
+                model=answer.model,
+            )
         ]
     else:
-        parts = [f"Answered by `{answer.model}`"]
+        parts = [say("Answered by `{model}`", japanese, model=answer.model)]
     if answer.escalated:
-        parts[0] += f" (the small model `{answer.first_model}` was unsure)"
+        parts[0] += say(" (the small model `{model}` was unsure)", japanese, model=answer.first_model)
     if answer.sub_questions:
-        parts.append(f"split into {len(answer.sub_questions)} sub-questions")
+        parts.append(say("split into {n} sub-questions", japanese, n=len(answer.sub_questions)))
     if answer.covered and answer.method == "checked":
-        parts.append("quoted from the documents: the indented parts")
+        parts.append(say("quoted from the documents: the indented parts", japanese))
     elif answer.covered and answer.method == "quoted" and not quote_style:
-        parts.append("quoted from the documents")  # what the model wrote did not hold up
-    if "first_token_s" in answer.timings:
-        parts.append(f"first token {answer.timings['first_token_s']:.1f} s")
-    if "total_s" in answer.timings:
-        parts.append(f"total {answer.timings['total_s']:.1f} s")
+        parts.append(say("quoted from the documents", japanese))  # what the model wrote did not hold up
+    seconds = {key: f"{value:.1f}" for key, value in answer.timings.items()}
+    if "first_token_s" in seconds:
+        parts.append(say("first token {seconds} s", japanese, seconds=seconds["first_token_s"]))
+    if "total_s" in seconds:
+        parts.append(say("total {seconds} s", japanese, seconds=seconds["total_s"]))
     notice = f"\n\n_{html.escape(answer.notice)}_" if answer.notice else ""
     return confidence_badge(answer) + "\n\n<sub>" + " · ".join(parts) + "</sub>" + notice
 

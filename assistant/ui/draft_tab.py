@@ -26,6 +26,7 @@ from assistant.ui.common import (
 from assistant.ui.locale import choices, t
 from assistant.ui.pages import paced
 from knowledge.errors import TsumugiError
+from knowledge.lexical import is_japanese
 from knowledge.text import strip_citations
 
 TONE_CHOICES = [("Formal", "formal"), ("Friendly", "friendly"), ("Concise", "concise")]
@@ -97,7 +98,11 @@ def run_draft(app, text, kb_name, tone_value, adapter_name, signature_text, temp
         yield from paced(drafts, page, searching, workers=answering(app)["concurrency_limit"])
         if stop.pressed and not (last and last[0].done):
             answer = last[0] if last else None
-            sources = sources_markdown(answer.passages, answer.cited, done=False) if answer else ""
+            sources = (
+                sources_markdown(answer.passages, answer.cited, False, is_japanese(answer.question))
+                if answer
+                else ""
+            )
             yield answer.text if answer else "", f"{STOPPED} It was not saved.", sources, "", ""
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
@@ -113,7 +118,7 @@ def _draft_page(answer) -> tuple:
     return (
         answer.text,
         head,
-        sources_markdown(answer.passages, answer.cited, answer.done),
+        sources_markdown(answer.passages, answer.cited, answer.done, is_japanese(answer.question)),
         answer.draft_id,
         "",
     )

@@ -1,10 +1,15 @@
 """The page's words in the reader's language.
 
-The English is written where it is used, and it is the key: ``t("Send")``. Gradio picks the
-translation in the browser (its language, or the one chosen in the page's Settings) from
-``ja.json``; a text without a translation shows its English. Only texts fixed when the page is
-built or an event returns them can be translated this way: a toast (``gr.Info``, ``gr.Error``)
-and a message built from values are sent as written.
+The English is written where it is used, and it is the key. ``ja.json`` holds the Japanese:
+
+- ``page``: texts fixed when the page is built, or returned as they are by an event:
+  ``t("Send")``. Gradio picks the translation in the browser (its language, or the one chosen
+  in the page's Settings); a text without one shows its English.
+- ``messages``: the notes the server builds with values for the sources panel (confidence, who
+  wrote the answer, timings): ``say("total {seconds} s", japanese, seconds=...)``. They follow
+  the language of the question, as the answer itself and its refusal do.
+
+Toasts (``gr.Info``, ``gr.Error``) and the other messages built with values are sent as written.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import gradio as gr
 
 JAPANESE_FILE = Path(__file__).with_name("ja.json")
 
-I18N = gr.I18n(ja=json.loads(JAPANESE_FILE.read_text(encoding="utf-8")))
+_JAPANESE = json.loads(JAPANESE_FILE.read_text(encoding="utf-8"))
+
+I18N = gr.I18n(ja=_JAPANESE["page"])
 """Passed to Gradio where the app is mounted."""
 
 
@@ -32,3 +39,10 @@ def t(english: str):
 def choices(pairs: list[tuple[str, str]]) -> list[tuple]:
     """Choices ``(label, value)`` with their labels translated; the values stay as they are."""
     return [(t(label), value) for label, value in pairs]
+
+
+def say(english: str, japanese: bool, **values) -> str:
+    """A message the server builds: ``english`` (a ``str.format`` template), or its Japanese
+    when ``japanese``, filled with ``values``."""
+    template = _JAPANESE["messages"].get(english, english) if japanese else english
+    return template.format(**values)

@@ -447,6 +447,9 @@ def test_9_a_base_made_before_the_server_started_is_listed_when_the_page_opens(p
         ja.get_by_placeholder("文書について質問してください…").fill("返品はいつまでできますか？")
         ja.get_by_role("button", name="送信", exact=True).click()
         ja.locator(".message.bot, [data-testid='bot']").last.get_by_text("30日以内").wait_for(timeout=120_000)
+        # The sources panel's notes follow the Japanese question.
+        ja.get_by_text("引用元").first.wait_for()
+        assert "確信度" in ja.inner_text("body")
         shot(ja, "11-japanese-page")
         japanese.close()
     finally:
