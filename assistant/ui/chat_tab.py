@@ -22,7 +22,7 @@ from assistant.ui.common import (
     sources_markdown,
     stop_now,
 )
-from assistant.ui.locale import choices, t
+from assistant.ui.locale import choices, say, t
 from assistant.ui.pages import paced
 from knowledge.errors import TsumugiError
 from knowledge.lexical import is_japanese
@@ -88,7 +88,11 @@ def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choic
         return shown, "", panel
 
     stop = StopSignal(flag)
-    searching = (history + [{"role": "assistant", "content": "…"}], "", t("_Searching the documents…_"))
+    searching = (
+        history + [{"role": "assistant", "content": "…"}],
+        "",
+        say("_Searching the documents…_", is_japanese(message)),
+    )
     try:
         if stop.is_set():  # stopped while it waited its turn: nothing is started
             yield history + [{"role": "assistant", "content": STOPPED}], "", ""

@@ -23,7 +23,7 @@ from assistant.ui.common import (
     sources_markdown,
     stop_now,
 )
-from assistant.ui.locale import choices, t
+from assistant.ui.locale import choices, say, t
 from assistant.ui.pages import paced
 from knowledge.errors import TsumugiError
 from knowledge.lexical import is_japanese
@@ -88,7 +88,7 @@ def run_draft(app, text, kb_name, tone_value, adapter_name, signature_text, temp
             yield "", f"{STOPPED} It was not saved.", "", "", ""
             return
         drafts = app.draft(kb_name, text or "", config, model=model, stop=stop, author=author)
-        searching = ("", "_Searching the documents…_", "", "", "")
+        searching = ("", say("_Searching the documents…_", is_japanese(text or "")), "", "", "")
         last = []
 
         def page(answer) -> tuple:
@@ -112,9 +112,10 @@ def run_draft(app, text, kb_name, tone_value, adapter_name, signature_text, temp
 
 def _draft_page(answer) -> tuple:
     """The Draft tab's outputs for one state of a streamed draft."""
-    head = answer_footer(answer) if answer.done else "_Drafting…_"
+    japanese = is_japanese(answer.question)
+    head = answer_footer(answer) if answer.done else say("_Drafting…_", japanese)
     if answer.escalated and not answer.done:
-        head = f"_The small model was unsure; asking {html.escape(answer.model)}…_"
+        head = say("_The small model was unsure; asking {model}…_", japanese, model=html.escape(answer.model))
     return (
         answer.text,
         head,

@@ -5,9 +5,10 @@ The English is written where it is used, and it is the key. ``ja.json`` holds th
 - ``page``: texts fixed when the page is built, or returned as they are by an event:
   ``t("Send")``. Gradio picks the translation in the browser (its language, or the one chosen
   in the page's Settings); a text without one shows its English.
-- ``messages``: the notes the server builds with values for the sources panel (confidence, who
-  wrote the answer, timings): ``say("total {seconds} s", japanese, seconds=...)``. They follow
-  the language of the question, as the answer itself and its refusal do.
+- ``messages``: the notes the server writes beside an answer or a draft (searching, confidence,
+  who wrote it, timings): ``say("total {seconds} s", japanese, seconds=...)``, as plain text,
+  so an API client reads them too. They follow the language of the question, as the answer
+  itself and its refusal do.
 
 Toasts (``gr.Info``, ``gr.Error``) and the other messages built with values are sent as written.
 """
