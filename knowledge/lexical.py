@@ -130,9 +130,11 @@ _HIRAGANA_ONLY = re.compile(r"^[\u3040-\u309f]+$")
 _MODALS = frozenset({"should", "shall", "must", "may", "might"})
 """English modal verbs the stopwords do not hold (they hold can, could, will, would)."""
 
-_INTERROGATIVE = re.compile(r"[何誰幾]")
-"""Kanji of Japanese question words (何日, 何年, 誰, 幾ら): what English's stopwords what, who and
-how are. The hiragana ones (いつ, どこ, どう) are left out as hiragana."""
+_INTERROGATIVE = re.compile(r"[何誰]|^幾$")
+"""Japanese question words among the terms: what English's stopwords what, who and how are. A
+term holding 何 or 誰 is one joined to its neighbour (明治何年: 治何, 何年); 幾 is one only alone
+(幾ら, 幾つ), as a name holds it too (幾田). The hiragana ones (いつ, どこ, どう) are left out as
+hiragana."""
 
 
 def content_terms(term_list: list[str]) -> list[str]:

@@ -31,8 +31,8 @@ def _keys_in(value) -> set[str]:
 
 def _written_keys(function: str = "t") -> set[str]:
     """Texts passed to ``t("…")`` (or ``say``) in the UI's code, also those shown only in some
-    modes (the Account tab, a Space's storage notice) or returned by an event (the Chat's
-    "Searching")."""
+    modes (the Account tab, a Space's storage notice) or returned by an event (New
+    conversation's empty sources panel)."""
     found = set()
     for path in UI.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -68,7 +68,8 @@ def test_every_text_marked_for_translation_has_its_japanese_and_none_is_stale(pa
     assert sorted(set(japanese) - marked) == [], "translations of texts the page no longer shows"
     untranslated = [k for k, v in japanese.items() if not v.strip() or v == k]
     assert untranslated == []
-    # The browser formats a translation as an ICU message: braces would be placeholders.
+    # A translation is an ICU message in the browser, where braces are placeholders for values
+    # Gradio never passes.
     assert [v for v in japanese.values() if "{" in v or "}" in v] == []
 
 
@@ -113,5 +114,5 @@ def test_the_sources_panel_speaks_the_questions_language():
     assert "confidence high 0.80" in english and "no model wrote it" in english and "total 1.2 s" in english
     hits = [Hit(chunk_id=1, doc="henpin.md", page=None, heading="", text="30日以内", score=1.0)] * 2
     assert "引用元" in sources_markdown(hits, [1], japanese=True)
-    assert "ほかに検索された文節 1 件" in sources_markdown(hits, [1], japanese=True)
+    assert "ほかに検索された箇所 1 件" in sources_markdown(hits, [1], japanese=True)
     assert "Cited sources" in sources_markdown(hits, [1]) and "引用元" not in sources_markdown(hits, [1])

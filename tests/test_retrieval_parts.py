@@ -12,7 +12,7 @@ import pytest
 from knowledge.chunk import CHARS_PER_TOKEN, ChunkConfig, chunk_document
 from knowledge.errors import ConfigError
 from knowledge.ingest import Source, ingest_files
-from knowledge.lexical import TERMS_VERSION, index_terms, terms
+from knowledge.lexical import TERMS_VERSION, content_terms, index_terms, terms
 from knowledge.parse import parse_bytes
 from knowledge.retrieve import RetrievalConfig, retrieve
 from knowledge.store import KnowledgeBase
@@ -96,6 +96,23 @@ CABLES = {
     "a-separate.md": "別売りのケーブルを使ってください。",
     "b-included.md": "付属のケーブルを使ってください。電源を入れる前に、差し込みがしっかりしているか確かめます。",
 }
+
+
+@pytest.mark.parametrize(
+    "question, kept, left_out",
+    [
+        ("返品は何日以内ならできますか？", ["返品", "以内"], ["何日"]),
+        ("誰が作りましたか", [], ["誰"]),
+        ("幾らですか", [], ["幾"]),
+        # A name holding 幾 names something: a question about 幾田 is not about any 担当製品,
+        # and without the name it would be answered as one.
+        ("幾田さんの担当製品は何個ですか", ["幾田", "製品"], ["何個"]),
+        ("明治何年に開かれましたか", ["明治"], ["治何", "何年"]),
+    ],
+)
+def test_a_japanese_question_word_is_not_a_content_term(question, kept, left_out):
+    found = content_terms(terms(question))
+    assert all(t in found for t in kept) and not any(t in found for t in left_out), found
 
 
 def test_a_spelling_variant_finds_its_passage_through_the_dictionary(library, embedder):

@@ -192,7 +192,7 @@ def build(app, kb_selector: gr.Dropdown, adapters_changed: gr.State, public: boo
                     label=t("Reply template (optional)"),
                     lines=4,
                     placeholder="Dear {name},\n\n{reply}\n\nBest regards,\n{signature}",
-                    # Not translated: the browser reads braces as a translation's placeholders.
+                    # Not translated: a translation key cannot hold braces (assistant/ui/locale.py).
                     info="Put {reply} where the drafted answer goes and {signature} for the signature; "
                     "empty uses a greeting and closing suited to the tone and language.",
                 )

@@ -30,8 +30,8 @@ I18N = gr.I18n(ja=_JAPANESE["page"])
 
 def t(english: str):
     """``english`` as the reader's language shows it (a Gradio translation key). A text with
-    braces cannot be one: the browser formats translations as ICU messages, where ``{reply}`` is
-    a placeholder, and shows such a key as raw markup."""
+    braces cannot be one: the page then showed the key's raw marker (``__i18n__{…}``) instead
+    of any text, in either language."""
     if "{" in english or "}" in english:
         raise ValueError(f"A text with braces cannot be translated: {english!r}")
     return I18N(english)

@@ -428,7 +428,8 @@ def test_9_a_base_made_before_the_server_started_is_listed_when_the_page_opens(p
     deque(Tsumugi(Settings(data_dir=data, model_cache=model_cache)).ingest("Returns", [docs]), maxlen=0)
     proc, url = serve(data, model_cache, tmp_path / "server.log")
     # The module's browser (a second Playwright cannot start beside it), a page of its own.
-    other = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
+    other = page.context.browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
+    japanese = page.context.browser.new_context(viewport={"width": 1400, "height": 1000}, locale="ja-JP")
     try:
         other.goto(url)
         other.get_by_role("tab", name="Knowledge", exact=True).first.wait_for(timeout=60_000)
@@ -438,7 +439,6 @@ def test_9_a_base_made_before_the_server_started_is_listed_when_the_page_opens(p
         assert "does not read" in other.inner_text("body"), "the Japanese document's notice"
         shot(other, "10-knowledge-on-open")
         # A Japanese browser gets the page in Japanese, and asks there as anyone would.
-        japanese = page.context.browser.new_context(viewport={"width": 1400, "height": 1000}, locale="ja-JP")
         ja = japanese.new_page()
         ja.goto(url)
         ja.get_by_role("tab", name="ナレッジ", exact=True).wait_for(timeout=60_000)
@@ -448,11 +448,11 @@ def test_9_a_base_made_before_the_server_started_is_listed_when_the_page_opens(p
         ja.get_by_role("button", name="送信", exact=True).click()
         ja.locator(".message.bot, [data-testid='bot']").last.get_by_text("30日以内").wait_for(timeout=120_000)
         # The sources panel's notes follow the Japanese question.
-        ja.get_by_text("引用元").first.wait_for()
+        ja.get_by_role("heading", name="引用元").wait_for()
         assert "確信度" in ja.inner_text("body")
         shot(ja, "11-japanese-page")
-        japanese.close()
     finally:
+        japanese.close()
         other.close()
         proc.terminate()
         proc.wait(timeout=30)
