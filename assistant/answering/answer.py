@@ -158,6 +158,21 @@ class Answer:
 MessagesFn = Callable[[str, list[Hit], list[tuple[str, str]], str], list[dict]]
 
 
+OTHER_LANGUAGE = {
+    "en": (
+        "The documents seem to be written in another language than this question, and the embedding "
+        "model ({model}) matches questions to passages only within one language. Ask in the "
+        "documents' language, or re-embed the knowledge base with a multilingual model (Knowledge tab)."
+    ),
+    "ja": (
+        "資料はこの質問とは別の言語で書かれているようです。埋め込みモデル（{model}）は、同じ言語の中でしか"
+        "質問と資料を結びつけられません。資料の言語で質問するか、多言語のモデルでナレッジベースを埋め込み"
+        "直してください（「ナレッジ」タブ）。"
+    ),
+}
+"""Said in the question's language: it is the asker who cannot read the documents' one."""
+
+
 def other_language(kb: KnowledgeBase, query: Query) -> str:
     """Why nothing was found, when the cause is the question's language: its embedding model
     does not read it, and none of its words in that script occur in the documents (a Japanese
@@ -171,12 +186,7 @@ def other_language(kb: KnowledgeBase, query: Query) -> str:
     count, df = kb.term_stats(own)
     if not count or any(df.get(t) for t in own):
         return ""
-    return (
-        "The documents seem to be written in another language than this question, and the "
-        f"embedding model ({Path(kb.embed_model).name or kb.embed_model}) matches questions "
-        "to passages only within one language. Ask in the documents' language, or re-embed "
-        "the knowledge base with a multilingual model (Knowledge tab)."
-    )
+    return OTHER_LANGUAGE[query.lang].format(model=Path(kb.embed_model).name or kb.embed_model)
 
 
 def answer_question(
