@@ -78,11 +78,12 @@ def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choic
     history = history + [{"role": "user", "content": message}]
 
     last = []
+    japanese = is_japanese(message)  # the panel's notes follow the question
 
     def page(answer):
         last[:] = [answer]
         shown = history + [{"role": "assistant", "content": shown_answer(answer) or "…"}]
-        panel = sources_markdown(answer.passages, answer.cited, answer.done, is_japanese(message))
+        panel = sources_markdown(answer.passages, answer.cited, answer.done, japanese)
         if answer.done:  # on top: under the sources, the panel's scroll hid how sure it is
             panel = answer_footer(answer) + "\n\n---\n\n" + panel
         return shown, "", panel
@@ -91,7 +92,7 @@ def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choic
     searching = (
         history + [{"role": "assistant", "content": "…"}],
         "",
-        say("_Searching the documents…_", is_japanese(message)),
+        say("_Searching the documents…_", japanese),
     )
     try:
         if stop.is_set():  # stopped while it waited its turn: nothing is started
@@ -102,9 +103,7 @@ def respond(app, message, history, kb_name, k, temp, max_tokens, precision_choic
         if stop.pressed and not (last and last[0].done):
             written = shown_answer(last[0]).strip() if last else ""
             content = f"{written}\n\n{STOPPED}" if written else STOPPED
-            panel = (
-                sources_markdown(last[0].passages, last[0].cited, False, is_japanese(message)) if last else ""
-            )
+            panel = sources_markdown(last[0].passages, last[0].cited, False, japanese) if last else ""
             yield history + [{"role": "assistant", "content": content}], "", panel
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc

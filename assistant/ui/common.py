@@ -188,11 +188,11 @@ def answer_footer(answer) -> str:
         parts.append(say("quoted from the documents: the indented parts", japanese))
     elif answer.covered and answer.method == "quoted" and not quote_style:
         parts.append(say("quoted from the documents", japanese))  # what the model wrote did not hold up
-    seconds = {key: f"{value:.1f}" for key, value in answer.timings.items()}
-    if "first_token_s" in seconds:
-        parts.append(say("first token {seconds} s", japanese, seconds=seconds["first_token_s"]))
-    if "total_s" in seconds:
-        parts.append(say("total {seconds} s", japanese, seconds=seconds["total_s"]))
+    timings = answer.timings
+    if "first_token_s" in timings:
+        parts.append(say("first token {seconds} s", japanese, seconds=f"{timings['first_token_s']:.1f}"))
+    if "total_s" in timings:
+        parts.append(say("total {seconds} s", japanese, seconds=f"{timings['total_s']:.1f}"))
     notice = f"\n\n_{html.escape(answer.notice)}_" if answer.notice else ""
     return confidence_badge(answer) + "\n\n<sub>" + " · ".join(parts) + "</sub>" + notice
 

@@ -119,7 +119,7 @@ def _draft_page(answer) -> tuple:
     return (
         answer.text,
         head,
-        sources_markdown(answer.passages, answer.cited, answer.done, is_japanese(answer.question)),
+        sources_markdown(answer.passages, answer.cited, answer.done, japanese),
         answer.draft_id,
         "",
     )
