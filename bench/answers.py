@@ -197,7 +197,7 @@ def _auroc_loco(records: list[dict], answerable_only: bool) -> dict[str, float |
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    from assistant.answering.confidence import FEATURES
+    from assistant.answering.confidence import FEATURES, capped
     from assistant.evaluation.metrics import roc_auc
 
     out: dict[str, float | None] = {}
@@ -216,6 +216,7 @@ def _auroc_loco(records: list[dict], answerable_only: bool) -> dict[str, float |
             x, [_label(r) for r in train]
         )
         p = model.predict_proba(np.array([[r["signals"][f] for f in FEATURES] for r in test]))[:, 1]
+        p = [capped(s, r["signals"]) for s, r in zip(p, test, strict=True)]  # as Tsumugi scores
         out[corpus] = roc_auc(
             [s for s, r in zip(p, test, strict=True) if r["correct"]],
             [s for s, r in zip(p, test, strict=True) if not r["correct"]],

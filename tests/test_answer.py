@@ -89,6 +89,19 @@ def test_follow_up_question_uses_history(contoso_kb, chat_model):
     assert answer.covered and answer.passages[0].doc == "product_info_1.md"
 
 
+def test_an_answer_without_the_hours_asked_for_says_so_in_japanese(support_sets):
+    """The manual names KAMADO-5 but says nothing of keeping rice warm: its 5.5合 is a number of
+    another kind, so the answer does not say how many hours, and the asker is told so."""
+    from assistant.answering import confidence as conf
+
+    kb, _ = support_sets["ja-support"]
+    question = "KAMADO-5の保温は何時間までできますか？"
+    *_, answer = answer_question(kb, None, question, config=AnswerConfig(style="quote"))
+    assert answer.covered and "KAMADO-5" in answer.text, answer.text
+    assert answer.confidence <= conf.NO_NUMBER and answer.needs_review, answer.confidence
+    assert "数値がありません" in answer.notice, answer.notice
+
+
 def test_a_question_that_names_nothing_is_answered_from_the_turn_before(support_sets):
     """'どうすればいいですか？' after an error report: the evidence is chosen for the report
     with it; chosen for the bare question, the quote was the rice cooker's cleaning sentences."""

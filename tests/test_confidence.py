@@ -46,7 +46,7 @@ def test_answerable_questions_score_higher(contoso_kb, chat_model):
             answer = deque(answer_question(contoso_kb, chat_model, q, config=config), maxlen=1)[0]
             assert answer.confidence is not None and 0 <= answer.confidence <= 1
             if answer.covered:
-                assert set(answer.signals) == set(conf.FEATURES)
+                assert set(answer.signals) == {*conf.FEATURES, "number_given"}
             out.append(answer.confidence)
         return out
 

@@ -172,6 +172,12 @@ OTHER_LANGUAGE = {
 }
 """Said in the question's language: it is the asker who cannot read the documents' one."""
 
+NO_NUMBER_GIVEN = {
+    "en": "The question asks for a number, and this answer gives none: check the documents before using it.",
+    "ja": "ご質問は数や量を尋ねていますが、この回答には数値がありません。お使いになる前に資料をご確認ください。",
+}
+"""Why an answer's confidence is low when it gives no number to a question asking for one."""
+
 
 def other_language(kb: KnowledgeBase, query: Query) -> str:
     """Why nothing was found, when the cause is the question's language: its embedding model
@@ -281,7 +287,7 @@ def answer_question(
         yield answer
         return answer
     answer.generation = generation_record(info)
-    signals = conf.signals(evidence, answer, answer_coverage(answer.text, evidence), hits)
+    signals = conf.signals(evidence, answer, answer_coverage(answer.text, evidence), hits, sought.text)
     answer.signals = signals.to_json()
     answer.confidence = conf.score(signals, conf.weights_for(model, config.style))
     answer.text = finish(answer.text) if finish else answer.text
@@ -295,6 +301,8 @@ def answer_question(
             )
         else:
             answer.needs_review = True
+    if not signals.number_given and not answer.escalated and not answer.notice:
+        answer.notice = NO_NUMBER_GIVEN[lang]
     if stop is not None and stop.is_set():  # stopped while the larger model wrote: as above
         answer.timings["total_s"] = time.perf_counter() - start
         yield answer

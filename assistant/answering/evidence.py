@@ -4,18 +4,17 @@ sentence a user sees supported by the passage it cites.
 A 135M model given a passage that answers the question still invents steps, flips "you can"
 into "No", and writes menu paths that exist nowhere. So the answer is built from evidence:
 
-1. **Select.** Every sentence of the retrieved passages is scored against the question by
-   term coverage (IDF-weighted share of the question's informative terms it contains) and,
-   when the embedder reads the question's language, embedding similarity; the passage's rank
-   adds a little. A sentence inside a list or a numbered procedure brings the whole list
-   (and the line that introduces it), so steps are never shown half.
+1. **Select.** Every sentence of the retrieved passages is scored against the question by term
+   coverage (IDF-weighted share of the question's informative terms it contains) and, when the
+   embedder reads the question's language, embedding similarity; the passage's rank adds a
+   little. A sentence inside a list or a numbered procedure brings the whole list (and the line
+   that introduces it), so steps are never shown half; a neighbour completes a chosen sentence.
 2. **Check.** A sentence the model writes is kept only when the passage it cites supports
    it: most of its informative terms occur there, every number, quoted name and menu path
-   occurs there verbatim, it does not deny what the closest evidence sentence affirms (or
-   the reverse) nor drop the condition that sentence puts on a number it repeats, and,
-   where the embedder reads the language, it is close in meaning to a sentence of the
-   passage. An unsupported sentence is replaced by the evidence sentence it
-   distorts, or removed.
+   occurs there verbatim, it does not deny what the closest evidence sentence affirms (or the
+   reverse) nor drop the condition that sentence puts on a number it repeats, and, where the
+   embedder reads the language, it is close in meaning to a sentence of the passage. An
+   unsupported sentence is replaced by the evidence sentence it distorts, or removed.
 
 The rules are few and fixed (no per-corpus weights): ``python -m bench --only answers``
 measures them on every development corpus beside the extractive baselines.
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from assistant.answering.asks import gives_number
 from assistant.answering.bounds import drops_bound, numbers
 from knowledge.lexical import content_terms, idf, is_japanese, terms
 from knowledge.query import Query
@@ -36,8 +36,7 @@ from knowledge.retrieve import Hit
 from knowledge.text import CITATION, LIST_MARKER, cite, sentences, strip_citations
 
 SIM_WEIGHT = 0.5
-"""Share of a sentence's score that comes from embedding similarity, where it is measured
-(the rest from weighted term coverage)."""
+"""Share of a sentence's score from embedding similarity, where measured (the rest: term coverage)."""
 NEAR_BEST = 0.8
 """Other sentences join the best one when they score at least this share of its score."""
 MAX_UNITS = {"quote": 3, "concise": 2, "detailed": 4}
@@ -251,7 +250,7 @@ def select(
         if len(chosen) >= max_units or unit.score < NEAR_BEST * best.score:
             break
         chosen.append(unit)
-    chosen += _other_sides(chosen, units)
+    chosen += _other_sides(chosen, units, question.text)
     chosen_terms = set(t for u in chosen for t in terms(u.text))
     return Evidence(
         units=sorted(chosen, key=lambda u: (u.n, u.order)),
@@ -266,8 +265,9 @@ def select(
 _INSTRUCTION_JA = re.compile(r"(?:ください|下さい)[。！!]?$")
 
 
-def _other_sides(chosen: list[Unit], units: dict[int, Unit]) -> list[Unit]:
-    """The sentences next to a chosen one, in the same paragraph, that complete it: one bounding
+def _other_sides(chosen: list[Unit], units: dict[int, Unit], question: str) -> list[Unit]:
+    """The sentences next to a chosen one, in the same paragraph, that complete it: the number a
+    question asks for, in digits, that the chosen do not give (:mod:`assistant.answering.asks`), one bounding
     the same number, the threshold's other side ("Orders of 5,000 yen or more ship free." alone
     answered "What does shipping cost on a 3,000 yen order?" as if it were free; the next
     sentence says orders under 5,000 yen pay 550), and the instruction after a Japanese
@@ -276,6 +276,7 @@ def _other_sides(chosen: list[Unit], units: dict[int, Unit]) -> list[Unit]:
     ください。」 follows it). English marks no instruction that a rule could tell."""
     found = []
     index = {(u.n, u.order): i for i, u in units.items()}
+    unanswered = not any(gives_number(u.text, question) for u in chosen)
     for unit in chosen:
         i = index.get((unit.n, unit.order))
         if i is None or unit.is_list:
@@ -294,6 +295,7 @@ def _other_sides(chosen: list[Unit], units: dict[int, Unit]) -> list[Unit]:
                 and (
                     bounds & numbers(other.text, bounded=True)
                     or (step == 1 and states and _INSTRUCTION_JA.search(other.text))
+                    or (unanswered and gives_number(other.text, question, spelled=False))
                 )
             ):
                 found.append(other)
@@ -316,8 +318,6 @@ def _unit_text(block: _Block, best_line: str) -> str:
 
 
 def _norm(text: str) -> str:
-    import unicodedata
-
     text = unicodedata.normalize("NFKC", text).replace("**", "").replace("__", "")
     return re.sub(r"\s+", " ", text).lower()
 

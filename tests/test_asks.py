@@ -1,0 +1,65 @@
+"""What a question asks for: a number, and whether a text gives it."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.answering.asks import gives_number, number_asked
+
+
+@pytest.mark.parametrize(
+    ("question", "unit"),
+    [
+        ("白米が炊けるまで何分かかりますか？", "分"),
+        ("飛騨川流域一貫開発計画は何年度に立てられましたか。", "年度"),
+        ("送料はいくらですか？", ""),
+        ("フィルターはどのくらいで交換しますか？", ""),
+        ("How many USB ports does it have?", ""),
+        ("How long does a full charge take?", ""),
+        ("What is the return policy?", None),
+        ("何色がありますか？", None),
+        ("返品は何をすればいいですか？", None),
+    ],
+)
+def test_which_questions_ask_for_a_number(question, unit):
+    assert number_asked(question) == unit
+
+
+@pytest.mark.parametrize(
+    ("question", "text", "gives"),
+    [
+        ("白米が炊けるまで何分かかりますか？", "炊き上がりまでの時間は約45分です。", True),
+        (
+            "白米が炊けるまで何分かかりますか？",
+            "メニューから「白米」を選び、炊飯ボタンを押してください。",
+            False,
+        ),
+        # a number of another kind is not the one asked for; time answers time in any unit
+        ("白米が炊けるまで何分かかりますか？", "内釜は5.5合炊きです。", False),
+        ("白米が炊けるまで何分かかりますか？", "お米は計量カップで1杯ずつ量ります。", False),
+        ("充電には何時間かかりますか？", "約90分で満充電になります。", True),
+        ("何年度に立てられましたか。", "1962年より開始された。", True),
+        # the question's own number does not answer it
+        ("1863年に約したが、実際に開港したのは何年ですか?", "1863年に開港を約した[1]。", False),
+        ("1863年に約したが、実際に開港したのは何年ですか?", "1868年1月1日に開港した。", True),
+        ("送料はいくらですか？", "5,000円以上のご注文は送料無料です。", True),
+        ("送料はいくらですか？", "一般的な配送方法でお届けします。", False),
+        ("How long does the battery last?", "It lasts up to 10 hours.", True),
+        ("How often should I replace the filter?", "Replace it every six months.", True),
+        ("How often should I replace the filter?", "Replace it once a year.", True),
+        # a digit inside a name, a citation mark and a list number are not answers
+        ("How long does the battery last?", "The TrailMaster X4 battery is rechargeable [2].", False),
+        ("How long does it take to boil water?", "1. Place the stove on a flat surface.", False),
+        ("What is the return policy?", "Anything at all.", True),
+    ],
+)
+def test_which_texts_give_the_number_asked_for(question, text, gives):
+    assert gives_number(text, question) is gives
+
+
+def test_only_digits_count_when_spelled_numbers_are_left_out():
+    question = "How long does it take to boil water?"
+    assert gives_number("On one hand, it is light.", question)
+    assert not gives_number("On one hand, it is light.", question, spelled=False)
+    assert gives_number("It boils in 4 minutes.", question, spelled=False)
+    assert not gives_number("三日で届きます。", "何日で届きますか？", spelled=False)
