@@ -19,6 +19,15 @@ from assistant.answering.asks import gives_number, number_asked
         ("What is the return policy?", None),
         ("何色がありますか？", None),
         ("返品は何をすればいいですか？", None),
+        ("何日かかりますか？", "日"),
+        # the same words asking nothing: "repeatedly", "a few days ago", "no matter how"
+        ("何度も炊飯ボタンを押しましたが動きません。どうすればいいですか？", None),
+        ("何日か前に注文しました。届いていますか？", None),
+        ("いくら押しても電源が入りません。", None),
+        ("いくつか質問があります。返品はできますか？", None),
+        ("No matter how long I hold the button, it won't turn on. What should I do?", None),
+        ("How do I check how much storage is left?", None),
+        ("Hi, how long does shipping take?", ""),
     ],
 )
 def test_which_questions_ask_for_a_number(question, unit):
@@ -51,6 +60,22 @@ def test_which_questions_ask_for_a_number(question, unit):
         ("How long does the battery last?", "The TrailMaster X4 battery is rechargeable [2].", False),
         ("How long does it take to boil water?", "1. Place the stove on a flat surface.", False),
         ("What is the return policy?", "Anything at all.", True),
+        # a number in a name is not the question's number (KAMADO-5's 5), nor an answer
+        ("KAMADO-5の保温は何時間までできますか？", "保温は5時間までです。", True),
+        ("KAMADO-5の保温は何時間までできますか？", "KAMADO-5は炊飯器です。", False),
+        ("How long does the battery last?", "The KAMADO-5 has no battery.", False),
+        # a word between the number and its counter; a time of the other length
+        ("返品は何日以内にできますか？", "商品到着後5営業日以内にご連絡ください。", True),
+        ("白米が炊けるまで何分かかりますか？", "2024年モデルの炊飯ボタンを押します。", False),
+        # an amount in words, and a number before its unit
+        ("How long is the warranty?", "The tent has a lifetime warranty.", True),
+        ("How much does shipping cost?", "Shipping is free.", True),
+        ("How heavy is the tent?", "It weighs 5kg.", True),
+        # people and money answer in their own counters
+        ("何人まで泊まれますか？", "最大4名様までご宿泊いただけます。", True),
+        ("ベルには何人の兄弟がいたか?", "ベルは1847年にエディンバラに生まれる。", False),
+        ("送料は何円ですか？", "全国一律¥550です。", True),
+        ("開店は何時ですか？", "午前10:00に開店します。", True),
     ],
 )
 def test_which_texts_give_the_number_asked_for(question, text, gives):
@@ -63,3 +88,4 @@ def test_only_digits_count_when_spelled_numbers_are_left_out():
     assert not gives_number("On one hand, it is light.", question, spelled=False)
     assert gives_number("It boils in 4 minutes.", question, spelled=False)
     assert not gives_number("三日で届きます。", "何日で届きますか？", spelled=False)
+    assert not gives_number("十分に乾かしてください。", "何分乾かしますか？", spelled=False)

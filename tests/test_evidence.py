@@ -249,12 +249,11 @@ def test_wrong_answer_gets_low_confidence(phone_kb, chat_model):
     assert wrong.needs_review
 
 
-@pytest.mark.slow
-def test_an_answer_without_the_number_asked_for_gets_low_confidence(phone_kb, chat_model):
+def test_an_answer_without_the_number_asked_for_gets_low_confidence(phone_kb):
     """Its words match the question well; it still does not say how many."""
     config = AnswerConfig(style="quote")
     question = "How many contacts can I add to a group?"
-    *_, answer = answer_question(phone_kb, chat_model, question, config=config)
+    *_, answer = answer_question(phone_kb, None, question, config=config)
     assert answer.covered and "group" in answer.text, answer.text
     assert answer.confidence <= conf.NO_NUMBER, (answer.confidence, answer.signals)
     assert answer.signals["number_given"] == 0
@@ -331,8 +330,7 @@ def test_a_condition_comes_with_its_other_side(embedder, question, passage, want
     """Quoted alone, "free from 5,000 yen" answered a 3,000-yen order as if it shipped free."""
     from knowledge.lexical import is_japanese
 
-    # As in the shop's documents, 白米 is rarer there than 炊 (the rice cooker's manual says 炊 often).
-    quote = select(question, [_hit(1, passage)], embedder, {"白米": 3.0}).quote(is_japanese(question))
+    quote = select(question, [_hit(1, passage)], embedder).quote(is_japanese(question))
     assert wanted in quote and unwanted not in quote, quote
 
 

@@ -287,7 +287,8 @@ def answer_question(
         yield answer
         return answer
     answer.generation = generation_record(info)
-    signals = conf.signals(evidence, answer, answer_coverage(answer.text, evidence), hits, sought.text)
+    coverage = answer_coverage(answer.text, evidence)
+    signals = conf.signals(evidence, answer, coverage, hits, asked(sought.text))
     answer.signals = signals.to_json()
     answer.confidence = conf.score(signals, conf.weights_for(model, config.style))
     answer.text = finish(answer.text) if finish else answer.text
@@ -301,8 +302,8 @@ def answer_question(
             )
         else:
             answer.needs_review = True
-    if not signals.number_given and not answer.escalated and not answer.notice:
-        answer.notice = NO_NUMBER_GIVEN[lang]
+    if not signals.number_given and not answer.escalated:
+        answer.notice = f"{answer.notice} {NO_NUMBER_GIVEN[lang]}".strip()
     if stop is not None and stop.is_set():  # stopped while the larger model wrote: as above
         answer.timings["total_s"] = time.perf_counter() - start
         yield answer
