@@ -1,9 +1,9 @@
 """What a question asks for, where its words say it: a number. "How many minutes?", 「何分
 かかりますか？」 and 「いくらですか？」 are answered by a number (of its kind, where the question
 counts a time, people or money), and a sentence without one does not answer them however many
-of the question's words it repeats: 「メニューから「白米」を選び、炊飯ボタンを押してください。」 was the answer to
-「白米が炊けるまで何分かかりますか？」, at high confidence, beside 「炊き上がりまでの時間は約45分
-です。」 in the same paragraph.
+of the question's words it repeats: 「メニューから「白米」を選び、炊飯ボタンを押してください。」
+answered 「白米が炊けるまで何分かかりますか？」 at high confidence, beside 「炊き上がりまでの
+時間は約45分です。」 in the same paragraph.
 
 The expected answer type is the oldest check in question answering; only the type both
 languages mark plainly is checked here: a question opening with how many / how much / how long

@@ -46,10 +46,11 @@ DEFAULT_THRESHOLD = 0.5
 
 NO_NUMBER = 0.25
 """The most confidence an answer gets that gives no number to a question asking for one: under
-the default threshold, so it is escalated or marked for review. On the four development corpora (200 questions each,
-quote style) 9 answers did so, 7 of them counted wrong and none stating the number asked for, at
-confidence 0.47-0.82 (「白米が炊けるまで何分かかりますか？」 high). With the sentence beside the
-evidence that gives the number (:func:`~assistant.answering.evidence.select`), 5 still do."""
+the default threshold, so it is escalated or marked for review. On the four development
+corpora (200 questions each, quote style) 9 answers did so, 7 of them counted wrong and none
+stating the number asked for, at confidence 0.47-0.82 (「白米が炊けるまで何分かかりますか？」
+high). With the sentence beside the evidence that gives the number
+(:func:`~assistant.answering.evidence.select`), 5 still do."""
 
 
 @dataclass(frozen=True)
