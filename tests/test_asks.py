@@ -28,6 +28,7 @@ from assistant.answering.asks import gives_number, number_asked
         ("No matter how long I hold the button, it won't turn on. What should I do?", None),
         ("How do I check how much storage is left?", None),
         ("Hi, how long does shipping take?", ""),
+        ("どの程度の汚れなら保証の対象ですか？", None),
     ],
 )
 def test_which_questions_ask_for_a_number(question, unit):
@@ -70,6 +71,9 @@ def test_which_questions_ask_for_a_number(question, unit):
         # an amount in words, and a number before its unit
         ("How long is the warranty?", "The tent has a lifetime warranty.", True),
         ("How much does shipping cost?", "Shipping is free.", True),
+        # a day without a number
+        ("How long does shipping take?", "Orders placed before noon ship the same day.", True),
+        ("何日に発送されますか？", "ご注文の翌営業日に発送します。", True),
         ("How heavy is the tent?", "It weighs 5kg.", True),
         # people and money answer in their own counters
         ("何人まで泊まれますか？", "最大4名様までご宿泊いただけます。", True),

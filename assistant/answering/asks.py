@@ -28,7 +28,7 @@ _NOT_ASKING = r"(?!も|でも|か(?!か))"
 """何度も, 何時でも, 何日か前 (but 何日かかりますか asks)."""
 _ASKS_JA = re.compile(
     rf"何(?P<unit>{_COUNTERS}){_NOT_ASKING}|(?:いくつ|幾つ){_NOT_ASKING}"
-    r"|(?:いくら|幾ら)(?![^。？?]*(?:ても|でも))|どのくらい|どれくらい|どのぐらい|どれぐらい|どれほど|どの程度"
+    r"|(?:いくら|幾ら)(?![^。？?]*(?:ても|でも))|どのくらい|どれくらい|どのぐらい|どれぐらい"
 )
 _ASKS_EN = re.compile(
     r"(?:^|[.!?]\s+|,\s*|\band\s+)how (?:many|much|long|often|old|far|heavy|tall|wide|big|large|fast|high|deep|soon)\b"
@@ -47,14 +47,17 @@ another counter (何度 asks a temperature or a count)."""
 _NUMBER = re.compile(r"(?<![A-Za-z0-9.,])(?<![A-Za-z]-)\d+(?:[.,]\d+)*")
 """A number, not one inside a name ("X4", "KAMADO-5"); one before a unit ("5kg", "2h") counts."""
 _KANJI_NUMBER = "[一二三四五六七八九十百千万半数]"
+_DAYS = "翌(?:営業)?日|当日|即日|毎[日週月年]"
+"""A day or a period without a number (翌営業日に発送), which answers 何日 as 3日後 does."""
 _AMOUNT_WORDS = re.compile(
     r"\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty|"
     r"forty|fifty|hundred|thousand|dozen|once|twice|half|several|a few|free|no charge|lifetime|"
-    r"unlimited|(?:an?|per|each|every) (?:second|minute|hour|day|week|month|season|year)s?)\b"
-    rf"|{_KANJI_NUMBER}+(?:{_COUNTERS})|無料|無期限|永久|かかりません",
+    r"unlimited|(?:an?|per|each|every) (?:second|minute|hour|day|week|month|season|year)s?|"
+    r"(?:the )?(?:same|next) (?:business )?day|overnight|immediately|instantly)\b"
+    rf"|{_KANJI_NUMBER}+(?:{_COUNTERS})|{_DAYS}|無料|無期限|永久|かかりません",
     re.I,
 )
-"""An amount in words: a spelled number, "free", "a lifetime", 三日, 無料."""
+"""An amount in words: a spelled number, "free", "a lifetime", "the next day", 三日, 翌日, 無料."""
 
 
 def number_asked(question: str) -> str | None:
@@ -85,6 +88,8 @@ def gives_number(text: str, question: str, spelled: bool = True) -> bool:
     if kind is _KINDS[3] and spelled and _AMOUNT_WORDS.search(text):
         return True  # 無料, "free"
     digits = _NUMBER.pattern
+    if spelled and kind is _KINDS[1] and re.search(_DAYS, text):
+        return True
     spelled_out = f"|{_KANJI_NUMBER}+" if spelled else ""
     # A word may stand between the number and its counter (5営業日, 3稼働日); a short time may
     # be a clock's (10:00), money an amount after its sign (¥550).
