@@ -28,6 +28,13 @@ from assistant.answering.asks import gives_number, number_asked
         ("No matter how long I hold the button, it won't turn on. What should I do?", None),
         ("How do I check how much storage is left?", None),
         ("Hi, how long does shipping take?", ""),
+        ("So how long does shipping take?", ""),
+        ("何時間も待ちましたが、まだ炊けないのはなぜですか？", None),
+        ("何年間も使っていますが、修理できますか？", None),
+        ("何時から営業していますか？", "時"),
+        ("いくらで修理してもらえますか？", ""),
+        ("いくらか割引はありますか？", None),
+        ("いくつ買っても送料は同じですか？", None),
         ("どの程度の汚れなら保証の対象ですか？", None),
     ],
 )
@@ -49,9 +56,9 @@ def test_which_questions_ask_for_a_number(question, unit):
         ("白米が炊けるまで何分かかりますか？", "お米は計量カップで1杯ずつ量ります。", False),
         ("充電には何時間かかりますか？", "約90分で満充電になります。", True),
         ("何年度に立てられましたか。", "1962年より開始された。", True),
-        # the question's own number does not answer it
-        ("1863年に約したが、実際に開港したのは何年ですか?", "1863年に開港を約した[1]。", False),
         ("1863年に約したが、実際に開港したのは何年ですか?", "1868年1月1日に開港した。", True),
+        # confirming the number the asker heard answers them
+        ("45分で炊けると聞きましたが、本当は何分かかりますか？", "約45分で炊き上がります。", True),
         ("送料はいくらですか？", "5,000円以上のご注文は送料無料です。", True),
         ("送料はいくらですか？", "一般的な配送方法でお届けします。", False),
         ("How long does the battery last?", "It lasts up to 10 hours.", True),
@@ -80,6 +87,16 @@ def test_which_questions_ask_for_a_number(question, unit):
         ("ベルには何人の兄弟がいたか?", "ベルは1847年にエディンバラに生まれる。", False),
         ("送料は何円ですか？", "全国一律¥550です。", True),
         ("開店は何時ですか？", "午前10:00に開店します。", True),
+        ("返品は何時までできますか？", "商品到着後30日以内です。", True),
+        ("送料は何円ですか？", "送料は 550 円です。", True),
+        # an amount in words, and a list for how many
+        ("いくつ入っていますか？", "三つ入っています。", True),
+        ("保証は何年ですか？", "永久保証です。", True),
+        ("何日で届きますか？", "本日発送します。", True),
+        ("How often should I clean it?", "Clean the filter weekly.", True),
+        ("How many colours does it come in?", "Red, blue and green.", True),
+        ("How many colours does it come in?", "- Red\n- Blue", True),
+        ("How long does shipping take?", "- Orders are packed by hand\n- Parcels are insured", False),
     ],
 )
 def test_which_texts_give_the_number_asked_for(question, text, gives):
