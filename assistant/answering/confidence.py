@@ -50,7 +50,7 @@ the default threshold, so it is escalated or marked for review. On the four deve
 corpora (200 questions each, quote style) 9 answers did so, 7 of them counted wrong and none
 stating the number asked for, at confidence 0.47-0.82 (「白米が炊けるまで何分かかりますか？」
 high). With the sentence beside the evidence that gives the number
-(:func:`~assistant.answering.evidence.select`), 5 still do."""
+(:func:`~assistant.answering.evidence.select`), 4 still do."""
 
 
 @dataclass(frozen=True)
