@@ -216,7 +216,8 @@ def _auroc_loco(records: list[dict], answerable_only: bool) -> dict[str, float |
             x, [_label(r) for r in train]
         )
         p = model.predict_proba(np.array([[r["signals"][f] for f in FEATURES] for r in test]))[:, 1]
-        p = [capped(s, r["signals"]) for s, r in zip(p, test, strict=True)]  # as Tsumugi scores
+        # As Tsumugi scores (a record from before the check has no number_given: not capped).
+        p = [capped(s, r["signals"].get("number_given", 1.0)) for s, r in zip(p, test, strict=True)]
         out[corpus] = roc_auc(
             [s for s, r in zip(p, test, strict=True) if r["correct"]],
             [s for s, r in zip(p, test, strict=True) if not r["correct"]],

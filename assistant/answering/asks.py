@@ -42,14 +42,7 @@ _ASKS_EN = re.compile(
 _COUNTS = re.compile(r"\bhow many\b|いくつ|幾つ|何(?:個|種類|本|台|枚|点|件)", re.I)
 """Questions a list answers by its length ("Red, blue and green." for how many colours)."""
 _SHORT, _LONG = "秒|分|時間|時", "日間|日|週間|週|[かヶケカヵ]月|月|年間|年度|年|世紀"
-_KINDS = {
-    **dict.fromkeys(_SHORT.split("|"), _SHORT),
-    **dict.fromkeys(_LONG.replace("[かヶケカヵ]月", "か月|ヶ月|ケ月|カ月|ヵ月").split("|"), _LONG),
-    "時": f"{_SHORT}|{_LONG}",  # 何時: a clock's hour, or when (何時まで返品できますか)
-    "人": "人|名",
-    "名": "人|名",
-    "円": "円",
-}
+_KINDS = (_SHORT, _LONG, "人|名", "円")
 """Counters that answer one another: a time, short or long (何時間 by 約90分, 何年度 by 1962年,
 but not 何分 by 2024年モデル), people (何人 by 4名), money (何円 by ¥550). Any number answers
 another counter (何度 asks a temperature or a count)."""
@@ -98,7 +91,8 @@ def gives_number(text: str, question: str, spelled: bool = True) -> bool:
     text = "\n".join(LIST_MARKER.sub("", line) for line in lines)  # list numbers answer nothing
     if spelled and (_AMOUNT_WORDS.search(text) or (_COUNTS.search(question) and _lists(text, items))):
         return True
-    kind = _KINDS.get(unit)
+    # 何時 is a clock's hour, or when (何時まで返品できますか): a time of either length.
+    kind = f"{_SHORT}|{_LONG}" if unit == "時" else next((k for k in _KINDS if re.fullmatch(k, unit)), None)
     if kind is None:
         return bool(_NUMBER.search(text))
     # A word may stand between the number and its counter (5営業日, 3稼働日); a short time may

@@ -149,13 +149,12 @@ def score(s: Signals, weights: Weights | None = None) -> float:
     """The confidence, 0-1."""
     weights = weights or _pick(SHIPPED, "quote", "shipped")
     z = weights.bias + sum(w * x for w, x in zip(weights.weights, s.vector(), strict=True))
-    return capped(1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z)))), s.to_json())
+    return capped(1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z)))), s.number_given)
 
 
-def capped(confidence: float, signals: dict) -> float:
-    """``confidence`` bounded by what the answer's form allows (see :data:`NO_NUMBER`);
-    ``signals`` as an answer record holds them."""
-    return confidence if signals.get("number_given", 1.0) else min(confidence, NO_NUMBER)
+def capped(confidence: float, number_given: float) -> float:
+    """``confidence`` bounded by what the answer's form allows (see :data:`NO_NUMBER`)."""
+    return confidence if number_given else min(confidence, NO_NUMBER)
 
 
 def label(confidence: float | None, threshold: float = DEFAULT_THRESHOLD) -> str:
