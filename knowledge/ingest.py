@@ -77,8 +77,12 @@ def _prepare(kb, source, embedder, chunking, limits: IngestLimits, pending, take
     sha = hashlib.sha256(data).hexdigest()
     same = kb.find_by_hash(sha)
     if same is not None:
-        note = "" if same.name == source.name else f" (same content as {same.name})"
-        return FileResult(source.name, "unchanged", same.chunks, f"Already in the knowledge base{note}.")
+        told = (
+            "Already in the knowledge base."
+            if same.name == source.name
+            else f"Already in the knowledge base (same content as {same.name})."
+        )
+        return FileResult(source.name, "unchanged", same.chunks, told)
     doc = parse_limited(data, source.name, limits)
     text_sha = hashlib.sha256(" ".join(doc.text.split()).encode("utf-8")).hexdigest()
     same = kb.find_by_text_hash(text_sha)

@@ -116,3 +116,111 @@ def test_the_sources_panel_speaks_the_questions_language():
     assert "引用元" in sources_markdown(hits, [1], japanese=True)
     assert "ほかに検索された箇所 1 件" in sources_markdown(hits, [1], japanese=True)
     assert "Cited sources" in sources_markdown(hits, [1]) and "引用元" not in sources_markdown(hits, [1])
+
+
+def _toasts_written() -> list[str]:
+    """Every sentence the UI's code sends as a toast or a refusal (``gr.Error``, ``inform``,
+    ``warn``, ``refuse_untyped``), with ``7`` for each value an f-string fills in."""
+    found = []
+    for path in UI.glob("*.py"):
+        source = path.read_text(encoding="utf-8")
+        for node in ast.walk(ast.parse(source)):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "attr", None) or getattr(node.func, "id", None)
+            if name not in ("Error", "inform", "warn", "refuse_untyped"):
+                continue
+            for arg in node.args:
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    found.append(arg.value)
+                elif isinstance(arg, ast.JoinedStr):
+                    found.append("".join(v.value if isinstance(v, ast.Constant) else "7" for v in arg.values))
+    return found
+
+
+def test_every_toast_and_refusal_the_page_sends_reaches_a_japanese_reader_in_japanese():
+    """A Japanese page told 「ナレッジ」 in its tabs and "Choose or create a knowledge base
+    first." in its toasts: Gradio shows a toast as the server sends it."""
+    from assistant.drafting.compose import NO_MESSAGE
+    from assistant.ui.chat_tab import TYPE_FIRST
+    from assistant.ui.common import KB_FIRST
+    from assistant.ui.locale import translated
+
+    sent = _toasts_written() + [KB_FIRST, TYPE_FIRST, NO_MESSAGE]
+    assert "Choose or create a knowledge base first." in sent and "Deleted the adapter 7." in sent
+    assert len(sent) > 40
+    assert [s for s in sent if translated(s, japanese=True) == s] == [], (
+        "sent in English to a Japanese reader"
+    )
+    assert all(translated(s, japanese=False) == s for s in sent)
+
+
+def test_the_core_s_sentences_reach_a_japanese_reader_with_their_values():
+    """Why a file was not added is written in the core, in English; the page fills the
+    Japanese with the same file name. Expectations are written by hand."""
+    from assistant.ui.locale import translated
+    from knowledge.errors import ParseError, TsumugiError
+    from knowledge.names import check_name
+    from knowledge.parse import parse_bytes, parse_file
+    from tests.conftest import FIXTURES
+
+    with pytest.raises(ParseError) as empty:
+        parse_bytes(b"", "空.txt")
+    assert translated(str(empty.value), True) == "空.txt は空です。索引にするものがありません。"
+    with pytest.raises(ParseError) as locked:
+        parse_file(FIXTURES / "unstructured-password.pdf")
+    assert translated(str(locked.value), True) == (
+        "unstructured-password.pdf はパスワードで保護されています。保護のないコピーを保存して、"
+        "そちらをアップロードしてください。"
+    )
+    with pytest.raises(ParseError) as strange:
+        parse_bytes(b"\x00\x01\x02binary", "tool.exe")
+    assert translated(str(strange.value), True).startswith("tool.exe は対応していない形式です。")
+    with pytest.raises(TsumugiError) as named:
+        check_name("../secrets", "adapter")
+    assert translated(str(named.value), True).startswith("「../secrets」はアダプターの名前に使えません。")
+    # A sentence without a template stays as it was written, not half translated.
+    assert translated("tool.exe is empty; there is nothing to index. Really.", True).endswith("Really.")
+    assert translated("The server said no.", True) == "The server said no."
+    assert translated("The server said: no", True) == "The server said: no", "'no' is not a word it knows"
+    assert translated("guide.pdf: failed", True) == "guide.pdf：失敗"
+
+
+def test_every_told_template_is_still_written_somewhere_and_keeps_its_values():
+    """A template whose English changed where it is written would never match again."""
+    import re
+    from string import Formatter
+
+    japanese = _japanese("told")
+    sources = "\n".join(
+        p.read_text(encoding="utf-8")
+        for folder in ("assistant", "knowledge")
+        for p in (ROOT / folder).rglob("*.py")
+    )
+    # Source code splits a long sentence over lines ("…" "…"): compare without those seams.
+    joined = re.sub(r'"\s*\n\s*f?"', "", sources)
+
+    def fields(text: str) -> set:
+        return {name for _, name, _, _ in Formatter().parse(text) if name is not None}
+
+    def pieces(template: str) -> list[str]:
+        """Its runs of fixed words: a value may come quoted (``{name!r}``) where it is written."""
+        texts = [text for text, _, _, _ in Formatter().parse(template)]
+        return [p.strip() for text in texts for p in text.split("'") if len(p.strip()) >= 12]
+
+    assert [k for k, v in japanese.items() if fields(k) != fields(v)] == []
+    assert [k for k in japanese if any(p not in joined for p in pieces(k))] == [], "templates nobody fills"
+    assert sum(bool(pieces(k)) for k in japanese) > 60
+
+
+def test_the_reader_is_japanese_when_the_browser_asks_for_japanese_first():
+    from types import SimpleNamespace
+
+    from assistant.ui.locale import reader_japanese
+
+    def asks(header: str) -> bool:
+        return reader_japanese(SimpleNamespace(headers={"accept-language": header}))
+
+    assert asks("ja,en-US;q=0.9,en;q=0.8") and asks("ja-JP") and asks("JA-jp;q=1")
+    assert not asks("en-US,ja;q=0.9") and not asks("") and not asks("jav")
+    assert not reader_japanese(), "outside an event (the CLI, a test): English"

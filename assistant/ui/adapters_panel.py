@@ -10,6 +10,7 @@ from pathlib import Path
 import gradio as gr
 
 from assistant.ui.common import adapter_change, refuse_untyped
+from assistant.ui.locale import inform
 from knowledge.errors import TsumugiError
 from knowledge.progress import format_seconds
 
@@ -71,14 +72,14 @@ def rename_adapter(app, adapter, new):
         new = app.rename_adapter(adapter or "", new or "")
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    gr.Info(f"Renamed {adapter} to {new}.")
+    inform(f"Renamed {adapter} to {new}.")
     return gr.update(choices=adapter_names(app), value=new), "", adapter_change(adapter, new)
 
 
 def delete_typed(app, adapter, typed=""):
     """At the click, before the delete's event (whose outputs a refusal would mark "Error"):
     an adapter may be hours of tuning, so its name must be typed."""
-    refuse_untyped(adapter, typed, "adapter")
+    refuse_untyped(adapter, typed, "Type the exact name of the selected adapter to delete it.")
 
 
 def delete_adapter(app, adapter, typed=""):
@@ -88,7 +89,7 @@ def delete_adapter(app, adapter, typed=""):
         app.delete_adapter(adapter or "")
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    gr.Info(f"Deleted the adapter {adapter}.")
+    inform(f"Deleted the adapter {adapter}.")
     return gr.update(choices=adapter_names(app), value=None), "", adapter_change(adapter, None)
 
 

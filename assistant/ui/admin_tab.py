@@ -11,7 +11,7 @@ from assistant.serving import status
 from assistant.serving.keys import ApiKeyStore
 from assistant.serving.users import UserStore
 from assistant.ui.common import handler
-from assistant.ui.locale import t
+from assistant.ui.locale import inform, t
 from knowledge.errors import TsumugiError
 
 
@@ -66,7 +66,7 @@ def add_user(users, name, password, role):
         users.add(name, password, role)
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    gr.Info(f"User {name} added; restart the app if it ran without login.")
+    inform(f"User {name} added; restart the app if it ran without login.")
     return _users_rows(users), ""
 
 

@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from assistant.ui.locale import say
+from assistant.ui.locale import progress_text, say
 from knowledge.lexical import is_japanese
 from knowledge.progress import format_seconds
 from knowledge.retrieve import Hit
@@ -332,12 +332,12 @@ def refuse_unready(app, text: str | None, kb_name: str | None, empty: str, adapt
         )
 
 
-def refuse_untyped(chosen: str | None, typed: str | None, what: str) -> None:
-    """A delete goes ahead only once the chosen ``what``'s exact name is typed."""
+def refuse_untyped(chosen: str | None, typed: str | None, refusal: str) -> None:
+    """A delete goes ahead only once the chosen thing's exact name is typed; ``refusal`` says so."""
     import gradio as gr
 
     if not chosen or (typed or "").strip() != chosen:
-        raise gr.Error(f"Type the exact name of the selected {what} to delete it.")
+        raise gr.Error(refusal)
 
 
 def arm_cancel(app, flag: CancelFlag | None) -> None:
@@ -403,6 +403,6 @@ def shown_progress(progress):
     """A progress event handler that moves a ``gr.Progress`` bar, with counts and the ETA."""
 
     def show(event) -> None:
-        progress(event.fraction, desc=event.describe())
+        progress(event.fraction, desc=progress_text(event))
 
     return show

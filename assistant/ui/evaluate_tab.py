@@ -18,7 +18,7 @@ from assistant.ui.common import (
     shown_progress,
     upload_path,
 )
-from assistant.ui.locale import t
+from assistant.ui.locale import inform, t, warn
 from knowledge.errors import TsumugiError
 from knowledge.progress import drive_events
 
@@ -114,7 +114,7 @@ def set_rows(evalset: EvalSet) -> list[list]:
 def _tell_count(evalset: EvalSet) -> None:
     hidden = len(evalset.items) - PREVIEW_ROWS
     if hidden > 0:
-        gr.Info(
+        inform(
             f"{len(evalset.items)} questions: the table shows the first {PREVIEW_ROWS}, and the other "
             f"{hidden} are saved with them as they are."
         )
@@ -129,9 +129,7 @@ def load_file(app, uploaded, shown=None):
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
     if evalset.skipped:
-        gr.Warning(
-            f"{len(evalset.skipped)} rows had no question or nothing to check against and were skipped."
-        )
+        warn(f"{len(evalset.skipped)} rows had no question or nothing to check against and were skipped.")
     _tell_count(evalset)
     return set_rows(evalset), path.stem, evalset
 
@@ -154,7 +152,7 @@ def save_set(app, kb_name, name, rows, shown=None):
         app.eval_sets(kb_name).save(evalset)
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    gr.Info(f"Saved {len(evalset.items)} questions as {evalset.name}.")
+    inform(f"Saved {len(evalset.items)} questions as {evalset.name}.")
     return gr.update(choices=_set_choices(app, kb_name), value=evalset.name)
 
 
@@ -172,10 +170,10 @@ def draft(app, kb_name, count, shown=None, progress=gr.Progress()):
     try:
         evalset = drive_events(draft_eval_set(app, kb_name, int(count)), shown_progress(progress))
     except TsumugiError as exc:
-        gr.Warning(str(exc))
+        warn(str(exc))
         return gr.update(), gr.update(), shown
     if not evalset.items:
-        gr.Warning("The model drafted no usable questions; upload a question file instead.")
+        warn("The model drafted no usable questions; upload a question file instead.")
         return gr.update(), gr.update(), shown
     return set_rows(evalset), evalset.name, evalset
 
@@ -216,7 +214,7 @@ def start_eval(app, kb_name, name, chosen_models, ks, closed, first_n, others=No
         job = app.start_eval(kb_name, name, configs, limit=int(first_n or 0))
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    gr.Info(f"Started {len(configs)} run(s); results appear below when they finish.")
+    inform(f"Started {len(configs)} run(s); results appear below when they finish.")
     return job.id, job_progress_html(job)
 
 
@@ -236,7 +234,7 @@ def poll(app, current):
 def cancel_eval(app, current):
     if current:
         app.jobs.cancel(current)
-        gr.Info("Cancelling the evaluation; finished runs are kept.")
+        inform("Cancelling the evaluation; finished runs are kept.")
 
 
 def compare(app, run_ids):

@@ -1,6 +1,7 @@
 """Role checks for Gradio handlers: every handler of the web app is wrapped so that the caller's
 role (from the login, or the serving mode: see assistant.serving.access) is checked before it
-runs, and each click is logged. A handler with a keyword-only ``caller`` parameter is handed the
+runs, and each click is logged; a refusal (``gr.Error``) is told in the reader's language. A
+handler with a keyword-only ``caller`` parameter is handed the
 :class:`~assistant.serving.access.Caller`, so it can act for that person (drafts' authors,
 visitors' limits); Gradio never sees that parameter."""
 
@@ -12,6 +13,7 @@ import time
 
 from assistant import events
 from assistant.serving.access import Access
+from assistant.ui.locale import in_readers_language
 from knowledge.errors import ConfigError
 
 
@@ -57,25 +59,33 @@ def require_role(fn, role: str, access: Access, quiet_outputs: int | None = None
     if inspect.isgeneratorfunction(fn):
 
         def wrapper(request, *args, **kwargs):
-            caller = allowed(request)
-            if caller is None:
-                yield nothing()
-                return None
-            if quiet_outputs is not None:
-                return (yield from fn(*args, **call_args(caller, kwargs)))
-            with _action(name, request):
-                return (yield from fn(*args, **call_args(caller, kwargs)))
+            try:
+                caller = allowed(request)
+                if caller is None:
+                    yield nothing()
+                    return None
+                if quiet_outputs is not None:
+                    return (yield from fn(*args, **call_args(caller, kwargs)))
+                with _action(name, request):
+                    return (yield from fn(*args, **call_args(caller, kwargs)))
+            except gr.Error as exc:
+                in_readers_language(exc, request)
+                raise
 
     else:
 
         def wrapper(request, *args, **kwargs):
-            caller = allowed(request)
-            if caller is None:
-                return nothing()
-            if quiet_outputs is not None:
-                return fn(*args, **call_args(caller, kwargs))
-            with _action(name, request):
-                return fn(*args, **call_args(caller, kwargs))
+            try:
+                caller = allowed(request)
+                if caller is None:
+                    return nothing()
+                if quiet_outputs is not None:
+                    return fn(*args, **call_args(caller, kwargs))
+                with _action(name, request):
+                    return fn(*args, **call_args(caller, kwargs))
+            except gr.Error as exc:
+                in_readers_language(exc, request)
+                raise
 
     shown = [p for n, p in original.parameters.items() if n != "caller"]
     request_param = inspect.Parameter(

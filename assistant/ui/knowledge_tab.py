@@ -7,7 +7,7 @@ from itertools import islice
 import gradio as gr
 
 from assistant.ui.common import CancelFlag, arm_cancel, handler, refuse_untyped, shown_progress, upload_path
-from assistant.ui.locale import choices, t
+from assistant.ui.locale import choices, inform, progress_text, reader_japanese, t, translated, warn
 from knowledge.embed import reads
 from knowledge.errors import TsumugiError
 from knowledge.ingest import Source
@@ -41,21 +41,21 @@ def _doc_choices(app, kb_name: str | None) -> list[tuple[str, int]]:
 
 def describe(app, kb_name):
     if not kb_name or not app.library.exists(kb_name):
-        return "Create a knowledge base to start."
+        return translated("Create a knowledge base to start.")
     kb = app.library.get(kb_name)
     documents = kb.documents()
-    line = (
+    lines = [
         f"**{kb_name}** · {len(documents)} documents · {sum(d.chunks for d in documents)} chunks · "
         f"passages of up to {kb.chunking.size} tokens · embedding model `{kb.embed_model}`"
-    )
+    ]
     sample = " ".join(text for _, _, text in islice(kb.iter_chunk_texts(), 20)) if documents else ""
     if not reads(kb.embed_model, sample):
-        line += (
-            "\n\n_Some of these documents are Japanese, which this embedding model does not read: "
+        lines.append(
+            "_Some of these documents are Japanese, which this embedding model does not read: "
             "search matches their words, not their meaning. Re-embedding with a multilingual model "
             "(Knowledge base settings, below) adds search by meaning._"
         )
-    return line
+    return "\n\n".join(translated(line) for line in lines)
 
 
 def refresh(app, kb_name):
@@ -75,27 +75,35 @@ def create(app, name, size=200):
         kb = app.knowledge_base(name, create=True, chunk_size=int(size or 224))
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    gr.Info(f"Created the knowledge base {kb.name}.")
+    inform(f"Created the knowledge base {kb.name}.")
     return gr.update(choices=app.library.names(), value=kb.name), ""
 
 
 def cancel_upload(app, flag: CancelFlag | None) -> None:
     """Ask this session's upload to stop after the file it is on."""
     if flag is None or not flag.armed:
-        gr.Info("No upload is running.")
+        inform("No upload is running.")
         return
     flag.set()
-    gr.Info("Cancelling: the upload stops after the file it is on; files already added stay.")
+    inform("Cancelling: the upload stops after the file it is on; files already added stay.")
 
 
-def outcome(results) -> str:
+def outcome(results, japanese: bool = False) -> str:
     """One line on how an upload ended: counts, and where a cancel stopped it."""
     counts = {s: sum(r.status == s for r in results) for s in STATUS_LABEL if s != "waiting"}
-    told = ", ".join(f"{n} {s if s != 'unchanged' else 'already there'}" for s, n in counts.items() if n)
     if counts["cancelled"]:
         done = len(results) - counts["cancelled"]
-        return f"Cancelled after {done} of {len(results)} files; {counts['added']} added."
-    return told.capitalize() + "." if told else "No files."
+        return translated(
+            f"Cancelled after {done} of {len(results)} files; {counts['added']} added.", japanese
+        )
+    told = [
+        translated(f"{n} {s if s != 'unchanged' else 'already there'}", japanese)
+        for s, n in counts.items()
+        if n
+    ]
+    if not told:
+        return translated("No files.", japanese)
+    return "、".join(told) + "。" if japanese else ", ".join(told).capitalize() + "."
 
 
 def add_ready(app, kb_name, uploaded) -> None:
@@ -124,7 +132,7 @@ def _ingest_uploads(app, kb_name, uploaded, flag, progress):
     paths = [upload_path(f) for f in uploaded]
     # Gradio keeps uploads under a temporary name; the user knows the original one.
     sources = [Source(p, p.name) for p in paths]
-    rows = [[s.name, STATUS_LABEL["waiting"], "", ""] for s in sources]
+    rows = [[s.name, translated(STATUS_LABEL["waiting"]), "", ""] for s in sources]
     where: dict[str, list[int]] = {}
     for i, s in enumerate(sources):
         where.setdefault(s.name, []).append(i)
@@ -137,8 +145,9 @@ def _ingest_uploads(app, kb_name, uploaded, flag, progress):
             if event.stage in ("Reading", "Embedding"):
                 for name in event.items:
                     for i in where.get(name, ()):
-                        rows[i][1] = "⚙️ " + ("reading" if event.stage == "Reading" else event.message)
-            progress(event.fraction, desc=event.describe())
+                        doing = "⚙️ reading" if event.stage == "Reading" else f"⚙️ {translated(event.message)}"
+                        rows[i][1] = translated(doing)
+            progress(event.fraction, desc=progress_text(event))
             yield rows, gr.update(), gr.update(), gr.update(), gr.update()
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
@@ -146,9 +155,14 @@ def _ingest_uploads(app, kb_name, uploaded, flag, progress):
         work.close()
     results = relay.result or []
     for i, result in enumerate(results):
-        rows[i] = [result.name, STATUS_LABEL[result.status], result.chunks or "", result.message]
-    told = outcome(results)
-    (gr.Warning if any(r.status == "cancelled" for r in results) else gr.Info)(told)
+        rows[i] = [
+            result.name,
+            translated(STATUS_LABEL[result.status]),
+            result.chunks or "",
+            translated(result.message),
+        ]
+    told = outcome(results, reader_japanese())
+    (warn if any(r.status == "cancelled" for r in results) else inform)(told)
     described, table, choices, _ = refresh(app, kb_name)
     # The drop zone keeps only what a cancel left out, to add again; the rest is in.
     left = [str(paths[i]) for i, r in enumerate(results) if r.status == "cancelled"]
@@ -162,7 +176,7 @@ def delete(app, kb_name, doc_id):
         app.library.get(kb_name).delete_document(int(doc_id))
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    gr.Info("Deleted the document and its passages.")
+    inform("Deleted the document and its passages.")
     return refresh(app, kb_name)[:3]
 
 
@@ -175,14 +189,14 @@ def change_model(app, kb_name, model, progress=gr.Progress()):
         count = drive_events(reembed(app.library.get(kb_name), model.strip()), shown_progress(progress))
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    gr.Info(f"Re-embedded {count} passages with {model.strip()}.")
+    inform(f"Re-embedded {count} passages with {model.strip()}.")
     return describe(app, kb_name)
 
 
 def delete_kb_typed(app, kb_name, typed):
     """At the click, before the delete's event (whose outputs a refusal would mark "Error"):
     a knowledge base is deleted only once its name is typed."""
-    refuse_untyped(kb_name, typed, "knowledge base")
+    refuse_untyped(kb_name, typed, "Type the exact name of the selected knowledge base to delete it.")
 
 
 def delete_kb(app, kb_name, typed):
@@ -191,7 +205,7 @@ def delete_kb(app, kb_name, typed):
         app.library.delete(kb_name)
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    gr.Info(f"Deleted the knowledge base {kb_name}.")
+    inform(f"Deleted the knowledge base {kb_name}.")
     names = app.library.names()
     return gr.update(choices=names, value=names[0] if names else None), ""
 

@@ -9,14 +9,21 @@ The English is written where it is used, and it is the key. ``ja.json`` holds th
   who wrote it, timings): ``say("total {seconds} s", japanese, seconds=...)``, as plain text,
   so an API client reads them too. They follow the language of the question, as the answer
   itself and its refusal do.
-
-Toasts (``gr.Info``, ``gr.Error``) and the other messages built with values are sent as written.
+- ``told``: what the server tells the reader in a sentence written in English where it
+  happens, in the UI or in the core (a toast, a refusal, why a file was not added):
+  :func:`translated` finds the template a message was filled from and fills the Japanese with
+  the same values; an ``{n}`` is a number, a ``{word}`` one of the catalogue's words
+  ("adapter", "failed"), put in its Japanese. These follow the reader's browser
+  (:func:`reader_japanese`): Gradio shows a toast as it is sent. A message without a template
+  stays English.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from string import Formatter
 
 import gradio as gr
 
@@ -47,3 +54,90 @@ def say(english: str, japanese: bool, **values) -> str:
     when ``japanese``, filled with ``values``."""
     template = _JAPANESE["messages"].get(english, english) if japanese else english
     return template.format(**values)
+
+
+def _pattern(template: str) -> re.Pattern:
+    """``template``'s text as it is, each ``{field}`` any text (the shortest that fits) but
+    ``{n}``, a number."""
+    pieces = []
+    for text, field, _, _ in Formatter().parse(template):
+        pieces.append(re.escape(text))
+        if field is not None:
+            pieces.append(r"(?P<n>\d[\d,.]*)" if field == "n" else f"(?P<{field}>.+?)")
+    return re.compile("".join(pieces), re.DOTALL)
+
+
+_TOLD = [(_pattern(english), japanese) for english, japanese in _JAPANESE["told"].items()]
+
+
+def translated(message: str, japanese: bool | None = None) -> str:
+    """``message``, sent in English, in Japanese when the reader reads Japanese (``japanese``;
+    by default the browser's language) and ``ja.json`` holds the template it was filled
+    from; as it is otherwise."""
+    if not (reader_japanese() if japanese is None else japanese):
+        return message
+    for pattern, template in _TOLD:
+        found = pattern.fullmatch(message)
+        if not found:
+            continue
+        values = found.groupdict()
+        if "word" in values:  # a word of the sentence, itself in the catalogue ("adapter", "failed")
+            if values["word"] not in _JAPANESE["told"]:
+                continue
+            values["word"] = _JAPANESE["told"][values["word"]]
+        return template.format(**values)
+    return message
+
+
+def reader_japanese(request=None) -> bool:
+    """Whether the browser of this event (``request``, or the one Gradio serves now) asks for
+    Japanese first (Accept-Language), as Gradio's translations of the page do unless its
+    Settings chose another language. False outside an event: the CLI and tests."""
+    if request is None:
+        from gradio.context import LocalContext
+
+        request = LocalContext.request.get(None)
+    headers = getattr(request, "headers", None) or {}
+    first = headers.get("accept-language", "").split(",")[0].split(";")[0].strip().lower()
+    return first == "ja" or first.startswith("ja-")
+
+
+def inform(message: str) -> None:
+    """A toast in the reader's language (Gradio heads it with its own word for its kind, not
+    with a title the server sends)."""
+    gr.Info(translated(message))
+
+
+def warn(message: str) -> None:
+    """A warning toast in the reader's language."""
+    gr.Warning(translated(message))
+
+
+def in_readers_language(error: gr.Error, request=None) -> gr.Error:
+    """``error``'s sentence in the language of the browser that sent ``request``."""
+    error.message = translated(str(error.message), reader_japanese(request))
+    return error
+
+
+def progress_text(event) -> str:
+    """A progress bar's caption (a :class:`knowledge.progress.Progress`) in the reader's
+    language: the stage and its unit from ``told``, the count, what it is on, the time left."""
+    if not reader_japanese():
+        return event.describe()
+    parts = [
+        f"{translated(event.stage, True)}：{event.done:g}/{event.total:g} {translated(event.unit, True)}"
+    ]
+    if event.message:
+        parts.append(translated(event.message, True))
+    if event.eta is not None:
+        minutes, seconds = divmod(max(0, int(round(event.eta))), 60)
+        hours, minutes = divmod(minutes, 60)
+        left = (
+            f"{hours} 時間 {minutes} 分"
+            if hours
+            else f"{minutes} 分 {seconds} 秒"
+            if minutes
+            else f"{seconds} 秒"
+        )
+        parts.append(f"残り約 {left}")
+    return " · ".join(parts)

@@ -9,7 +9,7 @@ import gradio as gr
 
 from assistant.generation.catalog import free_memory_mb
 from assistant.ui.common import CancelFlag, StopSignal, arm_cancel, handler, shown_progress, stop_now
-from assistant.ui.locale import t
+from assistant.ui.locale import inform, t
 from knowledge.errors import TsumugiError
 from knowledge.progress import drive_events
 
@@ -77,7 +77,7 @@ def _use(app, setter, name, message: str):
         entry = setter(name or "")
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    gr.Info(message.format(entry.name))
+    inform(message.format(entry.name))
     return list_models(app)
 
 

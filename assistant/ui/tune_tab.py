@@ -31,7 +31,7 @@ from assistant.ui.common import (
     job_progress_html,
     upload_path,
 )
-from assistant.ui.locale import choices, t
+from assistant.ui.locale import choices, inform, t
 from knowledge.errors import TsumugiError
 
 FILE_SOURCE = "Question/answer file"
@@ -179,7 +179,7 @@ def start_tune(app, source_choice, uploaded, kb_name, q, a, adapter_name, preset
         job = app.start_tune(adapter_name or "", data, config, base=(base_name or "").strip() or None)
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    gr.Info(f"Started tuning {adapter_name}. You can leave this page; the job keeps running.")
+    inform(f"Started tuning {adapter_name}. You can leave this page; the job keeps running.")
     return gr.update(choices=_job_choices(app), value=job.id), {}
 
 
@@ -219,9 +219,9 @@ def cancel_tune(app, job_id):
         raise gr.Error("Choose a job to cancel first.")
     job = app.jobs.cancel(job_id)
     if not job.active:
-        gr.Info(f"The job has already ended ({job.state}).")
+        inform(f"The job has already ended ({job.state}).")
     else:
-        gr.Info("Cancelling; the adapter of a cancelled job is not saved.")
+        inform("Cancelling; the adapter of a cancelled job is not saved.")
 
 
 def on_load(app):

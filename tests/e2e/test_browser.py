@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONTOSO, DATA, ROOT, free_port, stop_jobs
+from tests.conftest import CONTOSO, DATA, FIXTURES, ROOT, free_port, stop_jobs
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("E2E_ARTIFACTS", ROOT / "test-artifacts" / "e2e"))
@@ -451,6 +451,24 @@ def test_9_a_base_made_before_the_server_started_is_listed_when_the_page_opens(p
         ja.get_by_role("heading", name="引用元").wait_for()
         assert "確信度" in ja.inner_text("body")
         shot(ja, "11-japanese-page")
+        # What the server tells a Japanese reader in a toast or a table is Japanese too: the page's
+        # own refusal, and why a file written in the core was not added (it was all English).
+        ja.get_by_role("tab", name="ナレッジ", exact=True).click()
+        ja.get_by_text("文書 1 件").first.wait_for(timeout=30_000)
+        ja.get_by_role("button", name="ナレッジベースに追加").click()
+        ja.get_by_text("先にアップロードするファイルを選んでください。").wait_for(timeout=30_000)
+        ja.locator("input[type=file]").first.set_input_files(
+            [str(FIXTURES / "unstructured-empty.txt"), str(DATA / "ja-support" / "haisou.md")]
+        )
+        ja.wait_for_timeout(1500)
+        ja.get_by_role("button", name="ナレッジベースに追加").click()
+        ja.wait_for_function(
+            "document.body.innerText.includes('unstructured-empty.txt は空です。索引にするものがありません。')",
+            timeout=60_000,
+        )
+        ja.get_by_text("追加 1 件、失敗 1 件。").first.wait_for()
+        ja.get_by_text("文書 2 件").first.wait_for()
+        shot(ja, "12-japanese-upload")
     finally:
         japanese.close()
         other.close()
