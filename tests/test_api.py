@@ -169,14 +169,21 @@ def test_low_confidence_is_escalated_to_the_larger_model(service, larger_model):
         before = service.drafts.stats("contoso")
         answer = deque(service.ask("contoso", QUESTION, config=AnswerConfig(max_new_tokens=64)), maxlen=1)[0]
         after = service.drafts.stats("contoso")
+        alone = deque(service.ask("contoso", QUESTION, config=AnswerConfig(escalate=False)), maxlen=1)[0]
     finally:
         service.settings = saved
     assert answer.escalated and answer.model == f"{name} (escalated)"
-    # The record is the larger model's; the first one (quote style: the small model wrote nothing) kept.
-    assert answer.generation["backend"] == "remote" and answer.generation["escalated_from"] == {}
-    assert answer.first_answer and answer.first_model
-    assert answer.text.strip() and not answer.needs_review
-    assert answer.passages and answer.confidence is not None
+    # The record is the larger model's; the first one's (quote style: the small model wrote
+    # nothing) is kept with the confidence it had.
+    assert answer.generation["backend"] == "remote"
+    assert answer.generation["escalated_from"] == {"confidence": round(alone.confidence, 4)}
+    assert answer.first_answer == alone.text and answer.first_model
+    assert answer.text.strip() and answer.passages
+    # The confidence shown is the larger model's answer's: its sentences were checked and
+    # scored; under a threshold of 1 it is still low, so a person checks it.
+    assert set(answer.check) == {"written", "kept", "replaced", "removed"}, "the small model wrote nothing"
+    assert answer.method == ("checked" if answer.check["kept"] else "quoted")
+    assert answer.confidence < 1.0 and answer.needs_review
     assert after["escalated"] == before["escalated"] + 1
 
 

@@ -287,10 +287,7 @@ def answer_question(
         yield answer
         return answer
     answer.generation = generation_record(info)
-    coverage = answer_coverage(answer.text, evidence)
-    signals = conf.signals(evidence, answer, coverage, hits, asked(sought.text))
-    answer.signals = signals.to_json()
-    answer.confidence = conf.score(signals, conf.weights_for(model, config.style))
+    _judge(answer, model, evidence, hits, asked(sought.text), config.style)
     answer.text = finish(answer.text) if finish else answer.text
     threshold = config.confidence_threshold
     if threshold is None:
@@ -298,11 +295,13 @@ def answer_question(
     if answer.confidence < threshold and not (stop and stop.is_set()):
         if escalation is not None and escalation.enabled and config.escalate:
             yield from _escalate(
-                answer, messages, hits, config, escalation, stop, finish, evidence, embedder, lang
+                answer, messages, hits, config, escalation, stop, finish, evidence, embedder, lang, sought
             )
+            # The confidence is now the larger model's answer's: still low, a person checks it.
+            answer.needs_review = answer.needs_review or answer.confidence < threshold
         else:
             answer.needs_review = True
-    if not signals.number_given and not answer.escalated:
+    if not answer.signals.get("number_given", 1):
         answer.notice = f"{answer.notice} {NO_NUMBER_GIVEN[lang]}".strip()
     if stop is not None and stop.is_set():  # stopped while the larger model wrote: as above
         answer.timings["total_s"] = time.perf_counter() - start
@@ -391,18 +390,10 @@ def _generate_unchecked(answer, model, messages, hits, config, stop, info, start
 
 
 def _escalate(
-    answer: Answer,
-    messages,
-    hits,
-    config: AnswerConfig,
-    escalation,
-    stop,
-    finish,
-    evidence,
-    embedder,
-    lang: str,
+    answer: Answer, messages, hits, config, escalation, stop, finish, evidence, embedder, lang, sought
 ):
-    """Ask the larger model the same question with the same passages, streaming into ``answer``."""
+    """Ask the larger model the same question with the same passages, streaming into ``answer``,
+    and score what it wrote as the small model's answer was."""
     from assistant.answering.escalate import escalation_model
 
     remote = escalation_model(escalation)
@@ -428,16 +419,26 @@ def _escalate(
         answer.needs_review = True
         answer.notice = f"{exc} The small model's answer is shown; check it before use."
         return
-    answer.generation = {**generation_record(info), "escalated_from": answer.generation}
+    first = {**answer.generation, "confidence": round(answer.confidence, 4)}
+    answer.generation = {**generation_record(info), "escalated_from": first}
     # The larger model's sentences go through the same check as the small model's.
     check = SupportCheck(hits, evidence, embedder)
     for sentence in sentences(marks_before_end(fix_citations(drop_repeats(raw.strip()), hits))):
         check.add(sentence)
+    answer.check = {k: getattr(check.result, k) for k in ("written", "kept", "replaced", "removed")}
     if not check.result.kept:
         _show_quote(answer, evidence, lang)
     else:
         answer.text = check.text(lang == "ja")
         answer.segments = [{"text": s, "quoted": q} for s, q in check.result.sentences]
         answer.method = "checked"
+    _judge(answer, remote, evidence, hits, asked(sought.text), config.style)
     answer.text = finish(answer.text) if finish else answer.text
     answer.timings["escalation_s"] = time.perf_counter() - started
+
+
+def _judge(answer: Answer, model, evidence: Evidence, hits, asks: str, style: str) -> None:
+    """The signals and the confidence of the answer as it is shown (before ``finish``)."""
+    signals = conf.signals(evidence, answer, answer_coverage(answer.text, evidence), hits, asks)
+    answer.signals = signals.to_json()
+    answer.confidence = conf.score(signals, conf.weights_for(model, style))
