@@ -250,11 +250,43 @@ def test_job_progress_shows_finished_tuning_and_evaluation_jobs(tmp_path):
 
     tune = Job("j1", "tune", tmp_path, {"name": "kumo"}, state="done",
                result={"adapter": "kumo", "val_loss_before": 3.0, "val_loss_after": 0.25})  # fmt: skip
-    assert "<b>kumo</b>: validation loss 3.000 → 0.250" in job_progress_html(tune)
+    assert "adapter kumo: validation loss 3.000 → 0.250" in job_progress_html(tune)
     evaluation = Job("j2", "eval", tmp_path, {"name": "faq × 2"}, state="done", result={"runs": ["a", "b"]})
     assert "2 run(s) stored" in job_progress_html(evaluation)
     failed = Job("j3", "eval", tmp_path, {"name": "<x>"}, state="failed", error="Bad <thing>.")
     assert "&lt;x&gt;" in job_progress_html(failed) and "Bad &lt;thing&gt;." in job_progress_html(failed)
+
+
+def test_a_running_job_is_shown_in_the_japanese_readers_language(tmp_path):
+    """The Tune tab's progress read "training: 3/20 steps · … · about 2m 05s left" on a
+    Japanese page. The reader's language is the browser's, from the request Gradio serves."""
+    from types import SimpleNamespace
+
+    from gradio.context import LocalContext
+
+    from assistant.jobs.store import Job
+    from assistant.ui.common import job_progress_html
+
+    progress = {"stage": "training", "done": 3, "total": 20, "unit": "steps", "eta": 125.0,
+                "message": "epoch 1/2 · loss 1.234", "metrics": {"tokens_per_s": 170.4}}  # fmt: skip
+    job = Job("j4", "tune", tmp_path, {"name": "kumo"}, state="running", progress=progress)
+    english = job_progress_html(job)
+    assert (
+        "⚙️ running · training: 3/20 steps · epoch 1/2 · loss 1.234 · about 2m 05s left · 170 tokens/s"
+        in english
+    )
+    token = LocalContext.request.set(SimpleNamespace(headers={"accept-language": "ja-JP,ja;q=0.9"}))
+    try:
+        japanese = job_progress_html(job)
+        done = job_progress_html(Job("j5", "tune", tmp_path, {"name": "kumo"}, state="done",
+                                     result={"adapter": "kumo", "val_loss_before": 3.0, "val_loss_after": 0.25}))  # fmt: skip
+    finally:
+        LocalContext.request.reset(token)
+    assert (
+        "⚙️ 実行中 · 学習：3/20 ステップ · エポック 1/2 · 損失 1.234 · 残り約 2 分 5 秒 · 170 tokens/s"
+        in japanese
+    )
+    assert "✅ 完了 · アダプター kumo：検証損失 3.000 → 0.250" in done
 
 
 @pytest.mark.slow

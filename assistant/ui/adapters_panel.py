@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 
 from assistant.ui.common import adapter_change, refuse_untyped
-from assistant.ui.locale import inform
+from assistant.ui.locale import inform, translated
 from knowledge.errors import TsumugiError
 from knowledge.progress import format_seconds
 
@@ -21,7 +21,7 @@ def adapter_names(app) -> list[str]:
 
 def adapter_details(app, name: str | None) -> tuple[str, list[list]]:
     if not name or not app.adapters.exists(name):
-        return "_Choose an adapter to see its card and the before/after comparison._", []
+        return translated("_Choose an adapter to see its card and the before/after comparison._"), []
     info = app.adapters.get(name)
     card, m = info.card, info.card.get("metrics", {})
     s, d = card.get("settings", {}), card.get("data", {})

@@ -8,9 +8,8 @@ import threading
 import time
 from pathlib import Path
 
-from assistant.ui.locale import progress_text, say
+from assistant.ui.locale import progress_text, say, translated
 from knowledge.lexical import is_japanese
-from knowledge.progress import format_seconds
 from knowledge.retrieve import Hit
 
 EVENTS_AT_ONCE = 8
@@ -208,44 +207,41 @@ JOB_STATE_LABEL = {
 
 
 def _job_result(result: dict) -> str:
-    """A finished job's outcome in a few words (bold names already escaped)."""
+    """A finished job's outcome in a few words, in the reader's language."""
     if "adapter" in result:
-        return (
-            f"adapter <b>{html.escape(result['adapter'])}</b>: validation loss "
+        return translated(
+            f"adapter {result['adapter']}: validation loss "
             f"{result['val_loss_before']:.3f} → {result['val_loss_after']:.3f}"
         )
     if "runs" in result:
-        return f"{len(result['runs'])} run(s) stored; choose them under Results to compare"
+        return translated(f"{len(result['runs'])} run(s) stored; choose them under Runs to compare")
     return ""
 
 
 def job_progress_html(job, empty: str = "No job yet.") -> str:
     """A background job as a progress bar with its state, counts, speed, time left and error."""
+    from knowledge.progress import Progress
+
     if job is None:
-        return f"<p>{html.escape(empty)}</p>"
+        return f"<p>{html.escape(translated(empty))}</p>"
     p = job.progress or {}
     fraction = 0.0 if not p.get("total") else min(1.0, p["done"] / p["total"])
     if job.state == "done":
         fraction = 1.0
-    parts = [html.escape(JOB_STATE_LABEL.get(job.state, job.state))]
+    parts = [translated(JOB_STATE_LABEL.get(job.state, job.state))]
     if p and job.active:
-        details = [f"{p.get('stage', '')}: {p.get('done', 0):g}/{p.get('total', 0):g} {p.get('unit', '')}"]
-        metrics = p.get("metrics") or {}
-        if metrics.get("tokens_per_s"):
-            details.append(f"{metrics['tokens_per_s']:.0f} tokens/s")
-        if p.get("eta") is not None:
-            details.append(f"about {format_seconds(p['eta'])} left")
-        if p.get("message"):
-            details.append(p["message"])
-        parts += [html.escape(d) for d in details]
+        event = Progress(**{k: v for k, v in p.items() if k in Progress.__dataclass_fields__})
+        parts.append(progress_text(event))
+        if (event.metrics or {}).get("tokens_per_s"):
+            parts.append(f"{event.metrics['tokens_per_s']:.0f} tokens/s")
     if job.state == "done" and job.result and _job_result(job.result):
         parts.append(_job_result(job.result))
-    error = f"<p style='color:#b91c1c'>{html.escape(job.error)}</p>" if job.error else ""
+    error = f"<p style='color:#b91c1c'>{html.escape(translated(job.error))}</p>" if job.error else ""
     return (
         f"<div><b>{html.escape(job.request.get('name', ''))}</b> ({html.escape(job.id)})</div>"
         f"<div style='background:#e5e7eb;border-radius:6px;height:14px;margin:6px 0'>"
         f"<div style='background:#6366f1;height:14px;border-radius:6px;width:{fraction * 100:.1f}%'></div></div>"
-        f"<div>{' · '.join(parts)}</div>{error}"
+        f"<div>{' · '.join(html.escape(part) for part in parts)}</div>{error}"
     )
 
 

@@ -18,7 +18,7 @@ from assistant.ui.common import (
     shown_progress,
     upload_path,
 )
-from assistant.ui.locale import inform, t, warn
+from assistant.ui.locale import choices, inform, t, warn
 from knowledge.errors import TsumugiError
 from knowledge.progress import drive_events
 
@@ -364,7 +364,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown, adapters_changed: gr.S
             )
             variants = gr.CheckboxGroup(
                 label=t("Also compare"),
-                choices=[NO_DECOMPOSE, WITH_ESCALATION],
+                choices=choices([(NO_DECOMPOSE, NO_DECOMPOSE), (WITH_ESCALATION, WITH_ESCALATION)]),
                 value=[],
                 info=t("Each ticked variant adds runs; escalation needs a larger model in settings."),
             )

@@ -299,7 +299,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown, adapters_changed: gr.S
     with gr.Row():
         job_pick = gr.Dropdown(label=t("Job"), choices=_job_choices(app), scale=4)
         cancel_btn = gr.Button(t("Cancel job"), variant="stop", scale=1)
-    status = gr.HTML(job_progress_html(None, "No tuning job yet."))
+    status = gr.HTML(t("No tuning job yet."))  # in the reader's language: built once for all
     plot = gr.LinePlot(
         None,
         x="step",
