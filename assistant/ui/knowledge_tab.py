@@ -7,7 +7,7 @@ from itertools import islice
 import gradio as gr
 
 from assistant.ui.common import CancelFlag, arm_cancel, handler, refuse_untyped, shown_progress, upload_path
-from assistant.ui.locale import choices, inform, progress_text, reader_japanese, t, translated, warn
+from assistant.ui.locale import choices, inform, progress_text, reader_japanese, t, table, translated, warn
 from knowledge.embed import reads
 from knowledge.errors import TsumugiError
 from knowledge.ingest import Source
@@ -24,13 +24,18 @@ STATUS_LABEL = {
 }
 
 
-def _documents_table(app, kb_name: str | None) -> list[list]:
-    if not kb_name or not app.library.exists(kb_name):
-        return []
-    return [
-        [d.name, d.kind, d.pages or "", d.chunks, d.added_at.replace("T", " ")[:16]]
-        for d in app.library.get(kb_name).documents()
-    ]
+RESULT_HEADERS = ["File", "Result", "Chunks", "Details"]
+DOCUMENT_HEADERS = ["Document", "Type", "Pages", "Chunks", "Added (UTC)"]
+
+
+def _documents_table(app, kb_name: str | None) -> dict:
+    rows = []
+    if kb_name and app.library.exists(kb_name):
+        rows = [
+            [d.name, d.kind, d.pages or "", d.chunks, d.added_at.replace("T", " ")[:16]]
+            for d in app.library.get(kb_name).documents()
+        ]
+    return table(DOCUMENT_HEADERS, rows)
 
 
 def _doc_choices(app, kb_name: str | None) -> list[tuple[str, int]]:
@@ -139,7 +144,7 @@ def _ingest_uploads(app, kb_name, uploaded, flag, progress):
     # Its steps run on one thread, whichever of Gradio's threads asks for them (on_one_thread).
     work = on_one_thread(app.ingest(kb_name, sources, flag))
     relay = Relay(work)
-    yield rows, gr.update(), gr.update(), gr.update(), gr.update()
+    yield table(RESULT_HEADERS, rows), gr.update(), gr.update(), gr.update(), gr.update()
     try:  # closed here when the browser goes away, not left to the garbage collector
         for event in relay:
             if event.stage in ("Reading", "Embedding"):
@@ -148,7 +153,7 @@ def _ingest_uploads(app, kb_name, uploaded, flag, progress):
                         doing = "⚙️ reading" if event.stage == "Reading" else f"⚙️ {translated(event.message)}"
                         rows[i][1] = translated(doing)
             progress(event.fraction, desc=progress_text(event))
-            yield rows, gr.update(), gr.update(), gr.update(), gr.update()
+            yield table(RESULT_HEADERS, rows), gr.update(), gr.update(), gr.update(), gr.update()
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
     finally:
@@ -163,10 +168,10 @@ def _ingest_uploads(app, kb_name, uploaded, flag, progress):
         ]
     told = outcome(results, reader_japanese())
     (warn if any(r.status == "cancelled" for r in results) else inform)(told)
-    described, table, choices, _ = refresh(app, kb_name)
+    described, documents, choices, _ = refresh(app, kb_name)
     # The drop zone keeps only what a cancel left out, to add again; the rest is in.
     left = [str(paths[i]) for i, r in enumerate(results) if r.status == "cancelled"]
-    yield rows, f"{told}\n\n{described}", table, choices, left or None
+    yield table(RESULT_HEADERS, rows), f"{told}\n\n{described}", documents, choices, left or None
 
 
 def delete(app, kb_name, doc_id):
@@ -227,13 +232,13 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown) -> None:
         add_btn = gr.Button(t("Add to knowledge base"), variant="primary")
         cancel_btn = gr.Button(t("Cancel"), variant="stop")
     results = gr.Dataframe(
-        headers=["File", "Result", "Chunks", "Details"],
+        headers=RESULT_HEADERS,
         label=t("Upload results"),
         interactive=False,
         wrap=True,
     )
     docs = gr.Dataframe(
-        headers=["Document", "Type", "Pages", "Chunks", "Added (UTC)"],
+        headers=DOCUMENT_HEADERS,
         label=t("Documents"),
         interactive=False,
         wrap=True,

@@ -141,3 +141,9 @@ def progress_text(event) -> str:
         )
         parts.append(f"残り約 {left}")
     return " · ".join(parts)
+
+
+def table(headers: list[str], rows: list[list]) -> dict:
+    """A table's rows with its column names in the reader's language: Gradio translates no
+    column name, and it keeps those an event sent for the rest of the page's session."""
+    return gr.update(value=rows, headers=[translated(h) for h in headers])

@@ -468,6 +468,7 @@ def test_9_a_base_made_before_the_server_started_is_listed_when_the_page_opens(p
         )
         ja.get_by_text("追加 1 件、失敗 1 件。").first.wait_for()
         ja.get_by_text("文書 2 件").first.wait_for()
+        assert "追加日時（UTC）" in ja.inner_text("body"), "the document list's column names"
         shot(ja, "12-japanese-upload")
     finally:
         japanese.close()
