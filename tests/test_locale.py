@@ -118,41 +118,57 @@ def test_the_sources_panel_speaks_the_questions_language():
     assert "Cited sources" in sources_markdown(hits, [1]) and "引用元" not in sources_markdown(hits, [1])
 
 
-def _toasts_written() -> list[str]:
-    """Every sentence the UI's code sends as a toast or a refusal (``gr.Error``, ``inform``,
-    ``warn``, ``refuse_untyped``), with ``7`` for each value an f-string fills in."""
-    found = []
+def _toasts_written() -> tuple[list[str], list[tuple[str, set]]]:
+    """What the UI's code sends as a toast or a refusal: the sentences raised as ``gr.Error``
+    or refused by ``refuse_untyped`` (with ``7`` for each value an f-string fills in), and
+    the templates ``inform`` and ``warn`` fill, with the names of the values passed."""
+    raised, filled = [], []
     for path in UI.glob("*.py"):
-        source = path.read_text(encoding="utf-8")
-        for node in ast.walk(ast.parse(source)):
-            if not isinstance(node, ast.Call):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call) or not node.args:
                 continue
             name = getattr(node.func, "attr", None) or getattr(node.func, "id", None)
-            if name not in ("Error", "inform", "warn", "refuse_untyped"):
-                continue
-            for arg in node.args:
-                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-                    found.append(arg.value)
-                elif isinstance(arg, ast.JoinedStr):
-                    found.append("".join(v.value if isinstance(v, ast.Constant) else "7" for v in arg.values))
-    return found
+            first = node.args[0] if name in ("Error", "inform", "warn") else node.args[-1]
+            if name in ("inform", "warn"):
+                assert not isinstance(first, ast.JoinedStr), (
+                    f"{path.name}: a toast's template, not an f-string"
+                )
+                if isinstance(first, ast.Constant):
+                    filled.append((first.value, {k.arg for k in node.keywords}))
+            elif name in ("Error", "refuse_untyped"):
+                if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                    raised.append(first.value)
+                elif isinstance(first, ast.JoinedStr):
+                    raised.append(
+                        "".join(v.value if isinstance(v, ast.Constant) else "7" for v in first.values)
+                    )
+    return raised, filled
 
 
 def test_every_toast_and_refusal_the_page_sends_reaches_a_japanese_reader_in_japanese():
     """A Japanese page told 「ナレッジ」 in its tabs and "Choose or create a knowledge base
     first." in its toasts: Gradio shows a toast as the server sends it."""
+    from string import Formatter
+
     from assistant.drafting.compose import NO_MESSAGE
     from assistant.ui.chat_tab import TYPE_FIRST
     from assistant.ui.common import KB_FIRST
     from assistant.ui.locale import translated
 
-    sent = _toasts_written() + [KB_FIRST, TYPE_FIRST, NO_MESSAGE]
-    assert "Choose or create a knowledge base first." in sent and "Deleted the adapter 7." in sent
-    assert len(sent) > 40
-    assert [s for s in sent if translated(s, japanese=True) == s] == [], (
+    raised, filled = _toasts_written()
+    raised += [KB_FIRST, TYPE_FIRST, NO_MESSAGE]
+    assert "Choose or create a knowledge base first." in raised and len(raised) > 20
+    assert ("Deleted the adapter {name}.", {"name"}) in filled and len(filled) > 12
+    assert [s for s in raised if translated(s, japanese=True) == s] == [], (
         "sent in English to a Japanese reader"
     )
-    assert all(translated(s, japanese=False) == s for s in sent)
+    assert all(translated(s, japanese=False) == s for s in raised)
+    japanese = _japanese("told")
+    assert [t for t, _ in filled if t not in japanese] == [], "toasts without their Japanese"
+    fields = {t: {f for _, f, _, _ in Formatter().parse(t) if f} for t, _ in filled}
+    assert [t for t, given in filled if fields[t] != given] == [], (
+        "a value the template does not take, or lacks"
+    )
 
 
 def test_the_core_s_sentences_reach_a_japanese_reader_with_their_values():
@@ -179,6 +195,16 @@ def test_the_core_s_sentences_reach_a_japanese_reader_with_their_values():
     with pytest.raises(TsumugiError) as named:
         check_name("../secrets", "adapter")
     assert translated(str(named.value), True).startswith("「../secrets」はアダプターの名前に使えません。")
+    with pytest.raises(TsumugiError) as quoted:  # repr() quotes a name with an apostrophe in "…"
+        check_name("Bob's manuals/", "knowledge-base")
+    assert translated(str(quoted.value), True).startswith(
+        "「Bob's manuals/」はナレッジベースの名前に使えません。"
+    )
+    # A name holding the template's own words is kept whole: numbers match only numbers, and
+    # a word only the catalogue's words.
+    big = "Menu is new.pdf is 31 MB, over the 30 MB limit; split it or ask an admin to raise TSUMUGI_MAX_FILE_MB."
+    assert translated(big, True).startswith("Menu is new.pdf は 31 MB で、上限の 30 MB を超えています。")
+    assert translated("Q3: summary.pdf: added", True) == "Q3: summary.pdf：追加"
     # A sentence without a template stays as it was written, not half translated.
     assert translated("tool.exe is empty; there is nothing to index. Really.", True).endswith("Really.")
     assert translated("The server said no.", True) == "The server said no."
@@ -206,7 +232,7 @@ def test_every_told_template_is_still_written_somewhere_and_keeps_its_values():
     def pieces(template: str) -> list[str]:
         """Its runs of fixed words: a value may come quoted (``{name!r}``) where it is written."""
         texts = [text for text, _, _, _ in Formatter().parse(template)]
-        return [p.strip() for text in texts for p in text.split("'") if len(p.strip()) >= 12]
+        return [p.strip() for text in texts for p in re.split("['\"]", text) if len(p.strip()) >= 12]
 
     assert [k for k, v in japanese.items() if fields(k) != fields(v)] == []
     assert [k for k in japanese if any(p not in joined for p in pieces(k))] == [], "templates nobody fills"

@@ -301,7 +301,7 @@ def answer_question(
             answer.needs_review = answer.needs_review or answer.confidence < threshold
         else:
             answer.needs_review = True
-    if not answer.signals.get("number_given", 1):
+    if not answer.signals.get("number_given", 1) and not (stop and stop.is_set()):
         answer.notice = f"{answer.notice} {NO_NUMBER_GIVEN[lang]}".strip()
     if stop is not None and stop.is_set():  # stopped while the larger model wrote: as above
         answer.timings["total_s"] = time.perf_counter() - start

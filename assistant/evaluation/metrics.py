@@ -29,7 +29,8 @@ METRIC_HELP = {
     "confidence_auc_correct": "How well the confidence score ranks right answers above wrong ones "
     "(right: the answer holds at least half of the expected answer's words).",
     "escalated_share": "Share of questions whose answer went to the larger model because confidence was low.",
-    "needs_review_share": "Share of answers marked for a person to check (low confidence, no larger model).",
+    "needs_review_share": "Share of answers marked for a person to check (low confidence, and no larger model "
+    "or its answer low too).",
     "latency_p50_s": "Typical seconds to a full answer (median).",
     "latency_p95_s": "Seconds to a full answer for the slowest one in twenty.",
 }

@@ -72,7 +72,7 @@ def rename_adapter(app, adapter, new):
         new = app.rename_adapter(adapter or "", new or "")
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    inform(f"Renamed {adapter} to {new}.")
+    inform("Renamed {old} to {new}.", old=adapter, new=new)
     return gr.update(choices=adapter_names(app), value=new), "", adapter_change(adapter, new)
 
 
@@ -89,7 +89,7 @@ def delete_adapter(app, adapter, typed=""):
         app.delete_adapter(adapter or "")
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    inform(f"Deleted the adapter {adapter}.")
+    inform("Deleted the adapter {name}.", name=adapter)
     return gr.update(choices=adapter_names(app), value=None), "", adapter_change(adapter, None)
 
 

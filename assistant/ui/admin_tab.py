@@ -66,7 +66,7 @@ def add_user(users, name, password, role):
         users.add(name, password, role)
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    inform(f"User {name} added; restart the app if it ran without login.")
+    inform("User {name} added; restart the app if it ran without login.", name=name)
     return _users_rows(users), ""
 
 

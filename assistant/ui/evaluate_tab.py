@@ -115,8 +115,11 @@ def _tell_count(evalset: EvalSet) -> None:
     hidden = len(evalset.items) - PREVIEW_ROWS
     if hidden > 0:
         inform(
-            f"{len(evalset.items)} questions: the table shows the first {PREVIEW_ROWS}, and the other "
-            f"{hidden} are saved with them as they are."
+            "{n} questions: the table shows the first {shown}, and the other {hidden} are saved with them "
+            "as they are.",
+            n=len(evalset.items),
+            shown=PREVIEW_ROWS,
+            hidden=hidden,
         )
 
 
@@ -129,7 +132,7 @@ def load_file(app, uploaded, shown=None):
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
     if evalset.skipped:
-        warn(f"{len(evalset.skipped)} rows had no question or nothing to check against and were skipped.")
+        warn("{n} rows had no question or nothing to check against and were skipped.", n=len(evalset.skipped))
     _tell_count(evalset)
     return set_rows(evalset), path.stem, evalset
 
@@ -152,7 +155,7 @@ def save_set(app, kb_name, name, rows, shown=None):
         app.eval_sets(kb_name).save(evalset)
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    inform(f"Saved {len(evalset.items)} questions as {evalset.name}.")
+    inform("Saved {n} questions as {name}.", n=len(evalset.items), name=evalset.name)
     return gr.update(choices=_set_choices(app, kb_name), value=evalset.name)
 
 
@@ -214,7 +217,7 @@ def start_eval(app, kb_name, name, chosen_models, ks, closed, first_n, others=No
         job = app.start_eval(kb_name, name, configs, limit=int(first_n or 0))
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    inform(f"Started {len(configs)} run(s); results appear below when they finish.")
+    inform("Started {n} run(s); results appear below when they finish.", n=len(configs))
     return job.id, job_progress_html(job)
 
 

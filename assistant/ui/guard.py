@@ -45,9 +45,9 @@ def require_role(fn, role: str, access: Access, quiet_outputs: int | None = None
         if quiet_outputs is not None:
             return None
         events.log("denied", user=username, action=name, role=caller.role if caller else None)
-        raise gr.Error(
-            f"Your account ({username or 'not logged in'}) is not allowed to do this; ask an admin."
-        )
+        if not username:
+            raise gr.Error("Log in to do this; ask an admin for an account.")
+        raise gr.Error(f"Your account ({username}) is not allowed to do this; ask an admin.")
 
     def call_args(caller, kwargs: dict) -> dict:
         return {**kwargs, "caller": caller} if wants_caller else kwargs

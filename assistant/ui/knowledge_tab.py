@@ -80,7 +80,7 @@ def create(app, name, size=200):
         kb = app.knowledge_base(name, create=True, chunk_size=int(size or 224))
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    inform(f"Created the knowledge base {kb.name}.")
+    inform("Created the knowledge base {name}.", name=kb.name)
     return gr.update(choices=app.library.names(), value=kb.name), ""
 
 
@@ -194,7 +194,7 @@ def change_model(app, kb_name, model, progress=gr.Progress()):
         count = drive_events(reembed(app.library.get(kb_name), model.strip()), shown_progress(progress))
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    inform(f"Re-embedded {count} passages with {model.strip()}.")
+    inform("Re-embedded {n} passages with {model}.", n=count, model=model.strip())
     return describe(app, kb_name)
 
 
@@ -210,7 +210,7 @@ def delete_kb(app, kb_name, typed):
         app.library.delete(kb_name)
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    inform(f"Deleted the knowledge base {kb_name}.")
+    inform("Deleted the knowledge base {name}.", name=kb_name)
     names = app.library.names()
     return gr.update(choices=names, value=names[0] if names else None), ""
 

@@ -9,11 +9,12 @@ The English is written where it is used, and it is the key. ``ja.json`` holds th
   who wrote it, timings): ``say("total {seconds} s", japanese, seconds=...)``, as plain text,
   so an API client reads them too. They follow the language of the question, as the answer
   itself and its refusal do.
-- ``told``: what the server tells the reader in a sentence written in English where it
-  happens, in the UI or in the core (a toast, a refusal, why a file was not added):
+- ``told``: what the server tells the reader in a sentence (a toast, a refusal, why a file
+  was not added). The page fills its own from their template, ``inform("Deleted the adapter
+  {name}.", name=...)`` (:func:`told`); the core's arrive written in English, and
   :func:`translated` finds the template a message was filled from and fills the Japanese with
-  the same values; an ``{n}`` is a number, a ``{word}`` one of the catalogue's words
-  ("adapter", "failed"), put in its Japanese. These follow the reader's browser
+  the same values (a number field matches only a number, a ``{word}`` one of the catalogue's
+  words, "adapter" or "failed", put in its Japanese). These follow the reader's browser
   (:func:`reader_japanese`): Gradio shows a toast as it is sent. A message without a template
   stays English.
 """
@@ -56,37 +57,68 @@ def say(english: str, japanese: bool, **values) -> str:
     return template.format(**values)
 
 
+_NUMBERS = {
+    "n",
+    "size",
+    "limit",
+    "pages",
+    "done",
+    "total",
+    "added",
+    "shown",
+    "hidden",
+    "before",
+    "after",
+    "loss",
+}
+"""Fields that hold a number ("3", "1,024", "0.250", "1/2"): they match nothing else, so a name
+around them cannot be cut in the wrong place."""
+
+_FIXED = {english: japanese for english, japanese in _JAPANESE["told"].items() if "{" not in english}
+
+
 def _pattern(template: str) -> re.Pattern:
-    """``template``'s text as it is, each ``{field}`` any text (the shortest that fits) but
-    ``{n}``, a number."""
+    """``template``'s text as it is; each ``{field}`` any text (the shortest that fits), a
+    number (:data:`_NUMBERS`), or for ``{word}`` one of the catalogue's words."""
+    words = "|".join(re.escape(w) for w in sorted(_FIXED, key=len, reverse=True))
     pieces = []
     for text, field, _, _ in Formatter().parse(template):
         pieces.append(re.escape(text))
-        if field is not None:
-            pieces.append(r"(?P<n>\d[\d,.]*)" if field == "n" else f"(?P<{field}>.+?)")
+        if field == "word":
+            pieces.append(f"(?P<word>{words})")
+        elif field in _NUMBERS:
+            pieces.append(rf"(?P<{field}>\d[\d,./]*)")
+        elif field is not None:
+            pieces.append(f"(?P<{field}>.+?)")
     return re.compile("".join(pieces), re.DOTALL)
 
 
-_TOLD = [(_pattern(english), japanese) for english, japanese in _JAPANESE["told"].items()]
+_TOLD = [(_pattern(english), japanese) for english, japanese in _JAPANESE["told"].items() if "{" in english]
 
 
 def translated(message: str, japanese: bool | None = None) -> str:
     """``message``, sent in English, in Japanese when the reader reads Japanese (``japanese``;
-    by default the browser's language) and ``ja.json`` holds the template it was filled
-    from; as it is otherwise."""
-    if not (reader_japanese() if japanese is None else japanese):
-        return message
+    by default the browser's language) and ``ja.json`` holds it or the template it was filled
+    from; as it is otherwise. Messages the core writes come here; the page's own are filled
+    from their template in either language (:func:`told`)."""
+    if len(message) > 1000 or not (reader_japanese() if japanese is None else japanese):
+        return message  # a sentence of ours is shorter: this is a report (a traceback, a log)
+    if message in _FIXED:
+        return _FIXED[message]
     for pattern, template in _TOLD:
         found = pattern.fullmatch(message)
-        if not found:
-            continue
-        values = found.groupdict()
-        if "word" in values:  # a word of the sentence, itself in the catalogue ("adapter", "failed")
-            if values["word"] not in _JAPANESE["told"]:
-                continue
-            values["word"] = _JAPANESE["told"][values["word"]]
-        return template.format(**values)
+        if found:
+            values = found.groupdict()
+            if "word" in values:
+                values["word"] = _FIXED[values["word"]]
+            return template.format(**values)
     return message
+
+
+def told(template: str, **values) -> str:
+    """A message of the page's, ``template`` filled with ``values``, in the reader's language."""
+    japanese = _JAPANESE["told"].get(template) if reader_japanese() else None
+    return (japanese or template).format(**values)
 
 
 def reader_japanese(request=None) -> bool:
@@ -102,15 +134,15 @@ def reader_japanese(request=None) -> bool:
     return first == "ja" or first.startswith("ja-")
 
 
-def inform(message: str) -> None:
+def inform(template: str, **values) -> None:
     """A toast in the reader's language (Gradio heads it with its own word for its kind, not
     with a title the server sends)."""
-    gr.Info(translated(message))
+    gr.Info(told(template, **values) if values else translated(template))
 
 
-def warn(message: str) -> None:
+def warn(template: str, **values) -> None:
     """A warning toast in the reader's language."""
-    gr.Warning(translated(message))
+    gr.Warning(told(template, **values) if values else translated(template))
 
 
 def in_readers_language(error: gr.Error, request=None) -> gr.Error:

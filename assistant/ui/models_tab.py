@@ -63,12 +63,12 @@ def list_models(app):
 
 def use_chat_model(app, name):
     return _use(
-        app, app.set_chat_model, name, "Answering with {} from now on; it loads on the next question."
+        app, app.set_chat_model, name, "Answering with {name} from now on; it loads on the next question."
     )
 
 
 def use_embed_model(app, name):
-    message = "New knowledge bases will be embedded with {}; existing ones keep theirs."
+    message = "New knowledge bases will be embedded with {name}; existing ones keep theirs."
     return _use(app, app.set_embed_model, name, message)
 
 
@@ -77,7 +77,7 @@ def _use(app, setter, name, message: str):
         entry = setter(name or "")
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    inform(message.format(entry.name))
+    inform(message, name=entry.name)
     return list_models(app)
 
 

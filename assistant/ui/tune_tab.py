@@ -179,7 +179,7 @@ def start_tune(app, source_choice, uploaded, kb_name, q, a, adapter_name, preset
         job = app.start_tune(adapter_name or "", data, config, base=(base_name or "").strip() or None)
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    inform(f"Started tuning {adapter_name}. You can leave this page; the job keeps running.")
+    inform("Started tuning {name}. You can leave this page; the job keeps running.", name=adapter_name)
     return gr.update(choices=_job_choices(app), value=job.id), {}
 
 
@@ -219,7 +219,7 @@ def cancel_tune(app, job_id):
         raise gr.Error("Choose a job to cancel first.")
     job = app.jobs.cancel(job_id)
     if not job.active:
-        inform(f"The job has already ended ({job.state}).")
+        inform("The job has already ended ({state}).", state=job.state)
     else:
         inform("Cancelling; the adapter of a cancelled job is not saved.")
 
