@@ -250,3 +250,31 @@ def test_the_reader_is_japanese_when_the_browser_asks_for_japanese_first():
     assert asks("ja,en-US;q=0.9,en;q=0.8") and asks("ja-JP") and asks("JA-jp;q=1")
     assert not asks("en-US,ja;q=0.9") and not asks("") and not asks("jav")
     assert not reader_japanese(), "outside an event (the CLI, a test): English"
+
+
+def test_the_draft_panel_speaks_the_japanese_readers_language(tmp_path, model_cache):
+    """An agent on a Japanese page read "Drafts: 0 (0 accepted, …) · answers escalated to the
+    larger model …" under every draft."""
+    from types import SimpleNamespace
+
+    from gradio.context import LocalContext
+
+    from assistant.config import Settings
+    from assistant.serving.service import Tsumugi
+    from assistant.ui.draft_tab import recent_rows, stats_markdown
+
+    app = Tsumugi(Settings(data_dir=tmp_path / "data", model_cache=model_cache))
+    english = stats_markdown(app, None)
+    assert english.startswith("Drafts: 0 (0 accepted, 0 rejected, 0 pending) · answers escalated")
+    token = LocalContext.request.set(SimpleNamespace(headers={"accept-language": "ja"}))
+    try:
+        japanese, recent = stats_markdown(app, "返品"), recent_rows(app, None)
+    finally:
+        LocalContext.request.reset(token)
+    assert japanese.startswith(
+        "**返品** の下書き：0 件（承認 0・却下 0・未決定 0） · 大きめのモデルへのエスカレーション"
+    )
+    assert (
+        "大きめのモデルは設定されていません。確信度が 0.50 未満の回答には「要確認」が付きます。" in japanese
+    )
+    assert recent["headers"][:3] == ["日時", "状態", "確信度"]

@@ -23,7 +23,7 @@ from assistant.ui.common import (
     sources_markdown,
     stop_now,
 )
-from assistant.ui.locale import choices, say, t
+from assistant.ui.locale import choices, say, t, table, told, translated
 from assistant.ui.pages import paced
 from knowledge.errors import TsumugiError
 from knowledge.lexical import is_japanese
@@ -34,31 +34,45 @@ TONE_CHOICES = [("Formal", "formal"), ("Friendly", "friendly"), ("Concise", "con
 
 def stats_markdown(app, kb_name: str | None) -> str:
     s = app.drafts.stats(kb_name or None)
+    counts = dict(drafts=s["drafts"], accepted=s["accepted"], rejected=s["rejected"], pending=s["pending"])
     share = "–" if s["escalated_share"] is None else f"{s['escalated_share']:.0%}"
-    where = f" in **{html.escape(kb_name)}**" if kb_name else ""
+    drafts = (
+        told("Drafts in **{kb}**: {drafts} ({accepted} accepted, {rejected} rejected, {pending} pending)",
+             kb=html.escape(kb_name), **counts)
+        if kb_name
+        else told("Drafts: {drafts} ({accepted} accepted, {rejected} rejected, {pending} pending)", **counts)
+    )  # fmt: skip
+    answers = told(
+        "answers escalated to the larger model: {escalated} of {answers} ({share}) · marked for review: {review}",
+        escalated=s["escalated"],
+        answers=s["answers"],
+        share=share,
+        review=s["needs_review"],
+    )
+    escalation = html.escape(translated(app.settings.escalation.describe()))
     return (
-        f"Drafts{where}: {s['drafts']} ({s['accepted']} accepted, {s['rejected']} rejected, "
-        f"{s['pending']} pending) · answers escalated to the larger model: {s['escalated']} of "
-        f"{s['answers']} ({share}) · marked for review: {s['needs_review']}  \n"
-        f"<sub>{html.escape(app.settings.escalation.describe())} Accepted drafts can train an adapter "
-        "in the Tune tab.</sub>"
+        f"{drafts} · {answers}  \n<sub>{escalation} "
+        f"{translated('Accepted drafts can train an adapter in the Tune tab.')}</sub>"
     )
 
 
-def recent_rows(app, kb_name: str | None) -> list[list]:
+RECENT_HEADERS = ["when", "status", "confidence", "escalated", "message", "reply or reason"]
+
+
+def recent_rows(app, kb_name: str | None) -> dict:
     rows = []
     for d in app.drafts.list(kb=kb_name or None, limit=20):
         rows.append(
             [
                 time.strftime("%m-%d %H:%M", time.localtime(d.created)),
-                d.status,
+                translated(d.status),
                 "–" if d.confidence is None else f"{d.confidence:.2f}",
-                "yes" if d.escalated else "",
+                translated("yes") if d.escalated else "",
                 d.message[:80].replace("\n", " "),
                 (d.final or d.reason or "")[:80].replace("\n", " "),
             ]
         )
-    return rows
+    return table(RECENT_HEADERS, rows)
 
 
 def message_ready(app, text, kb_name, adapter_name=""):
@@ -140,7 +154,9 @@ def accept(app, draft, text, strip, kb_name, *, caller=None):
         stored = app.drafts.accept(draft, final, **_decider(caller))
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    note = f"✅ Accepted and stored ({stored.id}); it is offered as training data in the Tune tab."
+    note = told(
+        "✅ Accepted and stored ({id}); it is offered as training data in the Tune tab.", id=stored.id
+    )
     return note, *recent_drafts(app, kb_name, caller=caller)
 
 
@@ -151,7 +167,7 @@ def reject(app, draft, why, kb_name, *, caller=None):
         stored = app.drafts.reject(draft, why, **_decider(caller))
     except TsumugiError as exc:
         raise gr.Error(str(exc)) from exc
-    note = f"Rejected ({stored.id}): {html.escape(stored.reason or '')}"
+    note = told("Rejected ({id}): {reason}", id=stored.id, reason=html.escape(stored.reason or ""))
     return note, *recent_drafts(app, kb_name, caller=caller), ""
 
 
@@ -225,7 +241,7 @@ def build(app, kb_selector: gr.Dropdown, adapters_changed: gr.State, public: boo
     with gr.Accordion(t("Recent drafts"), open=False, visible=not public):
         stats = gr.Markdown(None if public else stats_markdown(app, None))
         recent = gr.Dataframe(
-            headers=["when", "status", "confidence", "escalated", "message", "reply or reason"],
+            headers=RECENT_HEADERS,
             value=None if public else recent_rows(app, None),
             interactive=False,
             wrap=True,
