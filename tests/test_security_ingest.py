@@ -223,7 +223,7 @@ def test_knowledge_tab_cancel_stops_between_files_and_says_so(tmp_path, embedder
         shown = outputs
         if not flag.is_set() and len(app.library.get("manuals").documents()) >= 3:
             knowledge_tab.cancel_upload(app, flag)  # what the Cancel button runs
-    rows, summary = shown[0]["value"], shown[1]
+    rows, summary = shown[0]["data"], shown[1]
     assert [r[1] for r in rows] == [knowledge_tab.STATUS_LABEL["added"]] * 3 + [
         knowledge_tab.STATUS_LABEL["cancelled"]
     ] * 7
@@ -233,7 +233,7 @@ def test_knowledge_tab_cancel_stops_between_files_and_says_so(tmp_path, embedder
     # A Cancel while no upload is running is not kept for the next one ...
     knowledge_tab.cancel_upload(app, flag)
     outputs = list(knowledge_tab.add(app, "manuals", uploads[3:4], flag, progress=lambda *a, **k: None))[-1]
-    assert outputs[0]["value"][0][1] == knowledge_tab.STATUS_LABEL["added"]
+    assert outputs[0]["data"][0][1] == knowledge_tab.STATUS_LABEL["added"]
     # ... but one after the click on Add, while the upload waits for its turn, counts.
     knowledge_tab.arm_cancel(app, flag)
     knowledge_tab.cancel_upload(app, flag)
@@ -311,7 +311,7 @@ def test_an_upload_whose_browser_went_away_leaves_the_knowledge_base_writable(tm
             knowledge_tab.add(
                 app, "manuals", uploads[3:], knowledge_tab.CancelFlag(), progress=lambda *a, **k: None
             )
-        )[-1][0]["value"]
+        )[-1][0]["data"]
     )
     assert rows == [
         [uploads[3].rsplit("/", 1)[1], knowledge_tab.STATUS_LABEL["added"], rows[0][2], rows[0][3]]

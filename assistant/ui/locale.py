@@ -176,6 +176,6 @@ def progress_text(event) -> str:
 
 
 def table(headers: list[str], rows: list[list]) -> dict:
-    """A table's rows with its column names in the reader's language: Gradio translates no
-    column name, and it keeps those an event sent for the rest of the page's session."""
-    return gr.update(value=rows, headers=[translated(h) for h in headers])
+    """A table's rows with its column names in the reader's language (Gradio translates no
+    column name): a value a ``gr.Dataframe`` takes, and an API client reads as any table."""
+    return {"headers": [translated(h) for h in headers], "data": rows}
