@@ -278,3 +278,14 @@ def test_the_draft_panel_speaks_the_japanese_readers_language(tmp_path, model_ca
         "大きめのモデルは設定されていません。確信度が 0.50 未満の回答には「要確認」が付きます。" in japanese
     )
     assert recent["headers"][:3] == ["日時", "状態", "確信度"]
+
+
+def test_every_metric_of_the_evaluate_table_has_its_japanese_name_and_meaning():
+    """The comparison table a support lead reads to decide on an adapter: a metric added
+    without its Japanese would show its English line on a Japanese page."""
+    from assistant.evaluation.metrics import METRIC_HELP, METRIC_LABEL
+    from assistant.ui.locale import translated
+
+    shown = [*METRIC_LABEL.values(), *METRIC_HELP.values()]
+    assert [s for s in shown if translated(s, japanese=True) == s] == []
+    assert translated(METRIC_LABEL["f1"], True) == "回答のトークン F1"

@@ -10,18 +10,21 @@ from pathlib import Path
 import gradio as gr
 
 from assistant.ui.common import adapter_change, refuse_untyped
-from assistant.ui.locale import inform, translated
+from assistant.ui.locale import inform, table, translated
 from knowledge.errors import TsumugiError
 from knowledge.progress import format_seconds
+
+COMPARISON_HEADERS = ["Question", "Expected", "Base model", "Tuned model"]
 
 
 def adapter_names(app) -> list[str]:
     return app.adapters.names()
 
 
-def adapter_details(app, name: str | None) -> tuple[str, list[list]]:
+def adapter_details(app, name: str | None) -> tuple[str, dict]:
     if not name or not app.adapters.exists(name):
-        return translated("_Choose an adapter to see its card and the before/after comparison._"), []
+        prompt = translated("_Choose an adapter to see its card and the before/after comparison._")
+        return prompt, table(COMPARISON_HEADERS, [])
     info = app.adapters.get(name)
     card, m = info.card, info.card.get("metrics", {})
     s, d = card.get("settings", {}), card.get("data", {})
@@ -41,7 +44,7 @@ def adapter_details(app, name: str | None) -> tuple[str, list[list]]:
     if comparison.exists():
         for row in json.loads(comparison.read_text(encoding="utf-8")):
             rows.append([row["question"], row["expected"], row["base"], row["tuned"]])
-    return "\n\n".join(lines), rows
+    return "\n\n".join(lines), table(COMPARISON_HEADERS, rows)
 
 
 def adapter_card(app, adapter):

@@ -18,7 +18,7 @@ from assistant.ui.common import (
     shown_progress,
     upload_path,
 )
-from assistant.ui.locale import choices, inform, t, warn
+from assistant.ui.locale import choices, inform, t, translated, warn
 from knowledge.errors import TsumugiError
 from knowledge.progress import drive_events
 
@@ -248,18 +248,23 @@ def compare(app, run_ids):
     if not runs:
         return gr.update(value=None), None, gr.update(value=None)
     headers, rows = metrics_table(runs)
+    headers = [translated(h) for h in headers]
+    rows = [[translated(cell) for cell in row] for row in rows]  # the metrics' names and meanings
     diff_rows = [
         [d["question"], d["expected"], *[f"{s:.2f}: {a}" for s, a in zip(d["scores"], d["answers"])]]
         for d in differences(runs)
     ]
-    diff_headers = ["Question", "Expected", *[f"{i}. answer (score)" for i in range(1, len(runs) + 1)]]
+    diff_headers = [
+        translated(h)
+        for h in ["Question", "Expected", *[f"{i}. answer (score)" for i in range(1, 1 + len(runs))]]
+    ]
     share = f"{44 / len(runs):.0f}%"
     answer_share = f"{64 / len(runs):.0f}%"
     return (
         gr.update(value=rows, headers=headers, column_widths=["16%", *[share] * len(runs), "40%"]),
         chart_frame(runs),
         gr.update(
-            value=diff_rows or [["(no differences)", "", *[""] * len(runs)]],
+            value=diff_rows or [[translated("(no differences)"), "", *[""] * len(runs)]],
             headers=diff_headers,
             column_widths=["20%", "16%", *[answer_share] * len(runs)],
         ),

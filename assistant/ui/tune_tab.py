@@ -12,6 +12,7 @@ from assistant.tuning.data import TrainingData
 from assistant.tuning.job import data_source, load_training_data
 from assistant.tuning.train import PRESET_HELP, PRESETS, TuneConfig
 from assistant.ui.adapters_panel import (
+    COMPARISON_HEADERS,
     adapter_card,
     adapter_details,
     adapter_names,
@@ -317,7 +318,7 @@ def build(app, demo: gr.Blocks, kb_selector: gr.Dropdown, adapters_changed: gr.S
         refresh_btn = gr.Button(t("Refresh"), scale=1)
     card = gr.Markdown()
     comparison = gr.Dataframe(
-        headers=["Question", "Expected", "Base model", "Tuned model"],
+        headers=COMPARISON_HEADERS,
         label=t("Held-out questions, answered before and after tuning"),
         interactive=False,
         wrap=True,
