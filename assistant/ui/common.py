@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from assistant.ui.locale import progress_text, say, translated
+from assistant.ui.locale import progress_text, say, told, translated
 from knowledge.lexical import is_japanese
 from knowledge.retrieve import Hit
 
@@ -209,12 +209,14 @@ JOB_STATE_LABEL = {
 def _job_result(result: dict) -> str:
     """A finished job's outcome in a few words, in the reader's language."""
     if "adapter" in result:
-        return translated(
-            f"adapter {result['adapter']}: validation loss "
-            f"{result['val_loss_before']:.3f} → {result['val_loss_after']:.3f}"
+        return told(
+            "adapter {name}: validation loss {before} → {after}",
+            name=result["adapter"],
+            before=f"{result['val_loss_before']:.3f}",
+            after=f"{result['val_loss_after']:.3f}",
         )
     if "runs" in result:
-        return translated(f"{len(result['runs'])} run(s) stored; choose them under Runs to compare")
+        return told("{n} run(s) stored; choose them under Runs to compare", n=len(result["runs"]))
     return ""
 
 

@@ -7,7 +7,17 @@ from itertools import islice
 import gradio as gr
 
 from assistant.ui.common import CancelFlag, arm_cancel, handler, refuse_untyped, shown_progress, upload_path
-from assistant.ui.locale import choices, inform, progress_text, reader_japanese, t, table, translated, warn
+from assistant.ui.locale import (
+    choices,
+    inform,
+    progress_text,
+    reader_japanese,
+    t,
+    table,
+    told,
+    translated,
+    warn,
+)
 from knowledge.embed import reads
 from knowledge.errors import TsumugiError
 from knowledge.ingest import Source
@@ -50,17 +60,26 @@ def describe(app, kb_name):
     kb = app.library.get(kb_name)
     documents = kb.documents()
     lines = [
-        f"**{kb_name}** · {len(documents)} documents · {sum(d.chunks for d in documents)} chunks · "
-        f"passages of up to {kb.chunking.size} tokens · embedding model `{kb.embed_model}`"
+        told(
+            "**{name}** · {documents} documents · {chunks} chunks · passages of up to {size} tokens · "
+            "embedding model `{model}`",
+            name=kb_name,
+            documents=len(documents),
+            chunks=sum(d.chunks for d in documents),
+            size=kb.chunking.size,
+            model=kb.embed_model,
+        )
     ]
     sample = " ".join(text for _, _, text in islice(kb.iter_chunk_texts(), 20)) if documents else ""
     if not reads(kb.embed_model, sample):
         lines.append(
-            "_Some of these documents are Japanese, which this embedding model does not read: "
-            "search matches their words, not their meaning. Re-embedding with a multilingual model "
-            "(Knowledge base settings, below) adds search by meaning._"
+            translated(
+                "_Some of these documents are Japanese, which this embedding model does not read: "
+                "search matches their words, not their meaning. Re-embedding with a multilingual model "
+                "(Knowledge base settings, below) adds search by meaning._"
+            )
         )
-    return "\n\n".join(translated(line) for line in lines)
+    return "\n\n".join(lines)
 
 
 def refresh(app, kb_name):
